@@ -1,0 +1,74 @@
+"""The `trio-broker` command line."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import trio
+
+from . import daemon
+from .config import ConfigError, load_config
+from .logs import configure_logging
+from .version import __version__
+
+DEFAULT_CONFIG = "/etc/trio-broker/trio-broker.toml"
+# sysexits.h EX_CONFIG: the unit file tells systemd not to restart on it.
+EXIT_CONFIG = 78
+
+log = logging.getLogger("broker.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-broker", description="A pub/sub message broker for WebSocket clients."
+    )
+    parser.add_argument("--version", action="version", version=f"trio-broker {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, summary in (
+        ("serve", "run the broker until SIGTERM or SIGINT; SIGHUP reloads the config"),
+        ("check-config", "validate a config file: exit 0 if valid, 1 with the errors"),
+    ):
+        command = commands.add_parser(name, help=summary, description=summary)
+        command.add_argument(
+            "--config", "-c", metavar="FILE", default=DEFAULT_CONFIG,
+            help=f"the TOML config file (default: {DEFAULT_CONFIG})",
+        )
+    return parser
+
+
+def _check_config(path: str) -> int:
+    try:
+        load_config(path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{path}: OK")
+    return 0
+
+
+def _serve(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(config.log.level, config.log.format)
+    try:
+        trio.run(daemon.run, Path(path), config)
+    except OSError as error:
+        server = config.server
+        log.error("cannot listen on %s:%s: %s", server.host, server.port, error.strerror or error)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.config)
+    return _serve(args.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

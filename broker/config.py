@@ -1,0 +1,179 @@
+"""The TOML configuration: plain attrs classes, validated with every error reported.
+
+The sample file ``etc/trio-broker.toml`` documents every key; keep them in step.
+"""
+
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``errors`` lists every problem found."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.source = source
+        self.errors = errors
+        super().__init__("\n".join(f"{source}: {error}" for error in errors))
+
+
+def _setting(
+    default: Any,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    positive: bool = False,
+    choices: tuple[str, ...] = (),
+    check: Any = None,
+) -> Any:
+    return attrs.field(
+        default=default,
+        metadata={"min": min, "max": max, "positive": positive, "choices": choices, "check": check},
+    )
+
+
+def _check_path(value: str) -> str | None:
+    if not value.startswith("/"):
+        return "must start with '/'"
+    if any(ch in value for ch in "?# ") or not value.isascii():
+        return "must be a plain ASCII URL path without query, fragment or spaces"
+    return None
+
+
+def _check_nonempty(value: str) -> str | None:
+    return None if value else "must not be empty"
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str = _setting("127.0.0.1", check=_check_nonempty)
+    port: int = _setting(8080, min=0, max=65535)
+    path: str = _setting("/ws", check=_check_path)
+    shutdown_timeout: float = _setting(10.0, positive=True, max=3600)
+    handshake_timeout: float = _setting(10.0, positive=True, max=3600)
+    heartbeat_interval: float = _setting(30.0, min=0, max=86400)
+    heartbeat_timeout: float = _setting(10.0, positive=True, max=3600)
+    close_timeout: float = _setting(5.0, positive=True, max=3600)
+
+
+@attrs.frozen
+class LimitsConfig:
+    max_connections: int = _setting(10_000, min=1, max=10_000_000)
+    max_message_size: int = _setting(65_536, min=256, max=64 * 1024 * 1024)
+    max_subscriptions: int = _setting(100, min=1, max=1_000_000)
+    max_topic_length: int = _setting(256, min=1, max=65_536)
+    max_queued_messages: int = _setting(1000, min=1, max=1_000_000)
+    slow_consumer_timeout: float = _setting(5.0, positive=True, max=3600)
+
+
+@attrs.frozen
+class LogConfig:
+    level: str = _setting("info", choices=("debug", "info", "warning", "error"))
+    format: str = _setting("text", choices=("text", "json"))
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig = attrs.field(factory=ServerConfig)
+    limits: LimitsConfig = attrs.field(factory=LimitsConfig)
+    log: LogConfig = attrs.field(factory=LogConfig)
+
+
+_SECTIONS: dict[str, type[Any]] = {"server": ServerConfig, "limits": LimitsConfig, "log": LogConfig}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _convert(field: "attrs.Attribute[Any]", value: Any) -> tuple[Any, str | None]:
+    """Return the value as the field's type, or an error message."""
+    kind = field.type
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):  # type: ignore[arg-type]
+        return None, f"must be {_TYPE_NAMES[kind]}, got {_describe(value)}"  # type: ignore[index]
+    meta = field.metadata
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, f"must be a finite number, got {_describe(value)}"
+    if meta["positive"] and value <= 0:
+        return None, f"must be greater than 0, got {_describe(value)}"
+    if meta["min"] is not None and value < meta["min"]:
+        return None, f"must be at least {meta['min']}, got {_describe(value)}"
+    if meta["max"] is not None and value > meta["max"]:
+        return None, f"must be at most {meta['max']}, got {_describe(value)}"
+    if meta["choices"] and value not in meta["choices"]:
+        allowed = ", ".join(repr(choice) for choice in meta["choices"])
+        return None, f"must be one of {allowed}, got {_describe(value)}"
+    if meta["check"] is not None:
+        problem = meta["check"](value)
+        if problem:
+            return None, f"{problem}, got {_describe(value)}"
+    return value, None
+
+
+def _build_section(name: str, cls: type[Any], table: Any, errors: list[str]) -> Any:
+    if not isinstance(table, Mapping):
+        errors.append(f"[{name}] must be a table, got {_describe(table)}")
+        return cls()
+    fields = {field.name: field for field in attrs.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        field = fields.get(key)
+        if field is None:
+            known = ", ".join(fields)
+            errors.append(f"{name}.{key}: unknown key (known keys: {known})")
+            continue
+        converted, problem = _convert(field, value)
+        if problem:
+            errors.append(f"{name}.{key}: {problem}")
+        else:
+            values[key] = converted
+    return cls(**values)
+
+
+def config_from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
+    """Validate parsed TOML; raise ConfigError listing every problem."""
+    errors: list[str] = []
+    sections: dict[str, Any] = {}
+    for name, table in data.items():
+        cls = _SECTIONS.get(name)
+        if cls is None:
+            errors.append(f"[{name}]: unknown section (known sections: {', '.join(_SECTIONS)})")
+            continue
+        sections[name] = _build_section(name, cls, table, errors)
+    if errors:
+        raise ConfigError(source, errors)
+    return Config(**sections)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # The message carries "(at line L, column C)".
+        raise ConfigError(source, [f"invalid TOML: {exc}"]) from None
+    return config_from_mapping(data, source)
+
+
+def load_config(path: str | Path) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc}"]) from None
+    return parse_config(text, str(path))
+
+
+def restart_required(old: Config, new: Config) -> list[str]:
+    """Keys whose new value only takes effect after a restart."""
+    return [
+        f"server.{key}"
+        for key in ("host", "port")
+        if getattr(old.server, key) != getattr(new.server, key)
+    ]

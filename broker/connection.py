@@ -1,0 +1,260 @@
+"""One client's WebSocket session: reads requests, writes replies and deliveries.
+
+Three tasks per connection, in one nursery: the reader (handles requests in
+order), the writer (the only task that writes to the socket) and the heartbeat.
+Closing is a request: the writer sends the close frame after what it must
+drain, the reader waits for the peer's answer, and a deadline on the whole
+connection bounds both.
+"""
+
+import logging
+
+import trio
+from wsproto import WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+from . import protocol
+from .config import LimitsConfig, ServerConfig
+from .frames import text_frame
+from .messages import MessageAssembler, MessageTooBig, Received
+from .outbox import Outbox
+from .protocol import ErrorCode, ProtocolError
+from .router import LocalRouter
+from .topics import TopicError, check_filter, check_topic, is_reserved
+
+log = logging.getLogger("broker.connection")
+
+RECEIVE_SIZE = 65_536
+
+
+class CloseCode:
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+
+
+class ClientConnection:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ws: WSConnection,
+        *,
+        client_id: str,
+        remote: str,
+        router: LocalRouter,
+        server: ServerConfig,
+        limits: LimitsConfig,
+        server_name: str,
+    ) -> None:
+        self.stream = stream
+        self.ws = ws
+        self.client_id = client_id
+        self.remote = remote
+        self.router = router
+        # A snapshot: a reload applies new limits to new connections only.
+        self.server = server
+        self.limits = limits
+        self.server_name = server_name
+        self.outbox = Outbox(limits.max_queued_messages)
+        self.subscriptions: set[str] = set()
+        self.close_code: int | None = None
+        self._scope = trio.CancelScope()
+        self._writer_done = trio.Event()
+        self._pong_received = trio.Event()
+        self._held_by_backpressure = False
+
+    def __repr__(self) -> str:
+        return f"<ClientConnection {self.client_id} from {self.remote}>"
+
+    # The router's Subscriber interface.
+
+    def offer(self, frame: bytes) -> bool:
+        return self.outbox.offer(frame)
+
+    async def deliver(self, frame: bytes) -> None:
+        if not await self.outbox.put(frame, self.limits.slow_consumer_timeout):
+            log.warning("client %s (%s): slow consumer, closing", self.client_id, self.remote)
+            self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
+
+    # Life cycle.
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code is not None
+
+    def close(
+        self, code: int, reason: str, *, drain: bool = False, deadline: float | None = None
+    ) -> None:
+        """Start the closing handshake; the connection ends by ``deadline`` at the latest."""
+        if deadline is None:
+            deadline = trio.current_time() + self.server.close_timeout
+        self._scope.deadline = min(self._scope.deadline, deadline)
+        if self.closing:
+            return
+        self.close_code = code
+        final = None
+        if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            final = self.ws.send(CloseConnection(code=code, reason=reason))
+        self.outbox.finish(final, drain=drain)
+
+    async def run(self) -> None:
+        welcome = protocol.encode_welcome(self.client_id, self.server_name)
+        self.outbox.offer(text_frame(welcome))
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_loop)
+                    if self.server.heartbeat_interval > 0:
+                        nursery.start_soon(self._heartbeat_loop)
+                    await self._read_loop()
+                    if self.closing:
+                        await self._writer_done.wait()
+                    nursery.cancel_scope.cancel()
+        finally:
+            for topic_filter in self.subscriptions:
+                self.router.unsubscribe(topic_filter, self)
+            # Releases publishers waiting for room in this outbox.
+            self.outbox.finish(None, drain=False)
+
+    async def _write_loop(self) -> None:
+        while True:
+            data, last = await self.outbox.next_batch()
+            if data:
+                await self.stream.send_all(data)
+            self.outbox.sent()
+            if last:
+                self._writer_done.set()
+                return
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.server.heartbeat_interval
+        timeout = self.server.heartbeat_timeout
+        while True:
+            await trio.sleep(interval)
+            if self.ws.state is not ConnectionState.OPEN:
+                return
+            self._pong_received = trio.Event()
+            self.outbox.push_control(self.ws.send(Ping(payload=b"heartbeat")))
+            with trio.move_on_after(timeout):
+                await self._pong_received.wait()
+            # While a publish is held up by backpressure this connection is not
+            # being read, so its pong may sit unread: that is our delay, not its.
+            while not self._pong_received.is_set() and self._held_by_backpressure:
+                with trio.move_on_after(timeout):
+                    await self._pong_received.wait()
+            if not self._pong_received.is_set():
+                log.info("client %s (%s): no pong, closing", self.client_id, self.remote)
+                self.close(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
+                return
+
+    async def _read_loop(self) -> None:
+        """Handle what the peer sends until its close frame or EOF."""
+        assembler = MessageAssembler(self.limits.max_message_size)
+        while True:
+            for event in self.ws.events():
+                if isinstance(event, CloseConnection):
+                    if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                        response = event.response()
+                        self.close(response.code, response.reason or "")
+                    elif self.ws.state is ConnectionState.OPEN:
+                        # wsproto reports a protocol violation as a close event.
+                        self.close(event.code, event.reason or "")
+                    return
+                if isinstance(event, Ping):
+                    if self.ws.state is ConnectionState.OPEN:
+                        self.outbox.push_control(self.ws.send(event.response()))
+                elif isinstance(event, Pong):
+                    self._pong_received.set()
+                elif isinstance(event, TextMessage | BytesMessage) and not self.closing:
+                    try:
+                        message = assembler.feed(event)
+                    except MessageTooBig:
+                        self.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                        continue
+                    if message is not None:
+                        await self._handle(message)
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                return
+            self.ws.receive_data(bytes(data))
+
+    # Requests.
+
+    async def _send(self, payload: bytes) -> None:
+        await self.deliver(text_frame(payload))
+
+    async def _handle(self, message: Received) -> None:
+        request_id = None
+        try:
+            if isinstance(message.payload, bytes):
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST, "binary frames are not supported: send JSON text frames"
+                )
+            request = protocol.parse_request(message.payload)
+            request_id = request.id
+            match request:
+                case protocol.Publish():
+                    await self._publish(request)
+                case protocol.Subscribe():
+                    self._subscribe(request)
+                case protocol.Unsubscribe():
+                    self._unsubscribe(request)
+                case protocol.Ping():
+                    await self._send(protocol.encode_pong(request.id))
+                    return
+            if request.id is not None:
+                await self._send(protocol.encode_ack(request.id))
+        except ProtocolError as error:
+            await self._send(protocol.encode_error(error.code, error.message, error.request_id))
+        except Exception:
+            log.exception(
+                "client %s (%s): internal error handling a request", self.client_id, self.remote
+            )
+            reply = protocol.encode_error(ErrorCode.INTERNAL, "internal error", request_id)
+            await self._send(reply)
+
+    def _check_filter(self, request: protocol.Subscribe | protocol.Unsubscribe) -> None:
+        try:
+            check_filter(request.topic, self.limits.max_topic_length)
+        except TopicError as error:
+            raise ProtocolError(ErrorCode.INVALID_TOPIC, str(error), request.id) from None
+
+    def _subscribe(self, request: protocol.Subscribe) -> None:
+        self._check_filter(request)
+        if request.topic in self.subscriptions:
+            return
+        if len(self.subscriptions) >= self.limits.max_subscriptions:
+            raise ProtocolError(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"at most {self.limits.max_subscriptions} subscriptions per connection",
+                request.id,
+            )
+        self.subscriptions.add(request.topic)
+        self.router.subscribe(request.topic, self)
+
+    def _unsubscribe(self, request: protocol.Unsubscribe) -> None:
+        self._check_filter(request)
+        if request.topic in self.subscriptions:
+            self.subscriptions.discard(request.topic)
+            self.router.unsubscribe(request.topic, self)
+
+    async def _publish(self, request: protocol.Publish) -> None:
+        try:
+            check_topic(request.topic, self.limits.max_topic_length)
+        except TopicError as error:
+            raise ProtocolError(ErrorCode.INVALID_TOPIC, str(error), request.id) from None
+        if is_reserved(request.topic):
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, "topics starting with '$' are reserved for the broker",
+                request.id,
+            )
+        frame = text_frame(protocol.encode_message(request.topic, request.data))
+        self._held_by_backpressure = True
+        try:
+            await self.router.publish(request.topic, frame)
+        finally:
+            self._held_by_backpressure = False
+

@@ -1,0 +1,69 @@
+"""`trio-broker serve`: the broker plus signals, reloads and systemd notifications."""
+
+import logging
+import signal
+from pathlib import Path
+
+import trio
+
+from .config import Config, ConfigError, load_config, restart_required
+from .logs import configure_logging
+from .sdnotify import Notifier, watchdog_interval
+from .server import Broker
+
+log = logging.getLogger("broker.daemon")
+
+
+def _reload(path: Path, broker: Broker, notifier: Notifier) -> None:
+    notifier.reloading()
+    try:
+        try:
+            new = load_config(path)
+        except ConfigError as error:
+            log.error("reload failed, keeping the running configuration:\n%s", error)
+            return
+        old = broker.config
+        configure_logging(new.log.level, new.log.format)
+        for key in restart_required(old, new):
+            log.warning("%s changed; it takes effect after a restart", key)
+        broker.reconfigure(new)
+        log.info("configuration reloaded from %s", path)
+    finally:
+        notifier.ready("reloaded")
+
+
+async def _watchdog(notifier: Notifier, interval: float) -> None:
+    while True:
+        notifier.watchdog()
+        await trio.sleep(interval)
+
+
+async def _serve(
+    broker: Broker, nursery: trio.Nursery, *, task_status: trio.TaskStatus[None]
+) -> None:
+    await broker.serve(task_status=task_status)
+    nursery.cancel_scope.cancel()  # the broker is done: so are the watchdog and signal loop
+
+
+async def run(path: Path, config: Config) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP reloads ``path``."""
+    notifier = Notifier.from_environment()
+    broker = Broker(config)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_serve, broker, nursery)
+            addresses = ", ".join(f"{host}:{port}" for host, port in broker.addresses)
+            log.info("listening on %s, path %s", addresses, config.server.path)
+            notifier.ready(f"listening on {addresses}")
+            interval = watchdog_interval()
+            if interval is not None:
+                nursery.start_soon(_watchdog, notifier, interval)
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    _reload(path, broker, notifier)
+                    continue
+                log.info("%s received, shutting down", signal.Signals(signum).name)
+                notifier.stopping()
+                break
+            broker.stop()
+    log.info("stopped")

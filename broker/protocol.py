@@ -1,0 +1,174 @@
+"""The trio-broker wire protocol v1 (docs/protocol.md): parse client requests, encode replies.
+
+Pure functions and plain classes; nothing here touches a socket.
+"""
+
+import enum
+import json
+import math
+from typing import Any
+
+import attrs
+
+RequestId = int | str
+
+MAX_ID_LENGTH = 128
+# Ids must survive a round trip through JavaScript numbers.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class ErrorCode(enum.StrEnum):
+    BAD_REQUEST = "bad_request"
+    INVALID_TOPIC = "invalid_topic"
+    FORBIDDEN = "forbidden"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """A request the broker refuses; becomes an ``error`` reply, never a close."""
+
+    def __init__(self, code: ErrorCode, message: str, request_id: RequestId | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@attrs.frozen
+class Subscribe:
+    topic: str
+    id: RequestId | None = None
+
+
+@attrs.frozen
+class Unsubscribe:
+    topic: str
+    id: RequestId | None = None
+
+
+@attrs.frozen
+class Publish:
+    topic: str
+    data: Any
+    id: RequestId | None = None
+
+
+@attrs.frozen
+class Ping:
+    id: RequestId | None = None
+
+
+Request = Subscribe | Unsubscribe | Publish | Ping
+
+_FIELDS: dict[str, frozenset[str]] = {
+    "subscribe": frozenset({"op", "id", "topic"}),
+    "unsubscribe": frozenset({"op", "id", "topic"}),
+    "publish": frozenset({"op", "id", "topic", "data"}),
+    "ping": frozenset({"op", "id"}),
+}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float)
+
+
+def _decode(text: str) -> Any:
+    try:
+        return _decoder.decode(text)
+    except ValueError as exc:  # includes JSONDecodeError and int digit limits
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "JSON is nested too deeply") from None
+
+
+def _request_id(obj: dict[str, Any]) -> RequestId | None:
+    if "id" not in obj:
+        return None
+    value = obj["id"]
+    if isinstance(value, str) and len(value) <= MAX_ID_LENGTH:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SAFE_INTEGER:
+        return value
+    raise ProtocolError(
+        ErrorCode.BAD_REQUEST,
+        f"'id' must be an integer of magnitude at most 2^53-1 "
+        f"or a string of at most {MAX_ID_LENGTH} characters",
+    )
+
+
+def parse_request(text: str) -> Request:
+    """Parse one text frame into a request; raise ProtocolError if it is not one."""
+    obj = _decode(text)
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a request must be a JSON object")
+    request_id = _request_id(obj)
+    op = obj.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "missing string field 'op'", request_id)
+    allowed = _FIELDS.get(op)
+    if allowed is None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown op {op[:40]!r}", request_id)
+    unknown = obj.keys() - allowed
+    if unknown:
+        names = ", ".join(repr(name[:40]) for name in sorted(unknown)[:5])
+        message = f"unknown field(s) for {op}: {names}"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, message, request_id)
+    if op == "ping":
+        return Ping(request_id)
+    topic = obj.get("topic")
+    if not isinstance(topic, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "missing string field 'topic'", request_id)
+    if op == "subscribe":
+        return Subscribe(topic, request_id)
+    if op == "unsubscribe":
+        return Unsubscribe(topic, request_id)
+    if "data" not in obj:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "missing field 'data'", request_id)
+    return Publish(topic, obj["data"], request_id)
+
+
+def encode_json(obj: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; strings that are not valid Unicode (lone surrogates) are escaped."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _with_id(obj: dict[str, Any], request_id: RequestId | None) -> dict[str, Any]:
+    if request_id is not None:
+        obj["id"] = request_id
+    return obj
+
+
+def encode_welcome(client_id: str, server: str) -> bytes:
+    return encode_json({"op": "welcome", "client_id": client_id, "server": server})
+
+
+def encode_ack(request_id: RequestId) -> bytes:
+    return encode_json({"op": "ack", "id": request_id})
+
+
+def encode_pong(request_id: RequestId | None) -> bytes:
+    return encode_json(_with_id({"op": "pong"}, request_id))
+
+
+def encode_error(code: ErrorCode, message: str, request_id: RequestId | None = None) -> bytes:
+    reply = {"op": "error", "code": code.value, "message": message}
+    return encode_json(_with_id(reply, request_id))
+
+
+def encode_message(topic: str, data: Any) -> bytes:
+    return encode_json({"op": "message", "topic": topic, "data": data})

@@ -1,0 +1,177 @@
+"""The broker server: listens, runs the handshake, owns every connection task."""
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+from wsproto import ConnectionType, WSConnection
+
+from . import handshake
+from .config import Config
+from .connection import ClientConnection, CloseCode
+from .handshake import HandshakeFailed, Refusal
+from .router import LocalRouter
+from .version import __version__
+
+log = logging.getLogger("broker.server")
+
+SERVER_NAME = f"trio-broker/{__version__}"
+
+
+def _peer_name(stream: trio.SocketStream) -> str:
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return "?"
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Broker:
+    """A running broker. Start it with ``await nursery.start(broker.serve)``.
+
+    ``serve`` returns after `stop` once every client was closed with 1001, or
+    when ``shutdown_timeout`` ran out.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.router = LocalRouter()
+        self.listeners: list[trio.SocketListener] = []
+        self._connections: set[ClientConnection] = set()
+        self._slots_taken = 0
+        self._handshakes: set[trio.CancelScope] = set()
+        self._stop_requested = trio.Event()
+        self._stopping = False
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [listener.socket.getsockname()[:2] for listener in self.listeners]
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a new config: new handshakes and new connections see it at once."""
+        self.config = config
+
+    def stop(self) -> None:
+        """Stop accepting and close every client with 1001 (see `serve`)."""
+        self._stop_requested.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        server = self.config.server
+        self.listeners = await trio.open_tcp_listeners(server.port, host=server.host)
+        async with trio.open_nursery() as nursery:
+            accepting = trio.CancelScope()
+            nursery.start_soon(self._accept, accepting, nursery)
+            task_status.started()
+            await self._stop_requested.wait()
+            self._stopping = True
+            accepting.cancel()
+            deadline = trio.current_time() + self.config.server.shutdown_timeout
+            for scope in self._handshakes:
+                scope.cancel()
+            for connection in self._connections:
+                connection.close(CloseCode.GOING_AWAY, "server shutdown", drain=True,
+                                 deadline=deadline)
+            nursery.cancel_scope.deadline = deadline
+
+    async def _accept(self, scope: trio.CancelScope, nursery: trio.Nursery) -> None:
+        with scope:
+            # serve_listeners closes the listeners when cancelled.
+            await trio.serve_listeners(self._handle_stream, self.listeners,
+                                       handler_nursery=nursery)
+
+    async def _handle_stream(self, stream: trio.SocketStream) -> None:
+        remote = _peer_name(stream)
+        try:
+            await self._serve_stream(stream, remote)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
+            log.debug("connection from %s broke: %r", remote, group.exceptions)
+        except* Exception:
+            log.exception("internal error on the connection from %s", remote)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    def _refusal(self, path: str, config: Config) -> Refusal | None:
+        if path != config.server.path:
+            return Refusal(404, f"no WebSocket endpoint at {path[:100]!r}")
+        if self._stopping:
+            return Refusal(503, "the server is shutting down")
+        if self._slots_taken >= config.limits.max_connections:
+            return Refusal(503, "too many connections")
+        return None
+
+    async def _handshake(self, stream: trio.SocketStream, ws: WSConnection, config: Config,
+                         remote: str) -> bool:
+        """True once the connection is accepted (and holds a slot)."""
+        try:
+            request = await handshake.receive_request(stream, ws)
+        except HandshakeFailed as failure:
+            log.debug("bad handshake from %s: %s", remote, failure.reason)
+            await handshake.refuse(stream, Refusal(failure.status, failure.reason))
+            return False
+        if request is None:
+            return False
+        refusal = self._refusal(handshake.request_path(request), config)
+        if refusal is not None:
+            log.info("refused %s: %d %s", remote, refusal.status, refusal.reason)
+            await handshake.refuse(stream, refusal)
+            return False
+        self._slots_taken += 1
+        try:
+            await handshake.accept(stream, ws)
+        except BaseException:
+            self._slots_taken -= 1
+            raise
+        return True
+
+    async def _serve_stream(self, stream: trio.SocketStream, remote: str) -> None:
+        config = self.config
+        ws = WSConnection(ConnectionType.SERVER)
+        accepted = False
+        with trio.move_on_after(config.server.handshake_timeout) as scope:
+            self._handshakes.add(scope)
+            try:
+                accepted = await self._handshake(stream, ws, config, remote)
+            finally:
+                self._handshakes.discard(scope)
+        if scope.cancelled_caught:
+            log.debug("handshake from %s did not complete in time", remote)
+        if not accepted:
+            return
+        connection = ClientConnection(
+            stream, ws, client_id=secrets.token_urlsafe(12), remote=remote, router=self.router,
+            server=config.server, limits=config.limits, server_name=SERVER_NAME,
+        )
+        self._connections.add(connection)
+        log.debug("client %s connected from %s", connection.client_id, remote)
+        try:
+            if self._stopping:
+                connection.close(CloseCode.GOING_AWAY, "server shutdown")
+            await connection.run()
+        finally:
+            self._connections.discard(connection)
+            self._slots_taken -= 1
+            log.debug("client %s (%s) disconnected, close code %s", connection.client_id, remote,
+                      connection.close_code)
+
+
+@asynccontextmanager
+async def open_broker(config: Config) -> AsyncIterator[Broker]:
+    """Run a broker for the duration of the block; leaving it shuts the broker down."""
+    broker = Broker(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(broker.serve)
+        try:
+            yield broker
+        finally:
+            broker.stop()

@@ -1,0 +1,1 @@
+"""Built-in trio-broker plugins, each written on the public plugin API."""
