@@ -25,6 +25,7 @@ run: $(VENV)/.installed
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check broker plugins tests
+	$(BIN)/ruff format --check broker plugins tests
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy --strict broker plugins

@@ -31,7 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, help=summary, description=summary)
         command.add_argument(
-            "--config", "-c", metavar="FILE", default=DEFAULT_CONFIG,
+            "--config",
+            "-c",
+            metavar="FILE",
+            default=DEFAULT_CONFIG,
             help=f"the TOML config file (default: {DEFAULT_CONFIG})",
         )
     return parser

@@ -248,7 +248,8 @@ class ClientConnection:
             raise ProtocolError(ErrorCode.INVALID_TOPIC, str(error), request.id) from None
         if is_reserved(request.topic):
             raise ProtocolError(
-                ErrorCode.FORBIDDEN, "topics starting with '$' are reserved for the broker",
+                ErrorCode.FORBIDDEN,
+                "topics starting with '$' are reserved for the broker",
                 request.id,
             )
         frame = text_frame(protocol.encode_message(request.topic, request.data))
@@ -257,4 +258,3 @@ class ClientConnection:
             await self.router.publish(request.topic, frame)
         finally:
             self._held_by_backpressure = False
-

@@ -80,15 +80,15 @@ class Broker:
             for scope in self._handshakes:
                 scope.cancel()
             for connection in self._connections:
-                connection.close(CloseCode.GOING_AWAY, "server shutdown", drain=True,
-                                 deadline=deadline)
+                connection.close(
+                    CloseCode.GOING_AWAY, "server shutdown", drain=True, deadline=deadline
+                )
             nursery.cancel_scope.deadline = deadline
 
     async def _accept(self, scope: trio.CancelScope, nursery: trio.Nursery) -> None:
         with scope:
             # serve_listeners closes the listeners when cancelled.
-            await trio.serve_listeners(self._handle_stream, self.listeners,
-                                       handler_nursery=nursery)
+            await trio.serve_listeners(self._handle_stream, self.listeners, handler_nursery=nursery)
 
     async def _handle_stream(self, stream: trio.SocketStream) -> None:
         remote = _peer_name(stream)
@@ -110,8 +110,9 @@ class Broker:
             return Refusal(503, "too many connections")
         return None
 
-    async def _handshake(self, stream: trio.SocketStream, ws: WSConnection, config: Config,
-                         remote: str) -> bool:
+    async def _handshake(
+        self, stream: trio.SocketStream, ws: WSConnection, config: Config, remote: str
+    ) -> bool:
         """True once the connection is accepted (and holds a slot)."""
         try:
             request = await handshake.receive_request(stream, ws)
@@ -149,8 +150,14 @@ class Broker:
         if not accepted:
             return
         connection = ClientConnection(
-            stream, ws, client_id=secrets.token_urlsafe(12), remote=remote, router=self.router,
-            server=config.server, limits=config.limits, server_name=SERVER_NAME,
+            stream,
+            ws,
+            client_id=secrets.token_urlsafe(12),
+            remote=remote,
+            router=self.router,
+            server=config.server,
+            limits=config.limits,
+            server_name=SERVER_NAME,
         )
         self._connections.add(connection)
         log.debug("client %s connected from %s", connection.client_id, remote)
@@ -161,8 +168,12 @@ class Broker:
         finally:
             self._connections.discard(connection)
             self._slots_taken -= 1
-            log.debug("client %s (%s) disconnected, close code %s", connection.client_id, remote,
-                      connection.close_code)
+            log.debug(
+                "client %s (%s) disconnected, close code %s",
+                connection.client_id,
+                remote,
+                connection.close_code,
+            )
 
 
 @asynccontextmanager

@@ -1,0 +1,62 @@
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+
+from broker import Broker
+from broker.config import config_from_mapping
+from tests.wsclient import WsClient
+
+StartBroker = Callable[..., Awaitable[Broker]]
+Connect = Callable[..., Awaitable[WsClient]]
+
+
+def make_config(**sections: dict[str, Any]) -> Any:
+    """A config on 127.0.0.1, a free port, with the given sections' keys overridden."""
+    data: dict[str, dict[str, Any]] = {"server": {"host": "127.0.0.1", "port": 0}}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return config_from_mapping(data, "<test>")
+
+
+def url(broker: Broker, path: str = "/ws") -> str:
+    return f"ws://127.0.0.1:{broker.port}{path}"
+
+
+@pytest.fixture
+async def start_broker(nursery: trio.Nursery) -> StartBroker:
+    """Start an in-process broker; it is cancelled with the test's nursery."""
+
+    async def start(**sections: dict[str, Any]) -> Broker:
+        broker = Broker(make_config(**sections))
+        await nursery.start(broker.serve)
+        return broker
+
+    return start
+
+
+@pytest.fixture
+async def broker(start_broker: StartBroker) -> Broker:
+    return await start_broker()
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """Open clients that are closed at the end of the test; `welcome=True` reads the welcome."""
+    clients: list[WsClient] = []
+
+    async def open_client(
+        target: Broker | str, *, welcome: bool = True, headers: dict[str, str] | None = None
+    ) -> WsClient:
+        address = target if isinstance(target, str) else url(target)
+        client = await WsClient.connect(address, headers=headers)
+        clients.append(client)
+        if welcome:
+            hello = await client.recv()
+            assert hello["op"] == "welcome"
+        return client
+
+    yield open_client
+    for client in clients:
+        await trio.aclose_forcefully(client.stream)

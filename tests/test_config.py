@@ -1,0 +1,89 @@
+import tomllib
+from pathlib import Path
+
+import attrs
+import pytest
+
+from broker.config import Config, ConfigError, load_config, parse_config, restart_required
+
+SAMPLE = Path(__file__).parent.parent / "etc" / "trio-broker.toml"
+
+
+def test_empty_file_is_the_defaults() -> None:
+    assert parse_config("") == Config()
+
+
+def test_sample_config_names_every_key_with_its_default() -> None:
+    data = tomllib.loads(SAMPLE.read_text())
+    defaults = attrs.asdict(Config())
+    assert data == defaults
+    assert load_config(SAMPLE) == Config()
+
+
+def test_values_are_read() -> None:
+    config = parse_config('[server]\nport = 9000\nshutdown_timeout = 3\n[log]\nformat = "json"')
+    assert config.server.port == 9000
+    assert config.server.shutdown_timeout == 3.0
+    assert isinstance(config.server.shutdown_timeout, float)
+    assert config.log.format == "json"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("[server]\nprot = 1", "server.prot: unknown key"),
+        ("[sever]\nport = 1", "[sever]: unknown section"),
+        ("server = 5", "[server] must be a table"),
+        ('[server]\nport = "80"', "server.port: must be an integer, got '80'"),
+        ("[server]\nport = true", "server.port: must be an integer, got True"),
+        ("[server]\nport = 1.5", "server.port: must be an integer"),
+        ("[server]\nport = 70000", "server.port: must be at most 65535, got 70000"),
+        ("[server]\nport = -1", "server.port: must be at least 0"),
+        ('[server]\npath = "ws"', "server.path: must start with '/'"),
+        ('[server]\npath = "/ws?x"', "server.path: must be a plain ASCII URL path"),
+        ('[server]\nhost = ""', "server.host: must not be empty"),
+        ("[server]\nshutdown_timeout = 0", "server.shutdown_timeout: must be greater than 0"),
+        ("[server]\nheartbeat_timeout = nan", "must be a finite number"),
+        ("[server]\nheartbeat_interval = -1", "server.heartbeat_interval: must be at least 0"),
+        ('[server]\nheartbeat_interval = "1"', "must be a number"),
+        ("[limits]\nmax_connections = 0", "limits.max_connections: must be at least 1"),
+        ("[limits]\nmax_message_size = 10", "limits.max_message_size: must be at least 256"),
+        ('[log]\nlevel = "loud"', "log.level: must be one of 'debug', 'info'"),
+        ('[log]\nformat = "xml"', "log.format: must be one of 'text', 'json'"),
+    ],
+)
+def test_errors_name_the_key(text: str, error: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "my.toml")
+    assert error in str(caught.value)
+    assert str(caught.value).startswith("my.toml: ")
+
+
+def test_every_error_is_reported() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("[server]\nport = 'x'\npath = 'y'\n[limits]\nfoo = 1\n")
+    assert len(caught.value.errors) == 3
+
+
+def test_parse_errors_give_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[server]\nport = 80\nhost = \n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: invalid TOML")
+    assert "line 3, column" in message
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_restart_required_lists_listener_changes() -> None:
+    old = parse_config("")
+    assert restart_required(old, parse_config("[limits]\nmax_connections = 5")) == []
+    assert restart_required(old, parse_config("[server]\nport = 1\nhost = '::1'")) == [
+        "server.host",
+        "server.port",
+    ]

@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from broker import protocol
+from broker.protocol import ErrorCode, ProtocolError, Publish, Subscribe, parse_request
+
+
+def test_parse_each_op() -> None:
+    assert parse_request('{"op":"subscribe","topic":"a","id":1}') == Subscribe("a", 1)
+    assert parse_request('{"op":"unsubscribe","topic":"a"}') == protocol.Unsubscribe("a", None)
+    assert parse_request('{"op":"publish","topic":"a","data":null,"id":"x"}') == Publish(
+        "a", None, "x"
+    )
+    assert parse_request('{"op":"ping"}') == protocol.Ping(None)
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "request_id"),
+    [
+        ("nope", "not valid JSON", None),
+        ("[1]", "JSON object", None),
+        ('"op"', "JSON object", None),
+        ("{}", "'op'", None),
+        ('{"op":1,"id":3}', "'op'", 3),
+        ('{"op":"dance","id":"d"}', "unknown op", "d"),
+        ('{"op":"subscribe","id":2}', "'topic'", 2),
+        ('{"op":"subscribe","topic":5}', "'topic'", None),
+        ('{"op":"publish","topic":"a","id":4}', "'data'", 4),
+        ('{"op":"ping","topic":"a","id":5}', "unknown field", 5),
+        ('{"op":"ping","id":true}', "'id'", None),
+        ('{"op":"ping","id":1.5}', "'id'", None),
+        ('{"op":"ping","id":[1]}', "'id'", None),
+        ('{"op":"ping","id":9007199254740992}', "'id'", None),
+        ('{"op":"ping","id":"' + "x" * 129 + '"}', "'id'", None),
+        ('{"op":"publish","topic":"a","data":NaN}', "not valid JSON", None),
+        ('{"op":"publish","topic":"a","data":1e999}', "not valid JSON", None),
+        ('{"op":"publish","topic":"a","data":' + "9" * 5000 + "}", "not valid JSON", None),
+        ("[" * 100_000 + "]" * 100_000, "", None),
+    ],
+)
+def test_bad_requests(text: str, message: str, request_id: object) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_request(text)
+    assert caught.value.code is ErrorCode.BAD_REQUEST
+    assert message in caught.value.message
+    assert caught.value.request_id == request_id
+
+
+def test_encoders_are_compact_json() -> None:
+    assert protocol.encode_ack(7) == b'{"op":"ack","id":7}'
+    assert protocol.encode_pong(None) == b'{"op":"pong"}'
+    assert json.loads(protocol.encode_error(ErrorCode.FORBIDDEN, "no", "r")) == {
+        "op": "error",
+        "code": "forbidden",
+        "message": "no",
+        "id": "r",
+    }
+    welcome = json.loads(protocol.encode_welcome("c1", "trio-broker/1.0"))
+    assert welcome == {"op": "welcome", "client_id": "c1", "server": "trio-broker/1.0"}
+
+
+def test_message_round_trips_data() -> None:
+    data = {"text": "héllo ☃", "n": [1, 2.5, None, True], "nested": {"a": {}}}
+    encoded = protocol.encode_message("a/b", data)
+    assert "héllo".encode() in encoded
+    assert json.loads(encoded) == {"op": "message", "topic": "a/b", "data": data}
+
+
+def test_lone_surrogates_are_escaped_not_fatal() -> None:
+    request = parse_request('{"op":"publish","topic":"a","data":"\\ud800"}')
+    assert isinstance(request, Publish)
+    encoded = protocol.encode_message(request.topic, request.data)
+    encoded.decode("utf-8")
+    assert json.loads(encoded)["data"] == "\ud800"

@@ -1,0 +1,93 @@
+import itertools
+import random
+
+from broker.subscriptions import SubscriptionIndex
+from broker.topics import matches
+
+FILTERS = [
+    "a",
+    "a/b",
+    "a/+",
+    "a/#",
+    "+/b",
+    "#",
+    "+",
+    "+/+",
+    "a/b/c",
+    "a/+/c",
+    "$SYS/#",
+    "$SYS/+",
+    "+/#",
+    "b/#",
+    "a/b/#",
+]
+TOPICS = [
+    "a",
+    "b",
+    "a/b",
+    "a/c",
+    "b/b",
+    "a/b/c",
+    "a/x/c",
+    "a/b/c/d",
+    "$SYS",
+    "$SYS/x",
+    "$SYS/x/y",
+    "c/d/e",
+]
+
+
+def test_match_agrees_with_reference_definition() -> None:
+    index: SubscriptionIndex[str] = SubscriptionIndex()
+    for topic_filter in FILTERS:
+        index.add(topic_filter, topic_filter)
+    for topic in TOPICS:
+        expected = {f for f in FILTERS if matches(f, topic)}
+        assert index.match(topic) == expected, topic
+
+
+def test_subscriber_matched_by_several_filters_is_returned_once() -> None:
+    index: SubscriptionIndex[str] = SubscriptionIndex()
+    for topic_filter in ("a/b", "a/+", "a/#", "#"):
+        index.add(topic_filter, "client")
+    assert index.match("a/b") == {"client"}
+
+
+def test_remove_prunes_and_is_idempotent() -> None:
+    index: SubscriptionIndex[str] = SubscriptionIndex()
+    index.add("a/+/c", "x")
+    index.add("a/#", "x")
+    index.add("a/b", "x")
+    index.add("a/b", "x")
+    assert len(index) == 3
+    for topic_filter in ("a/+/c", "a/#", "a/b", "a/b", "never/added", "n/+"):
+        index.remove(topic_filter, "x")
+    assert len(index) == 0
+    assert index.match("a/b/c") == set()
+    assert not index._root.children and not index._exact
+
+
+def test_random_add_remove_against_reference() -> None:
+    rng = random.Random(7)
+    index: SubscriptionIndex[int] = SubscriptionIndex()
+    live: set[tuple[str, int]] = set()
+    for _ in range(3000):
+        pair = (rng.choice(FILTERS), rng.randrange(5))
+        if rng.random() < 0.6:
+            index.add(*pair)
+            live.add(pair)
+        else:
+            index.remove(*pair)
+            live.discard(pair)
+    for topic in TOPICS:
+        assert index.match(topic) == {s for f, s in live if matches(f, topic)}
+    assert len(index) == len(live)
+
+
+def test_unrelated_subscriptions_are_not_visited() -> None:
+    index: SubscriptionIndex[int] = SubscriptionIndex()
+    for n, (x, y) in enumerate(itertools.product(range(300), range(300))):
+        index.add(f"t/{x}/{y}/+", n)
+    # Only the one branch of the trie on the topic's path is walked.
+    assert index.match("t/5/7/z") == {5 * 300 + 7}
+    assert index.match("u/5/7/z") == set()
