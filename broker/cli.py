@@ -10,6 +10,7 @@ import trio
 from . import daemon
 from .config import ConfigError, load_config
 from .logs import configure_logging
+from .server import ListenError
 from .version import __version__
 
 DEFAULT_CONFIG = "/etc/trio-broker/trio-broker.toml"
@@ -40,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leaves(group: BaseExceptionGroup[ListenError]) -> list[ListenError]:
+    return [
+        leaf
+        for error in group.exceptions
+        for leaf in (_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    ]
+
+
 def _check_config(path: str) -> int:
     try:
         load_config(path)
@@ -57,13 +66,14 @@ def _serve(path: str) -> int:
         print(error, file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(config.log.level, config.log.format)
+    failed = False
     try:
         trio.run(daemon.run, Path(path), config)
-    except OSError as error:
-        server = config.server
-        log.error("cannot listen on %s:%s: %s", server.host, server.port, error.strerror or error)
-        return 1
-    return 0
+    except* ListenError as group:
+        for failure in _leaves(group):
+            log.error("%s", failure.strerror)
+        failed = True
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

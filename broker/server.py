@@ -20,6 +20,13 @@ log = logging.getLogger("broker.server")
 SERVER_NAME = f"trio-broker/{__version__}"
 
 
+class ListenError(OSError):
+    """The configured address cannot be listened on (in use, not local, no permission)."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, f"cannot listen on {host}:{port}: {cause.strerror or cause}")
+
+
 def _peer_name(stream: trio.SocketStream) -> str:
     try:
         address = stream.socket.getpeername()
@@ -68,7 +75,10 @@ class Broker:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         server = self.config.server
-        self.listeners = await trio.open_tcp_listeners(server.port, host=server.host)
+        try:
+            self.listeners = await trio.open_tcp_listeners(server.port, host=server.host)
+        except OSError as error:
+            raise ListenError(server.host, server.port, error) from error
         async with trio.open_nursery() as nursery:
             accepting = trio.CancelScope()
             nursery.start_soon(self._accept, accepting, nursery)

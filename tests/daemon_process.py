@@ -1,0 +1,93 @@
+"""Run `trio-broker serve` as a subprocess and follow its log."""
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+TIMEOUT = 15.0
+
+
+def cli() -> list[str]:
+    script = Path(sys.executable).parent / "trio-broker"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("trio-broker")
+    return [found] if found else [sys.executable, "-m", "broker"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*cli(), *args], capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False
+    )
+
+
+class Daemon:
+    """A `trio-broker serve` process; its stderr lines are collected by a thread."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        full_env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+        full_env.update(env or {})
+        self.process = subprocess.Popen(
+            [*cli(), "serve", "--config", str(config)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=full_env,
+        )
+        self.log: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.port = 0
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = TIMEOUT) -> re.Match[str]:
+        """The first new log line matching ``pattern``."""
+        while True:
+            try:
+                line = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no log line matching {pattern!r}; log: {self.log}") from None
+            if line is None:
+                raise AssertionError(f"daemon exited before logging {pattern!r}; log: {self.log}")
+            self.log.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    def wait_listening(self) -> int:
+        self.port = int(self.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1))
+        return self.port
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def send_signal(self, signum: signal.Signals) -> None:
+        self.process.send_signal(signum)
+
+    def wait_exit(self, timeout: float = TIMEOUT) -> int:
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout)
+        while (line := self._lines.get_nowait() if not self._lines.empty() else None) is not None:
+            self.log.append(line)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
