@@ -12,17 +12,17 @@ from wsproto.utilities import RemoteProtocolError
 RECEIVE_SIZE = 16_384
 
 
-class HandshakeFailed(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 @attrs.frozen
 class Refusal:
     status: int
     reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class HandshakeFailed(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
 
 
 def request_path(request: Request) -> str:
@@ -41,25 +41,33 @@ async def receive_request(stream: trio.abc.ReceiveStream, ws: WSConnection) -> R
         try:
             ws.receive_data(bytes(data))
         except RemoteProtocolError as exc:
-            raise HandshakeFailed(getattr(exc.event_hint, "status_code", 400), str(exc)) from None
+            hint = exc.event_hint
+            status = getattr(hint, "status_code", 400)
+            headers = tuple(
+                (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
+                for name, value in getattr(hint, "headers", ())
+            )
+            raise HandshakeFailed(Refusal(status, str(exc), headers)) from None
         except (UnicodeError, ValueError) as exc:
-            raise HandshakeFailed(400, f"malformed request: {exc}") from None
+            raise HandshakeFailed(Refusal(400, f"malformed request: {exc}")) from None
 
 
-def http_error(status: int, reason: str) -> bytes:
+def http_error(refusal: Refusal) -> bytes:
     """A complete HTTP/1.1 error response that ends the connection."""
-    body = f"{status} {http.HTTPStatus(status).phrase}: {reason}\n".encode()
-    head = (
-        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode() + body
+    phrase = http.HTTPStatus(refusal.status).phrase
+    body = f"{refusal.status} {phrase}: {refusal.reason}\n".encode()
+    head = [f"HTTP/1.1 {refusal.status} {phrase}"]
+    head += [f"{name}: {value}" for name, value in refusal.headers]
+    head += [
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    return "\r\n".join([*head, "", ""]).encode() + body
 
 
 async def refuse(stream: trio.abc.SendStream, refusal: Refusal) -> None:
-    await stream.send_all(http_error(refusal.status, refusal.reason))
+    await stream.send_all(http_error(refusal))
 
 
 async def accept(stream: trio.abc.SendStream, ws: WSConnection) -> None:

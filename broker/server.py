@@ -127,8 +127,8 @@ class Broker:
         try:
             request = await handshake.receive_request(stream, ws)
         except HandshakeFailed as failure:
-            log.debug("bad handshake from %s: %s", remote, failure.reason)
-            await handshake.refuse(stream, Refusal(failure.status, failure.reason))
+            log.debug("bad handshake from %s: %s", remote, failure.refusal.reason)
+            await handshake.refuse(stream, failure.refusal)
             return False
         if request is None:
             return False

@@ -54,6 +54,19 @@ async def test_garbage_handshake_gets_400(broker: Broker) -> None:
     assert response.startswith(b"HTTP/1.1 400 ")
 
 
+async def test_unsupported_websocket_version_gets_426(broker: Broker) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", broker.port)
+    async with stream:
+        await stream.send_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+        )
+        with trio.fail_after(5):
+            response = await stream.receive_some(4096)
+    assert response.startswith(b"HTTP/1.1 426 ")
+    assert b"\r\nSec-WebSocket-Version: 13\r\n" in response
+
+
 async def test_unfinished_handshake_is_dropped(start_broker: StartBroker) -> None:
     broker = await start_broker(server={"handshake_timeout": 0.2})
     stream = await trio.open_tcp_stream("127.0.0.1", broker.port)
@@ -284,6 +297,18 @@ async def test_fragmented_message_within_limit_is_accepted(
     client.protocol.send_continuation(text[10:], fin=True)
     await client._flush()
     assert await client.recv() == {"op": "pong", "id": "fragmented"}
+
+
+async def test_unmasked_client_frame_closes_with_1002(broker: Broker, connect: Connect) -> None:
+    client = await connect(broker)
+    await client.stream.send_all(bytes([0x81, 0x02]) + b"hi")
+    assert (await client.wait_closed())[0] == 1002
+
+
+async def test_invalid_utf8_closes_with_1007(broker: Broker, connect: Connect) -> None:
+    client = await connect(broker)
+    await client.stream.send_all(bytes([0x81, 0x82]) + b"\0\0\0\0" + b"\xff\xfe")
+    assert (await client.wait_closed())[0] == 1007
 
 
 async def test_client_close_is_answered(broker: Broker, connect: Connect) -> None:
