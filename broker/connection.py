@@ -8,6 +8,7 @@ connection bounds both.
 """
 
 import logging
+import math
 
 import trio
 from wsproto import WSConnection
@@ -18,7 +19,7 @@ from . import protocol
 from .config import LimitsConfig, ServerConfig
 from .frames import text_frame
 from .messages import MessageAssembler, MessageTooBig, Received
-from .outbox import Outbox
+from .outbox import Outbox, chunks
 from .protocol import ErrorCode, ProtocolError
 from .router import LocalRouter
 from .topics import TopicError, check_filter, check_topic, is_reserved
@@ -65,6 +66,8 @@ class ClientConnection:
         self._writer_done = trio.Event()
         self._pong_received = trio.Event()
         self._held_by_backpressure = False
+        # When data last moved: read from the peer, or written to it in full.
+        self._last_progress = -math.inf
 
     def __repr__(self) -> str:
         return f"<ClientConnection {self.client_id} from {self.remote}>"
@@ -121,11 +124,16 @@ class ClientConnection:
 
     async def _write_loop(self) -> None:
         while True:
-            data, last = await self.outbox.next_batch()
-            if data:
-                await self.stream.send_all(data)
-            self.outbox.sent()
-            if last:
+            batch = await self.outbox.next_batch()
+            if batch.control:
+                await self.stream.send_all(b"".join(batch.control))
+            for chunk, count in chunks(batch.data):
+                await self.stream.send_all(chunk)
+                self.outbox.sent(count)
+                self._last_progress = trio.current_time()
+            if batch.final is not None:
+                await self.stream.send_all(batch.final)
+            if batch.last:
                 self._writer_done.set()
                 return
 
@@ -138,14 +146,17 @@ class ClientConnection:
                 return
             self._pong_received = trio.Event()
             self.outbox.push_control(self.ws.send(Ping(payload=b"heartbeat")))
-            with trio.move_on_after(timeout):
-                await self._pong_received.wait()
-            # While a publish is held up by backpressure this connection is not
-            # being read, so its pong may sit unread: that is our delay, not its.
-            while not self._pong_received.is_set() and self._held_by_backpressure:
+            window_start = trio.current_time()
+            while True:
                 with trio.move_on_after(timeout):
                     await self._pong_received.wait()
-            if not self._pong_received.is_set():
+                if self._pong_received.is_set():
+                    break
+                # A pong can be queued behind data still moving either way, or sit
+                # unread while a publish of this client's is held up: not its fault.
+                if self._last_progress >= window_start or self._held_by_backpressure:
+                    window_start = trio.current_time()
+                    continue
                 log.info("client %s (%s): no pong, closing", self.client_id, self.remote)
                 self.close(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
                 return
@@ -179,6 +190,7 @@ class ClientConnection:
             data = await self.stream.receive_some(RECEIVE_SIZE)
             if not data:
                 return
+            self._last_progress = trio.current_time()
             self.ws.receive_data(bytes(data))
 
     # Requests.

@@ -1,18 +1,44 @@
 """A connection's bounded queue of outgoing frames, drained by its one writer task.
 
-The writer takes everything pending at once and sends it with one ``send_all``
-(write coalescing). Frames being written still count against the capacity, so
-"full" means the peer's socket has not accepted a batch, and ``full_since`` says
-for how long: that is what the slow-consumer timeout measures.
+The writer takes everything pending at once and sends it in as few ``send_all``
+calls as `chunks` allows (write coalescing). Frames being written still count
+against the capacity until their chunk is written, so "full" means the peer's
+socket has accepted nothing for a while, and ``full_since`` says for how long:
+that is what the slow-consumer timeout measures.
 """
 
 from collections import deque
+from collections.abc import Iterator
 
+import attrs
 import trio
 
 # A peer that floods pings while not reading gets answers to the latest ones only,
 # which RFC 6455 section 5.5.3 allows.
 MAX_PENDING_CONTROL = 8
+# Large enough to make one syscall carry many messages, small enough that a slow
+# reader still shows progress (and frees queue space) often.
+WRITE_CHUNK = 64 * 1024
+
+
+@attrs.frozen
+class Batch:
+    control: list[bytes]
+    data: list[bytes]
+    final: bytes | None
+    last: bool
+
+
+def chunks(frames: list[bytes], limit: int = WRITE_CHUNK) -> Iterator[tuple[bytes, int]]:
+    """Join frames into chunks of about ``limit`` bytes: (bytes, number of frames)."""
+    start, size = 0, 0
+    for index, frame in enumerate(frames):
+        size += len(frame)
+        if size >= limit:
+            yield b"".join(frames[start : index + 1]), index + 1 - start
+            start, size = index + 1, 0
+    if start < len(frames):
+        yield b"".join(frames[start:]), len(frames) - start
 
 
 class Outbox:
@@ -82,25 +108,21 @@ class Outbox:
         self._space.unpark_all()
         self._writer.unpark()
 
-    async def next_batch(self) -> tuple[bytes, bool]:
-        """Wait for work; return the bytes to send and whether they are the last.
-
-        The caller must call `sent` once the bytes are written.
-        """
+    async def next_batch(self) -> Batch:
+        """Wait for work and take all of it; call `sent` as its data frames are written."""
         while not (self._data or self._control or self._finishing):
             await self._writer.park()
-        parts = list(self._control)
+        control = list(self._control)
         self._control.clear()
-        parts.extend(self._data)
-        self._in_flight += len(self._data)
+        data = list(self._data)
         self._data.clear()
+        self._in_flight += len(data)
         last = self._finishing
-        if last and self._final is not None:
-            parts.append(self._final)
-        return b"".join(parts), last
+        return Batch(control, data, self._final if last else None, last)
 
-    def sent(self) -> None:
-        self._in_flight = 0
-        if len(self._data) < self.capacity:
+    def sent(self, count: int) -> None:
+        """``count`` data frames were written: their room is free again."""
+        self._in_flight -= count
+        if len(self._data) + self._in_flight < self.capacity:
             self._full_since = None
             self._space.unpark_all()

@@ -47,10 +47,14 @@ async def connect() -> AsyncIterator[Connect]:
     clients: list[WsClient] = []
 
     async def open_client(
-        target: Broker | str, *, welcome: bool = True, headers: dict[str, str] | None = None
+        target: Broker | str,
+        *,
+        welcome: bool = True,
+        headers: dict[str, str] | None = None,
+        receive_buffer: int | None = None,
     ) -> WsClient:
         address = target if isinstance(target, str) else url(target)
-        client = await WsClient.connect(address, headers=headers)
+        client = await WsClient.connect(address, headers=headers, receive_buffer=receive_buffer)
         clients.append(client)
         if welcome:
             hello = await client.recv()

@@ -321,7 +321,7 @@ async def test_client_close_is_answered(broker: Broker, connect: Connect) -> Non
 async def test_shutdown_drains_then_closes_with_1001(
     nursery: trio.Nursery, connect: Connect
 ) -> None:
-    broker = Broker(make_config(limits={"max_queued_messages": 100}))
+    broker = Broker(make_config(limits={"max_queued_messages": 1000, "max_message_size": 100_000}))
     done = trio.Event()
 
     async def serve(task_status: trio.TaskStatus[None]) -> None:
@@ -332,14 +332,17 @@ async def test_shutdown_drains_then_closes_with_1001(
     subscriber = await connect(broker)
     publisher = await connect(broker)
     await subscriber.request({"op": "subscribe", "topic": "t", "id": 0})
-    for n in range(50):
-        await publisher.send({"op": "publish", "topic": "t", "data": n})
-    await publisher.request({"op": "ping", "id": "sync"})
+    # ~20 MB while the subscriber is not reading: more than the socket buffers hold, so most
+    # of it is still in the subscriber's outbox when the shutdown starts.
+    count, payload = 300, "x" * 65_000
+    for n in range(count):
+        await publisher.send({"op": "publish", "topic": "t", "data": [n, payload]})
+    assert await publisher.request({"op": "ping", "id": "queued"}) == {"op": "pong", "id": "queued"}
     broker.stop()
-    # Messages already queued are delivered before the close frame.
-    assert [(await subscriber.recv())["data"] for _ in range(50)] == list(range(50))
-    assert await subscriber.wait_closed() == (1001, "server shutdown")
     assert await publisher.wait_closed() == (1001, "server shutdown")
+    for n in range(count):
+        assert (await subscriber.recv())["data"][0] == n
+    assert await subscriber.wait_closed() == (1001, "server shutdown")
     with trio.fail_after(5):
         await done.wait()
     with pytest.raises(OSError):
@@ -490,6 +493,35 @@ async def test_heartbeat_keeps_answering_clients(
         frame = await client.recv_frame()  # reading answers each ping with a pong
         pings += frame.opcode.name == "PING"
     assert await client.request({"op": "ping", "id": 1}) == {"op": "pong", "id": 1}
+
+
+async def test_heartbeat_spares_a_publisher_held_by_backpressure(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    broker = await start_broker(
+        server={"heartbeat_interval": 0.05, "heartbeat_timeout": 0.2},
+        limits={"max_queued_messages": 1, "slow_consumer_timeout": 5.0},
+    )
+    reader = await connect(broker, receive_buffer=65536)
+    publisher = await connect(broker)
+    await reader.request({"op": "subscribe", "topic": "t", "id": 0})
+    count, payload = 200, "x" * 16_000
+
+    async def read_slowly() -> None:
+        # The reader keeps reading (and answering its pings), slower than the publisher sends.
+        for n in range(count):
+            assert (await reader.recv())["data"][0] == n
+            await trio.sleep(0.005)
+
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_slowly)
+        for n in range(count):
+            await publisher.send({"op": "publish", "topic": "t", "data": [n, payload]})
+        # Held up, the broker reads nothing from the publisher, its pongs included.
+        assert await publisher.request({"op": "ping", "id": "end"}) == {"op": "pong", "id": "end"}
+        held = trio.current_time() - started
+    assert held > 0.5, "the publisher was not held up long enough to test anything"
 
 
 async def test_heartbeat_closes_silent_clients(start_broker: StartBroker) -> None:

@@ -43,10 +43,21 @@ class WsClient:
 
     @classmethod
     async def connect(
-        cls, url: str, headers: dict[str, str] | None = None, timeout: float = TIMEOUT
+        cls,
+        url: str,
+        headers: dict[str, str] | None = None,
+        timeout: float = TIMEOUT,
+        receive_buffer: int | None = None,
     ) -> "WsClient":
+        """Connect; ``receive_buffer`` shrinks SO_RCVBUF so that backpressure comes sooner."""
         uri = parse_uri(url)
-        stream = await trio.open_tcp_stream(uri.host, uri.port)
+        if receive_buffer is None:
+            stream = await trio.open_tcp_stream(uri.host, uri.port)
+        else:
+            sock = trio.socket.socket()
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, receive_buffer)
+            await sock.connect((uri.host, uri.port))
+            stream = trio.SocketStream(sock)
         protocol = ClientProtocol(uri, max_size=None)
         request = protocol.connect()
         for name, value in (headers or {}).items():
