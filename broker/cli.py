@@ -8,8 +8,9 @@ from pathlib import Path
 import trio
 
 from . import daemon
-from .config import ConfigError, load_config
+from .config import ConfigError
 from .logs import configure_logging
+from .plugin_loader import load
 from .server import ListenError
 from .version import __version__
 
@@ -51,7 +52,7 @@ def _leaves(group: BaseExceptionGroup[ListenError]) -> list[ListenError]:
 
 def _check_config(path: str) -> int:
     try:
-        load_config(path)
+        load(path)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1
@@ -61,14 +62,14 @@ def _check_config(path: str) -> int:
 
 def _serve(path: str) -> int:
     try:
-        config = load_config(path)
+        config, pipeline = load(path)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(config.log.level, config.log.format)
     failed = False
     try:
-        trio.run(daemon.run, Path(path), config)
+        trio.run(daemon.run, Path(path), config, pipeline)
     except* ListenError as group:
         for failure in _leaves(group):
             log.error("%s", failure.strerror)

@@ -58,6 +58,7 @@ class ServerConfig:
     heartbeat_interval: float = _setting(30.0, min=0, max=86400)
     heartbeat_timeout: float = _setting(10.0, positive=True, max=3600)
     close_timeout: float = _setting(5.0, positive=True, max=3600)
+    plugin_timeout: float = _setting(5.0, positive=True, max=3600)
 
 
 @attrs.frozen
@@ -77,10 +78,19 @@ class LogConfig:
 
 
 @attrs.frozen
+class PluginSpec:
+    """One ``[[plugins]]`` table: ``use`` names the plugin, the rest are its options."""
+
+    use: str
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = attrs.field(factory=ServerConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
+    plugins: tuple[PluginSpec, ...] = ()
 
 
 _SECTIONS: dict[str, type[Any]] = {"server": ServerConfig, "limits": LimitsConfig, "log": LogConfig}
@@ -138,14 +148,37 @@ def _build_section(name: str, cls: type[Any], table: Any, errors: list[str]) -> 
     return cls(**values)
 
 
+def _plugin_specs(tables: Any, errors: list[str]) -> tuple[PluginSpec, ...]:
+    if not isinstance(tables, list):
+        errors.append("plugins: must be an array of tables ([[plugins]])")
+        return ()
+    specs = []
+    for index, table in enumerate(tables):
+        if not isinstance(table, Mapping):
+            errors.append(f"plugins[{index}]: must be a table")
+        elif not isinstance(table.get("use"), str) or not table["use"]:
+            errors.append(f"plugins[{index}].use: required, the plugin's name or 'module:Class'")
+        else:
+            options = {key: value for key, value in table.items() if key != "use"}
+            specs.append(PluginSpec(table["use"], options))
+    return tuple(specs)
+
+
 def config_from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
-    """Validate parsed TOML; raise ConfigError listing every problem."""
+    """Validate parsed TOML; raise ConfigError listing every problem.
+
+    Plugin options are validated when the plugins are loaded (`broker.plugin_loader`).
+    """
     errors: list[str] = []
     sections: dict[str, Any] = {}
     for name, table in data.items():
+        if name == "plugins":
+            sections[name] = _plugin_specs(table, errors)
+            continue
         cls = _SECTIONS.get(name)
         if cls is None:
-            errors.append(f"[{name}]: unknown section (known sections: {', '.join(_SECTIONS)})")
+            known = ", ".join([*_SECTIONS, "plugins"])
+            errors.append(f"[{name}]: unknown section (known sections: {known})")
             continue
         sections[name] = _build_section(name, cls, table, errors)
     if errors:

@@ -9,6 +9,8 @@ connection bounds both.
 
 import logging
 import math
+import time
+from collections.abc import Callable
 
 import trio
 from wsproto import WSConnection
@@ -20,8 +22,10 @@ from .config import LimitsConfig, ServerConfig
 from .frames import text_frame
 from .messages import MessageAssembler, MessageTooBig, Received
 from .outbox import Outbox, chunks
+from .pipeline import Pipeline, PluginFailure
+from .plugin import Client, Identity, Publication, Refuse
 from .protocol import ErrorCode, ProtocolError
-from .router import LocalRouter
+from .router import LocalRouter, Subscriber
 from .topics import TopicError, check_filter, check_topic, is_reserved
 
 log = logging.getLogger("broker.connection")
@@ -35,6 +39,7 @@ class CloseCode:
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TOKEN_EXPIRED = 4001
 
 
 class ClientConnection:
@@ -45,7 +50,9 @@ class ClientConnection:
         *,
         client_id: str,
         remote: str,
+        identity: Identity,
         router: LocalRouter,
+        pipeline: Callable[[], Pipeline],
         server: ServerConfig,
         limits: LimitsConfig,
         server_name: str,
@@ -54,7 +61,10 @@ class ClientConnection:
         self.ws = ws
         self.client_id = client_id
         self.remote = remote
+        self.client = Client(client_id, identity, remote)
         self.router = router
+        # Read at each operation: after a reload, the next one goes through the new plugins.
+        self.pipeline = pipeline
         # A snapshot: a reload applies new limits to new connections only.
         self.server = server
         self.limits = limits
@@ -106,12 +116,16 @@ class ClientConnection:
     async def run(self) -> None:
         welcome = protocol.encode_welcome(self.client_id, self.server_name)
         self.outbox.offer(text_frame(welcome))
+        pipeline = self.pipeline()
         try:
             with self._scope:
+                await pipeline.on_connect(self.client)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop)
                     if self.server.heartbeat_interval > 0:
                         nursery.start_soon(self._heartbeat_loop)
+                    if self.client.identity.expires_at is not None:
+                        nursery.start_soon(self._expire, self.client.identity.expires_at)
                     await self._read_loop()
                     if self.closing:
                         await self._writer_done.wait()
@@ -121,6 +135,13 @@ class ClientConnection:
                 self.router.unsubscribe(topic_filter, self)
             # Releases publishers waiting for room in this outbox.
             self.outbox.finish(None, drain=False)
+            with trio.CancelScope(shield=True):
+                await pipeline.on_disconnect(self.client)
+
+    async def _expire(self, expires_at: float) -> None:
+        await trio.sleep(max(0.0, expires_at - time.time()))
+        log.info("client %s (%s): credentials expired", self.client_id, self.remote)
+        self.close(CloseCode.TOKEN_EXPIRED, "token expired")
 
     async def _write_loop(self) -> None:
         while True:
@@ -211,7 +232,7 @@ class ClientConnection:
                 case protocol.Publish():
                     await self._publish(request)
                 case protocol.Subscribe():
-                    self._subscribe(request)
+                    await self._subscribe(request)
                 case protocol.Unsubscribe():
                     self._unsubscribe(request)
                 case protocol.Ping():
@@ -221,12 +242,19 @@ class ClientConnection:
                 await self._send(protocol.encode_ack(request.id))
         except ProtocolError as error:
             await self._send(protocol.encode_error(error.code, error.message, error.request_id))
-        except Exception:
-            log.exception(
-                "client %s (%s): internal error handling a request", self.client_id, self.remote
+        except Refuse as refusal:
+            await self._send(protocol.encode_error(refusal.code, refusal.message, request_id))
+            if refusal.close_code is not None:
+                self.close(refusal.close_code, refusal.message[:100])
+        except PluginFailure:  # logged with the plugin's name
+            await self._send(
+                protocol.encode_error(ErrorCode.INTERNAL, "internal error", request_id)
             )
-            reply = protocol.encode_error(ErrorCode.INTERNAL, "internal error", request_id)
-            await self._send(reply)
+        except Exception:
+            log.exception("client %s (%s): error handling a request", self.client_id, self.remote)
+            await self._send(
+                protocol.encode_error(ErrorCode.INTERNAL, "internal error", request_id)
+            )
 
     def _check_filter(self, request: protocol.Subscribe | protocol.Unsubscribe) -> None:
         try:
@@ -234,7 +262,7 @@ class ClientConnection:
         except TopicError as error:
             raise ProtocolError(ErrorCode.INVALID_TOPIC, str(error), request.id) from None
 
-    def _subscribe(self, request: protocol.Subscribe) -> None:
+    async def _subscribe(self, request: protocol.Subscribe) -> None:
         self._check_filter(request)
         if request.topic in self.subscriptions:
             return
@@ -244,6 +272,9 @@ class ClientConnection:
                 f"at most {self.limits.max_subscriptions} subscriptions per connection",
                 request.id,
             )
+        await self.pipeline().authorize_subscribe(self.client, request.topic)
+        if self.closing or request.topic in self.subscriptions:
+            return
         self.subscriptions.add(request.topic)
         self.router.subscribe(request.topic, self)
 
@@ -264,9 +295,22 @@ class ClientConnection:
                 "topics starting with '$' are reserved for the broker",
                 request.id,
             )
-        frame = text_frame(protocol.encode_message(request.topic, request.data))
+        pipeline = self.pipeline()
+        publication = await pipeline.authorize_publish(
+            self.client, Publication(request.topic, request.data), self.limits.max_topic_length
+        )
+        if publication is None:
+            return  # dropped by a plugin: acked, not delivered
+        payload = protocol.encode_message(publication.topic, publication.data, publication.meta)
+        accepts = None
+        if pipeline.filters_deliveries:
+            chosen = publication
+
+            async def accepts(subscriber: Subscriber) -> bool:
+                return await pipeline.filter_delivery(subscriber.client, chosen)
+
         self._held_by_backpressure = True
         try:
-            await self.router.publish(request.topic, frame)
+            await self.router.publish(publication.topic, text_frame(payload), accepts)
         finally:
             self._held_by_backpressure = False

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import trio
 
-from .config import Config, ConfigError, load_config, restart_required
+from .config import Config, ConfigError, restart_required
 from .logs import configure_logging
+from .pipeline import Pipeline
+from .plugin_loader import load
 from .sdnotify import Notifier, watchdog_interval
 from .server import Broker
 
@@ -18,7 +20,7 @@ def _reload(path: Path, broker: Broker, notifier: Notifier) -> None:
     notifier.reloading()
     try:
         try:
-            new = load_config(path)
+            new, pipeline = load(path)
         except ConfigError as error:
             log.error("reload failed, keeping the running configuration:\n%s", error)
             return
@@ -26,7 +28,7 @@ def _reload(path: Path, broker: Broker, notifier: Notifier) -> None:
         configure_logging(new.log.level, new.log.format)
         for key in restart_required(old, new):
             log.warning("%s changed; it takes effect after a restart", key)
-        broker.reconfigure(new)
+        broker.reconfigure(new, pipeline)
         log.info("configuration reloaded from %s", path)
     finally:
         notifier.ready("reloaded")
@@ -45,10 +47,10 @@ async def _serve(
     nursery.cancel_scope.cancel()  # the broker is done: so are the watchdog and signal loop
 
 
-async def run(path: Path, config: Config) -> None:
+async def run(path: Path, config: Config, pipeline: Pipeline) -> None:
     """Serve until SIGTERM or SIGINT; SIGHUP reloads ``path``."""
     notifier = Notifier.from_environment()
-    broker = Broker(config)
+    broker = Broker(config, pipeline)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(_serve, broker, nursery)

@@ -1,13 +1,15 @@
 """The HTTP side of a WebSocket connection: read the upgrade request, refuse or accept it."""
 
 import http
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import trio
 from wsproto import WSConnection
 from wsproto.events import AcceptConnection, Request
 from wsproto.utilities import RemoteProtocolError
+
+from .plugin import HandshakeRequest
 
 RECEIVE_SIZE = 16_384
 
@@ -27,6 +29,18 @@ class HandshakeFailed(Exception):
 
 def request_path(request: Request) -> str:
     return urlsplit(request.target).path
+
+
+def plugin_view(request: Request, remote: str) -> HandshakeRequest:
+    """The upgrade request as plugins see it."""
+    target = urlsplit(request.target)
+    query = {key: tuple(values) for key, values in parse_qs(target.query).items()}
+    headers = [("host", request.host)]
+    headers += [
+        (bytes(name).decode("latin-1").lower(), bytes(value).decode("latin-1"))
+        for name, value in request.extra_headers
+    ]
+    return HandshakeRequest(target.path, query, tuple(headers), remote)
 
 
 async def receive_request(stream: trio.abc.ReceiveStream, ws: WSConnection) -> Request | None:

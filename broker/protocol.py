@@ -6,6 +6,7 @@ Pure functions and plain classes; nothing here touches a socket.
 import enum
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -170,5 +171,8 @@ def encode_error(code: ErrorCode, message: str, request_id: RequestId | None = N
     return encode_json(_with_id(reply, request_id))
 
 
-def encode_message(topic: str, data: Any) -> bytes:
+def encode_message(topic: str, data: Any, meta: Mapping[str, Any] | None = None) -> bytes:
+    """A delivery; ``meta`` adds envelope fields set by plugins (never op, topic, data)."""
+    if meta:
+        return encode_json({**meta, "op": "message", "topic": topic, "data": data})
     return encode_json({"op": "message", "topic": topic, "data": data})

@@ -4,12 +4,16 @@ A cluster backplane plugs in here: it forwards what `publish` is given to other
 nodes and feeds what they publish back into the local `publish`.
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from .plugin import Client
 from .subscriptions import SubscriptionIndex
 
 
 class Subscriber(Protocol):
+    client: Client
+
     def offer(self, frame: bytes) -> bool:
         """Queue without waiting; False when the subscriber's queue is full."""
 
@@ -27,13 +31,22 @@ class LocalRouter:
     def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> None:
         self._index.remove(topic_filter, subscriber)
 
-    async def publish(self, topic: str, frame: bytes) -> None:
+    async def publish(
+        self,
+        topic: str,
+        frame: bytes,
+        accepts: Callable[[Subscriber], Awaitable[bool]] | None = None,
+    ) -> None:
         """Hand one encoded frame to every matching subscriber, once each.
 
-        Subscribers with room get it at once; then the publisher waits for the
-        full ones, each for at most its slow-consumer timeout, counted from when
-        it became full. That wait is the backpressure a publisher feels.
+        ``accepts`` (plugins' delivery filters) may withhold it from some. Subscribers
+        with room get it at once; then the publisher waits for the full ones, each for
+        at most its slow-consumer timeout, counted from when it became full. That wait
+        is the backpressure a publisher feels.
         """
-        full = [s for s in self._index.match(topic) if not s.offer(frame)]
+        subscribers = self._index.match(topic)
+        if accepts is not None:
+            subscribers = {s for s in subscribers if await accepts(s)}
+        full = [s for s in subscribers if not s.offer(frame)]
         for subscriber in full:
             await subscriber.deliver(frame)

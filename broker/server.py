@@ -7,11 +7,14 @@ from contextlib import asynccontextmanager
 
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.events import Request
 
 from . import handshake
 from .config import Config
 from .connection import ClientConnection, CloseCode
 from .handshake import HandshakeFailed, Refusal
+from .pipeline import Pipeline, PluginFailure
+from .plugin import Identity, Refuse
 from .router import LocalRouter
 from .version import __version__
 
@@ -43,8 +46,9 @@ class Broker:
     when ``shutdown_timeout`` ran out.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, pipeline: Pipeline | None = None) -> None:
         self.config = config
+        self.pipeline = pipeline or Pipeline(timeout=config.server.plugin_timeout)
         self.router = LocalRouter()
         self.listeners: list[trio.SocketListener] = []
         self._connections: set[ClientConnection] = set()
@@ -65,9 +69,14 @@ class Broker:
     def connection_count(self) -> int:
         return len(self._connections)
 
-    def reconfigure(self, config: Config) -> None:
-        """Apply a new config: new handshakes and new connections see it at once."""
+    def reconfigure(self, config: Config, pipeline: Pipeline | None = None) -> None:
+        """Apply a new config: new handshakes and new connections see it at once.
+
+        Existing connections keep their identity and limits; their next operations go
+        through the new pipeline.
+        """
         self.config = config
+        self.pipeline = pipeline or Pipeline(timeout=config.server.plugin_timeout)
 
     def stop(self) -> None:
         """Stop accepting and close every client with 1001 (see `serve`)."""
@@ -120,51 +129,65 @@ class Broker:
             return Refusal(503, "too many connections")
         return None
 
+    async def _authenticate(self, request: Request, remote: str) -> Identity | Refusal:
+        try:
+            return await self.pipeline.authenticate(handshake.plugin_view(request, remote))
+        except Refuse as refusal:
+            return Refusal(refusal.status, refusal.message)
+        except PluginFailure:
+            return Refusal(500, "authentication failed")
+
     async def _handshake(
         self, stream: trio.SocketStream, ws: WSConnection, config: Config, remote: str
-    ) -> bool:
-        """True once the connection is accepted (and holds a slot)."""
+    ) -> Identity | None:
+        """The client's identity once the connection is accepted (and holds a slot)."""
         try:
             request = await handshake.receive_request(stream, ws)
         except HandshakeFailed as failure:
             log.debug("bad handshake from %s: %s", remote, failure.refusal.reason)
             await handshake.refuse(stream, failure.refusal)
-            return False
+            return None
         if request is None:
-            return False
-        refusal = self._refusal(handshake.request_path(request), config)
-        if refusal is not None:
-            log.info("refused %s: %d %s", remote, refusal.status, refusal.reason)
-            await handshake.refuse(stream, refusal)
-            return False
+            return None
+        path = handshake.request_path(request)
+        outcome = self._refusal(path, config) or await self._authenticate(request, remote)
+        # Checked again: other handshakes may have taken the last slots meanwhile.
+        if isinstance(outcome, Identity):
+            outcome = self._refusal(path, config) or outcome
+        if isinstance(outcome, Refusal):
+            log.info("refused %s: %d %s", remote, outcome.status, outcome.reason)
+            await handshake.refuse(stream, outcome)
+            return None
         self._slots_taken += 1
         try:
             await handshake.accept(stream, ws)
         except BaseException:
             self._slots_taken -= 1
             raise
-        return True
+        return outcome
 
     async def _serve_stream(self, stream: trio.SocketStream, remote: str) -> None:
         config = self.config
         ws = WSConnection(ConnectionType.SERVER)
-        accepted = False
+        identity = None
         with trio.move_on_after(config.server.handshake_timeout) as scope:
             self._handshakes.add(scope)
             try:
-                accepted = await self._handshake(stream, ws, config, remote)
+                identity = await self._handshake(stream, ws, config, remote)
             finally:
                 self._handshakes.discard(scope)
         if scope.cancelled_caught:
             log.debug("handshake from %s did not complete in time", remote)
-        if not accepted:
+        if identity is None:
             return
         connection = ClientConnection(
             stream,
             ws,
             client_id=secrets.token_urlsafe(12),
             remote=remote,
+            identity=identity,
             router=self.router,
+            pipeline=lambda: self.pipeline,
             server=config.server,
             limits=config.limits,
             server_name=SERVER_NAME,

@@ -1,0 +1,96 @@
+"""Strict validation of plugin option tables into attrs classes (cattrs underneath).
+
+TOML already gives typed values; this only refuses what does not fit, without
+cattrs' usual leniency (a string is not a list of characters, 5 is not "5").
+"""
+
+from collections.abc import Mapping
+from typing import Any, TypeVar, get_origin
+
+import cattrs
+from cattrs.cols import list_structure_factory
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+T = TypeVar("T")
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+class OptionsError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def _scalar_hook(kind: type) -> Any:
+    def structure(value: Any, _: Any) -> Any:
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise TypeError(f"must be {_TYPE_NAMES[kind]}, got {value!r}"[:200])
+        return value
+
+    return structure
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    for kind in (str, int, float, bool):
+        converter.register_structure_hook(kind, _scalar_hook(kind))
+
+    def is_list(cls: Any) -> bool:
+        return get_origin(cls) is list
+
+    def list_hook(cls: Any) -> Any:
+        inner = list_structure_factory(cls, converter)
+
+        def structure(value: Any, type_: Any) -> Any:
+            if not isinstance(value, list):
+                raise TypeError(f"must be a list, got {value!r}"[:200])
+            return inner(value, type_)
+
+        return structure
+
+    def is_mapping(cls: Any) -> bool:
+        return get_origin(cls) in (dict, Mapping)
+
+    def mapping_hook(cls: Any) -> Any:
+        inner = converter.gen_structure_mapping(cls)
+
+        def structure(value: Any, type_: Any) -> Any:
+            if not isinstance(value, Mapping):
+                raise TypeError(f"must be a table, got {value!r}"[:200])
+            return inner(value, type_)
+
+        return structure
+
+    converter.register_structure_hook_factory(is_list, list_hook)
+    converter.register_structure_hook_factory(is_mapping, mapping_hook)
+    return converter
+
+
+_converter = _make_converter()
+
+
+def _format(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, KeyError):
+        return "required option missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return f"unknown option(s): {', '.join(sorted(exc.extra_fields))}"
+    if isinstance(exc, TypeError | ValueError):
+        # attrs validators put the message first and their details after it.
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        return message or "invalid value"
+    return f"invalid value ({type(exc).__name__})"
+
+
+def structure_options(table: Mapping[str, Any], cls: type[T], path: str) -> T:
+    """``table`` as an instance of the attrs class ``cls``; OptionsError lists every problem."""
+    try:
+        return _converter.structure(dict(table), cls)
+    except (ClassValidationError, IterableValidationError) as exc:
+        raise OptionsError(
+            cattrs.transform_error(exc, path=path, format_exception=_format)
+        ) from None
+    except (TypeError, ValueError) as exc:  # raised by the class itself (attrs validators)
+        raise OptionsError([f"{_format(exc, cls)} @ {path}"]) from None

@@ -1,0 +1,124 @@
+"""Run the configured plugins' hooks in order, each bounded in time, failing closed."""
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from .plugin import Client, HandshakeRequest, Identity, Plugin, Publication, Refuse
+from .topics import TopicError, check_topic
+
+log = logging.getLogger("broker.plugins")
+
+RESERVED_ENVELOPE_FIELDS = frozenset({"op", "topic", "data", "id"})
+
+
+class PluginFailure(Exception):
+    """A hook raised, timed out or returned nonsense: the operation fails closed."""
+
+
+def _valid_publication(result: Any, max_topic_length: int) -> bool:
+    if not isinstance(result, Publication) or RESERVED_ENVELOPE_FIELDS & result.meta.keys():
+        return False
+    try:
+        check_topic(result.topic, max_topic_length)
+    except TopicError:
+        return False
+    return True
+
+
+def _overrides(plugin: Plugin, hook: str) -> bool:
+    return getattr(type(plugin), hook) is not getattr(Plugin, hook)
+
+
+class Pipeline:
+    """The plugins of one configuration. A reload builds a new Pipeline."""
+
+    def __init__(self, plugins: Sequence[Plugin] = (), timeout: float = 5.0) -> None:
+        self.plugins = list(plugins)
+        self.timeout = timeout
+
+        def having(hook: str) -> list[Plugin]:
+            return [plugin for plugin in self.plugins if _overrides(plugin, hook)]
+
+        self._authenticators = having("authenticate")
+        self._subscribe_authorizers = having("authorize_subscribe")
+        self._publish_authorizers = having("authorize_publish")
+        self._delivery_filters = having("filter_delivery")
+        self._connect_listeners = having("on_connect")
+        self._disconnect_listeners = having("on_disconnect")
+
+    @property
+    def filters_deliveries(self) -> bool:
+        return bool(self._delivery_filters)
+
+    async def _call(self, plugin: Plugin, hook: str, *args: Any) -> Any:
+        """Refuse passes through; anything else going wrong becomes PluginFailure."""
+        try:
+            with trio.fail_after(self.timeout):
+                return await getattr(plugin, hook)(*args)
+        except Refuse:
+            raise
+        except trio.TooSlowError:
+            log.error("plugin %s: %s took longer than %ss", plugin.name, hook, self.timeout)
+            raise PluginFailure(f"{plugin.name}.{hook} timed out") from None
+        except Exception as exc:
+            log.exception("plugin %s: %s raised", plugin.name, hook)
+            raise PluginFailure(f"{plugin.name}.{hook} raised") from exc
+
+    def _wrong_type(self, plugin: Plugin, hook: str, result: Any) -> PluginFailure:
+        log.error("plugin %s: %s returned %.100r", plugin.name, hook, result)
+        return PluginFailure(f"{plugin.name}.{hook} returned a {type(result).__name__}")
+
+    async def authenticate(self, request: HandshakeRequest) -> Identity:
+        identity = Identity()
+        for plugin in self._authenticators:
+            result = await self._call(plugin, "authenticate", request, identity)
+            if result is not None:
+                if not isinstance(result, Identity):
+                    raise self._wrong_type(plugin, "authenticate", result)
+                identity = result
+        return identity
+
+    async def authorize_subscribe(self, client: Client, topic_filter: str) -> None:
+        for plugin in self._subscribe_authorizers:
+            await self._call(plugin, "authorize_subscribe", client, topic_filter)
+
+    async def authorize_publish(
+        self, client: Client, publication: Publication, max_topic_length: int
+    ) -> Publication | None:
+        for plugin in self._publish_authorizers:
+            result = await self._call(plugin, "authorize_publish", client, publication)
+            if result is None:
+                return None
+            if not _valid_publication(result, max_topic_length):
+                raise self._wrong_type(plugin, "authorize_publish", result)
+            publication = result
+        return publication
+
+    async def filter_delivery(self, client: Client, publication: Publication) -> bool:
+        """Whether to deliver; a failing filter withholds the delivery (fails closed)."""
+        for plugin in self._delivery_filters:
+            try:
+                result = await self._call(plugin, "filter_delivery", client, publication)
+            except (Refuse, PluginFailure):
+                return False
+            if result is not True:
+                if result is not False:
+                    self._wrong_type(plugin, "filter_delivery", result)
+                return False
+        return True
+
+    async def _notify(self, plugins: list[Plugin], hook: str, client: Client) -> None:
+        for plugin in plugins:
+            # A notification cannot refuse anything; failures are logged by _call.
+            with contextlib.suppress(Refuse, PluginFailure):
+                await self._call(plugin, hook, client)
+
+    async def on_connect(self, client: Client) -> None:
+        await self._notify(self._connect_listeners, "on_connect", client)
+
+    async def on_disconnect(self, client: Client) -> None:
+        await self._notify(self._disconnect_listeners, "on_disconnect", client)

@@ -1,0 +1,152 @@
+"""The public plugin API of trio-broker (documented in docs/plugins.md).
+
+A plugin is a class deriving from `Plugin` that overrides any of the hooks. Its
+options (the rest of its ``[[plugins]]`` table) are validated into its nested
+``Options`` attrs class, which the broker passes to ``__init__``. Hooks are async
+and may do I/O; each call is bounded by ``[server] plugin_timeout``. A hook
+refuses by raising `Refuse`; any other exception, a timeout or a return value of
+the wrong type fails the operation closed and is logged with the plugin's name.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .protocol import ErrorCode
+
+__all__ = [
+    "Client",
+    "ErrorCode",
+    "HandshakeRequest",
+    "Identity",
+    "Plugin",
+    "Publication",
+    "Refuse",
+]
+
+
+@attrs.frozen
+class Identity:
+    """Who a connection is. Anonymous (``user`` None) unless a plugin authenticates it."""
+
+    user: str | None = None
+    roles: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    claims: Mapping[str, Any] = attrs.field(factory=dict)
+    # Wall-clock time (seconds since the epoch) when the identity stops being valid: the
+    # broker then closes the connection with 4001 "token expired".
+    expires_at: float | None = None
+
+
+@attrs.frozen
+class HandshakeRequest:
+    """The HTTP upgrade request, as an authenticate hook sees it."""
+
+    path: str
+    query: Mapping[str, tuple[str, ...]]
+    # Header names are lower-case; a header sent several times appears several times.
+    headers: tuple[tuple[str, str], ...]
+    remote_address: str
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header (name case-insensitive), or None."""
+        name = name.lower()
+        return next((value for key, value in self.headers if key == name), None)
+
+    def query_value(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    @property
+    def origin(self) -> str | None:
+        return self.header("origin")
+
+
+@attrs.frozen
+class Client:
+    """A connection, as hooks after the handshake see it."""
+
+    client_id: str
+    identity: Identity
+    remote_address: str
+
+
+@attrs.frozen
+class Publication:
+    """A message being published.
+
+    ``meta`` holds extra fields for the delivery envelope, next to ``op``, ``topic``
+    and ``data``: set by plugins (say, ``{"from": user}``), never by clients, so a
+    subscriber can trust them.
+    """
+
+    topic: str
+    data: Any
+    meta: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+class Refuse(Exception):
+    """Raised by a hook to refuse: the client gets ``code`` with ``message``.
+
+    In ``authenticate`` the handshake is refused with HTTP ``status`` instead. With
+    ``close_code``, the connection is also closed with that WebSocket close code.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: ErrorCode = ErrorCode.FORBIDDEN,
+        status: int = 403,
+        close_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.close_code = close_code
+
+
+class Plugin:
+    """Base class of plugins: override the hooks you need, leave the others.
+
+    A hook that is not overridden costs nothing: in particular ``filter_delivery``
+    runs once per message *per subscriber*, so the broker skips that step entirely
+    unless some configured plugin overrides it.
+    """
+
+    @attrs.frozen
+    class Options:
+        """No options. A plugin with options defines its own attrs ``Options`` class."""
+
+    # The configured name ("use"), for logs; set by the loader.
+    name: str = "plugin"
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+
+    async def authenticate(self, request: HandshakeRequest, identity: Identity) -> Identity | None:
+        """Return a new identity, or None to keep ``identity``; raise Refuse to refuse."""
+        return None
+
+    async def authorize_subscribe(self, client: Client, topic_filter: str) -> None:
+        """Raise Refuse to refuse the subscription."""
+
+    async def authorize_publish(
+        self, client: Client, publication: Publication
+    ) -> Publication | None:
+        """Return the publication, changed or not, or None to drop it silently.
+
+        Raise Refuse to refuse it with an error. A dropped publish is acked as usual.
+        """
+        return publication
+
+    async def filter_delivery(self, client: Client, publication: Publication) -> bool:
+        """Whether ``client`` (a subscriber) receives ``publication``."""
+        return True
+
+    async def on_connect(self, client: Client) -> None:
+        """A connection was accepted (after authenticate)."""
+
+    async def on_disconnect(self, client: Client) -> None:
+        """A connection ended."""
