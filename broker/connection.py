@@ -245,7 +245,8 @@ class ClientConnection:
         except Refuse as refusal:
             await self._send(protocol.encode_error(refusal.code, refusal.message, request_id))
             if refusal.close_code is not None:
-                self.close(refusal.close_code, refusal.message[:100])
+                # Drained, so that the error explaining the close arrives first.
+                self.close(refusal.close_code, refusal.message[:100], drain=True)
         except PluginFailure:  # logged with the plugin's name
             await self._send(
                 protocol.encode_error(ErrorCode.INTERNAL, "internal error", request_id)

@@ -4,20 +4,28 @@ from typing import Any
 import pytest
 import trio
 
-from broker import Broker
+from broker import Broker, Config
 from broker.config import config_from_mapping
+from broker.pipeline import Pipeline
+from broker.plugin_loader import load_plugins
 from tests.wsclient import WsClient
 
 StartBroker = Callable[..., Awaitable[Broker]]
 Connect = Callable[..., Awaitable[WsClient]]
 
 
-def make_config(**sections: dict[str, Any]) -> Any:
+def make_config(plugins: list[dict[str, Any]] | None = None, **sections: dict[str, Any]) -> Config:
     """A config on 127.0.0.1, a free port, with the given sections' keys overridden."""
-    data: dict[str, dict[str, Any]] = {"server": {"host": "127.0.0.1", "port": 0}}
+    data: dict[str, Any] = {"server": {"host": "127.0.0.1", "port": 0}}
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
+    if plugins is not None:
+        data["plugins"] = plugins
     return config_from_mapping(data, "<test>")
+
+
+def make_pipeline(config: Config) -> Pipeline:
+    return Pipeline(load_plugins(config, "<test>"), timeout=config.server.plugin_timeout)
 
 
 def url(broker: Broker, path: str = "/ws") -> str:
@@ -28,8 +36,11 @@ def url(broker: Broker, path: str = "/ws") -> str:
 async def start_broker(nursery: trio.Nursery) -> StartBroker:
     """Start an in-process broker; it is cancelled with the test's nursery."""
 
-    async def start(**sections: dict[str, Any]) -> Broker:
-        broker = Broker(make_config(**sections))
+    async def start(
+        plugins: list[dict[str, Any]] | None = None, **sections: dict[str, Any]
+    ) -> Broker:
+        config = make_config(plugins, **sections)
+        broker = Broker(config, make_pipeline(config))
         await nursery.start(broker.serve)
         return broker
 

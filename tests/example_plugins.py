@@ -1,0 +1,126 @@
+"""Third-party-style plugins for the tests, loaded by "tests.example_plugins:Class"."""
+
+import time
+from typing import Any
+
+import attrs
+import trio
+
+from broker.plugin import Client, HandshakeRequest, Identity, Plugin, Publication, Refuse
+
+CALLS: list[str] = []
+
+
+class StampSender(Plugin):
+    """The example from docs/plugins.md: every message says who sent it."""
+
+    async def authorize_publish(self, client: Client, publication: Publication) -> Publication:
+        return attrs.evolve(publication, meta={**publication.meta, "from": client.identity.user})
+
+
+class HeaderAuth(Plugin):
+    """Trusts an X-User header (tests only!); X-Roles is comma-separated."""
+
+    @attrs.frozen
+    class Options:
+        required: bool = True
+        lifetime: float | None = None
+
+    async def authenticate(self, request: HandshakeRequest, identity: Identity) -> Identity | None:
+        user = request.header("x-user") or request.query_value("user")
+        if user is None:
+            if self.options.required:
+                raise Refuse("who are you?", status=401)
+            return None
+        roles = (request.header("x-roles") or "").split(",")
+        expires = None if self.options.lifetime is None else time.time() + self.options.lifetime
+        return Identity(user=user, roles=[r for r in roles if r], expires_at=expires)
+
+
+class Recorder(Plugin):
+    """Appends "<label>:<hook>" to CALLS for every hook."""
+
+    @attrs.frozen
+    class Options:
+        label: str
+
+    def _record(self, hook: str) -> None:
+        CALLS.append(f"{self.options.label}:{hook}")
+
+    async def authenticate(self, request: HandshakeRequest, identity: Identity) -> None:
+        self._record("authenticate")
+
+    async def authorize_subscribe(self, client: Client, topic_filter: str) -> None:
+        self._record("authorize_subscribe")
+
+    async def authorize_publish(self, client: Client, publication: Publication) -> Publication:
+        self._record("authorize_publish")
+        return publication
+
+    async def on_connect(self, client: Client) -> None:
+        self._record("on_connect")
+
+    async def on_disconnect(self, client: Client) -> None:
+        self._record("on_disconnect")
+
+
+class Misbehave(Plugin):
+    """Misbehaves in one hook: ``how`` is refuse, raise, hang, garbage or drop."""
+
+    @attrs.frozen
+    class Options:
+        hook: str = attrs.field(
+            validator=attrs.validators.in_(
+                ["authenticate", "authorize_subscribe", "authorize_publish", "filter_delivery"]
+            )
+        )
+        how: str = attrs.field(
+            validator=attrs.validators.in_(["refuse", "raise", "hang", "garbage", "drop", "close"])
+        )
+        only_topic: str | None = None
+
+    async def _act(self, hook: str, topic: str | None, default: Any) -> Any:
+        options = self.options
+        if hook != options.hook or (options.only_topic and topic != options.only_topic):
+            return default
+        if options.how == "refuse":
+            raise Refuse(f"{hook} refused by test", status=403)
+        if options.how == "close":
+            raise Refuse("enough", close_code=1008)
+        if options.how == "raise":
+            raise RuntimeError("plugin bug")
+        if options.how == "hang":
+            await trio.sleep_forever()
+        if options.how == "garbage":
+            return "garbage"
+        return None  # drop
+
+    async def authenticate(self, request: HandshakeRequest, identity: Identity) -> Any:
+        return await self._act("authenticate", None, None)
+
+    async def authorize_subscribe(self, client: Client, topic_filter: str) -> None:
+        await self._act("authorize_subscribe", topic_filter, None)
+
+    async def authorize_publish(self, client: Client, publication: Publication) -> Any:
+        return await self._act("authorize_publish", publication.topic, publication)
+
+    async def filter_delivery(self, client: Client, publication: Publication) -> Any:
+        return await self._act("filter_delivery", publication.topic, True)
+
+
+class OnlyRole(Plugin):
+    """Delivers messages on topics under ``prefix`` only to clients with ``role``."""
+
+    @attrs.frozen
+    class Options:
+        prefix: str
+        role: str
+
+    async def filter_delivery(self, client: Client, publication: Publication) -> bool:
+        if publication.topic.startswith(self.options.prefix):
+            return self.options.role in client.identity.roles
+        return True
+
+
+class NotAPlugin:
+    pass
