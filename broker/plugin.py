@@ -8,7 +8,7 @@ refuses by raising `Refuse`; any other exception, a timeout or a return value of
 the wrong type fails the operation closed and is logged with the plugin's name.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -26,12 +26,16 @@ __all__ = [
 ]
 
 
+def _roles(roles: Iterable[str]) -> frozenset[str]:
+    return frozenset(roles)
+
+
 @attrs.frozen
 class Identity:
     """Who a connection is. Anonymous (``user`` None) unless a plugin authenticates it."""
 
     user: str | None = None
-    roles: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    roles: frozenset[str] = attrs.field(default=frozenset(), converter=_roles)
     claims: Mapping[str, Any] = attrs.field(factory=dict)
     # Wall-clock time (seconds since the epoch) when the identity stops being valid: the
     # broker then closes the connection with 4001 "token expired".

@@ -77,3 +77,48 @@ def matches(topic_filter: str, topic: str) -> bool:
         if level != SINGLE_LEVEL and level != topic_levels[index]:
             return False
     return len(filter_levels) == len(topic_levels)
+
+
+def _reserved_mismatch(wide: list[str], narrow: list[str]) -> bool:
+    """A filter starting with a wildcard never matches a $ topic another filter names."""
+    return wide[0] in (SINGLE_LEVEL, MULTI_LEVEL) and is_reserved(narrow[0])
+
+
+def covers(general: str, specific: str) -> bool:
+    """Whether every topic the (valid) filter ``specific`` matches, ``general`` matches too.
+
+    Used to grant a subscription: a wildcard in ``specific`` must not widen what
+    ``general`` allows (``a/+`` does not cover ``a/#``, ``+`` does not cover ``$SYS``).
+    """
+    wide, narrow = general.split(SEPARATOR), specific.split(SEPARATOR)
+    if _reserved_mismatch(wide, narrow):
+        return False
+    for index, level in enumerate(wide):
+        if level == MULTI_LEVEL:
+            return True  # "a/#" also matches "a" itself, so any depth >= index is covered
+        if index >= len(narrow):
+            return False
+        if narrow[index] == MULTI_LEVEL:
+            # "#" also matches its parent level, except at the top, where there is no
+            # empty topic: there "+/#" matches as much as "#".
+            return index == 0 and level == SINGLE_LEVEL and wide[1:] == [MULTI_LEVEL]
+        if level != SINGLE_LEVEL and level != narrow[index]:
+            return False
+    return len(narrow) == len(wide)
+
+
+def overlaps(first: str, second: str) -> bool:
+    """Whether some topic is matched by both (valid) filters."""
+    a, b = first.split(SEPARATOR), second.split(SEPARATOR)
+    if _reserved_mismatch(a, b) or _reserved_mismatch(b, a):
+        return False
+    for index in range(max(len(a), len(b))):
+        x = a[index] if index < len(a) else None
+        y = b[index] if index < len(b) else None
+        if x == MULTI_LEVEL or y == MULTI_LEVEL:
+            return True
+        if x is None or y is None:
+            return False
+        if x != y and SINGLE_LEVEL not in (x, y):
+            return False
+    return True

@@ -1,6 +1,14 @@
 import pytest
 
-from broker.topics import TopicError, check_filter, check_topic, is_reserved, matches
+from broker.topics import (
+    TopicError,
+    check_filter,
+    check_topic,
+    covers,
+    is_reserved,
+    matches,
+    overlaps,
+)
 
 
 @pytest.mark.parametrize("topic", ["a", "a/b", "chat/room-1", "$SYS/clients", "é/ü", "a b"])
@@ -86,3 +94,63 @@ def test_matches(topic_filter: str, topic: str, expected: bool) -> None:
 def test_reserved() -> None:
     assert is_reserved("$SYS")
     assert not is_reserved("a/$b")
+
+
+LEVELS = ["a", "b", "$s"]
+
+
+def _all_topics(depth: int = 3) -> list[str]:
+    topics = [[level] for level in LEVELS]
+    result = list(topics)
+    for _ in range(depth - 1):
+        topics = [[*t, level] for t in topics for level in ["a", "b"]]
+        result += topics
+    return ["/".join(t) for t in result]
+
+
+def _all_filters() -> list[str]:
+    parts = ["a", "b", "$s", "+", "#"]
+    filters = []
+    for first in parts:
+        filters.append(first)
+        if first == "#":
+            continue
+        for second in ["a", "+", "#"]:
+            filters.append(f"{first}/{second}")
+            if second != "#":
+                filters += [f"{first}/{second}/{third}" for third in ("b", "+", "#")]
+    return filters
+
+
+TOPICS_UNIVERSE = _all_topics()
+FILTERS_UNIVERSE = _all_filters()
+
+
+def test_covers_and_overlaps_agree_with_matching_over_a_small_universe() -> None:
+    matched = {f: {t for t in TOPICS_UNIVERSE if matches(f, t)} for f in FILTERS_UNIVERSE}
+    for general in FILTERS_UNIVERSE:
+        for specific in FILTERS_UNIVERSE:
+            # The universe is deep enough for these filters: subset and intersection are exact.
+            assert covers(general, specific) == (matched[specific] <= matched[general]), (
+                general,
+                specific,
+            )
+            assert overlaps(general, specific) == bool(matched[general] & matched[specific]), (
+                general,
+                specific,
+            )
+
+
+@pytest.mark.parametrize(
+    ("general", "specific", "expected"),
+    [
+        ("users/alice/#", "users/alice", True),
+        ("users/alice/#", "users/+/x", False),
+        ("users/+/inbox", "users/#", False),
+        ("#", "$SYS/x", False),
+        ("$SYS/#", "$SYS/+", True),
+        ("a/+", "a/#", False),
+    ],
+)
+def test_covers_examples(general: str, specific: str, expected: bool) -> None:
+    assert covers(general, specific) is expected

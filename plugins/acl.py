@@ -1,0 +1,94 @@
+"""acl: ordered allow/deny rules on topic filters, per user and role.
+
+Each rule applies to a client when its ``user`` and ``role`` (each optional) match.
+For a request, the first applicable rule that speaks about it decides:
+
+- an ``allow`` rule (the default action) decides when one of its filters covers the
+  request: for a publish, matches the topic; for a subscription, matches *every*
+  topic the requested filter can match, so a wildcard never widens access;
+- a ``deny`` rule decides when one of its filters overlaps the request: a
+  subscription that could receive a single denied topic is refused.
+
+No rule deciding means ``default``. ``{user}`` in a filter stands for the client's
+user name; a rule with ``{user}`` never applies to anonymous clients, nor to user
+names containing ``/``, ``+`` or ``#``, which would change the filter's shape.
+"""
+
+from typing import Literal
+
+import attrs
+
+from broker.plugin import Client, Plugin, Publication, Refuse
+from broker.topics import TopicError, check_filter, covers, matches, overlaps
+
+USER_PLACEHOLDER = "{user}"
+
+
+def _check_filters(
+    instance: object, attribute: "attrs.Attribute[list[str]]", value: list[str]
+) -> None:
+    for topic_filter in value:
+        try:
+            check_filter(topic_filter.replace(USER_PLACEHOLDER, "u"), 65_536)
+        except TopicError as error:
+            raise ValueError(f"{attribute.name}: {topic_filter!r}: {error}") from None
+
+
+@attrs.frozen
+class Rule:
+    user: str | None = None
+    role: str | None = None
+    action: Literal["allow", "deny"] = attrs.field(
+        default="allow", validator=attrs.validators.in_(["allow", "deny"])
+    )
+    subscribe: list[str] = attrs.field(factory=list, validator=_check_filters)
+    publish: list[str] = attrs.field(factory=list, validator=_check_filters)
+
+
+def _user_filters(filters: list[str], user: str | None) -> list[str] | None:
+    """The filters with ``{user}`` substituted, or None if that cannot be done safely."""
+    if not any(USER_PLACEHOLDER in f for f in filters):
+        return filters
+    if not user or any(ch in user for ch in "/+#"):
+        return None
+    return [f.replace(USER_PLACEHOLDER, user) for f in filters]
+
+
+class Acl(Plugin):
+    @attrs.frozen
+    class Options:
+        rules: list[Rule] = attrs.field(factory=list)
+        default: Literal["allow", "deny"] = attrs.field(
+            default="deny", validator=attrs.validators.in_(["allow", "deny"])
+        )
+
+    options: Options
+
+    def _decide(self, client: Client, kind: Literal["subscribe", "publish"], target: str) -> bool:
+        identity = client.identity
+        for rule in self.options.rules:
+            if rule.user is not None and rule.user != identity.user:
+                continue
+            if rule.role is not None and rule.role not in identity.roles:
+                continue
+            filters = _user_filters(getattr(rule, kind), identity.user)
+            if not filters:
+                continue
+            if rule.action == "deny":
+                if any(overlaps(f, target) for f in filters):
+                    return False
+            elif kind == "publish":
+                if any(matches(f, target) for f in filters):
+                    return True
+            elif any(covers(f, target) for f in filters):
+                return True
+        return self.options.default == "allow"
+
+    async def authorize_subscribe(self, client: Client, topic_filter: str) -> None:
+        if not self._decide(client, "subscribe", topic_filter):
+            raise Refuse(f"not allowed to subscribe to {topic_filter!r}")
+
+    async def authorize_publish(self, client: Client, publication: Publication) -> Publication:
+        if not self._decide(client, "publish", publication.topic):
+            raise Refuse(f"not allowed to publish to {publication.topic!r}")
+        return publication
