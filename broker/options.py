@@ -5,8 +5,10 @@ cattrs' usual leniency (a string is not a list of characters, 5 is not "5").
 """
 
 from collections.abc import Mapping
-from typing import Any, TypeVar, get_origin
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
+import attrs
 import cattrs
 from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
@@ -14,6 +16,14 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 T = TypeVar("T")
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def _describe(kind: Any) -> str:
+    if kind in _TYPE_NAMES:
+        return _TYPE_NAMES[kind]
+    if get_origin(kind) is list:
+        return "a list"
+    return "a table" if get_origin(kind) in (dict, Mapping) else str(kind)
 
 
 class OptionsError(Exception):
@@ -64,8 +74,33 @@ def _make_converter() -> cattrs.Converter:
 
         return structure
 
+    def is_plain_union(cls: Any) -> bool:
+        members = get_args(cls) if get_origin(cls) in (Union, UnionType) else ()
+        return len([m for m in members if m is not type(None)]) > 1 and not any(
+            attrs.has(m) for m in members
+        )
+
+    def union_hook(cls: Any) -> Any:
+        members = get_args(cls)
+
+        def structure(value: Any, _: Any) -> Any:
+            if value is None and type(None) in members:
+                return None
+            for member in members:
+                if member is type(None):
+                    continue
+                try:
+                    return converter.structure(value, member)
+                except Exception:  # this member does not fit: try the next
+                    continue
+            names = " or ".join(_describe(m) for m in members if m is not type(None))
+            raise TypeError(f"must be {names}, got {value!r}"[:200])
+
+        return structure
+
     converter.register_structure_hook_factory(is_list, list_hook)
     converter.register_structure_hook_factory(is_mapping, mapping_hook)
+    converter.register_structure_hook_factory(is_plain_union, union_hook)
     return converter
 
 
