@@ -45,12 +45,10 @@ class Rule:
     publish: list[str] = attrs.field(factory=list, validator=_check_filters)
 
 
-def _user_filters(filters: list[str], user: str | None) -> list[str] | None:
-    """The filters with ``{user}`` substituted, or None if that cannot be done safely."""
-    if not any(USER_PLACEHOLDER in f for f in filters):
-        return filters
+def _user_filters(filters: list[str], user: str | None) -> list[str]:
+    """The filters with ``{user}`` substituted; those where that is unsafe are left out."""
     if not user or any(ch in user for ch in "/+#"):
-        return None
+        return [f for f in filters if USER_PLACEHOLDER not in f]
     return [f.replace(USER_PLACEHOLDER, user) for f in filters]
 
 
