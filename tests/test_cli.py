@@ -169,6 +169,44 @@ def test_sighup_with_a_broken_file_keeps_the_running_config(
     assert daemon.wait_exit() == 0
 
 
+def test_check_config_validates_plugins(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", '[[plugins]]\nuse = "acl"\nrules = [{ publish = "a" }]\n')
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 1
+    expected = f"{path}: plugins[0] (acl): must be a list, got 'a' @ plugins[0].rules[0].publish"
+    assert expected in result.stderr
+
+
+def test_sighup_swaps_plugins(
+    tmp_path: Path, daemons: list[Daemon], clients: contextlib.ExitStack
+) -> None:
+    deny_all = BASE + '[[plugins]]\nuse = "acl"\ndefault = "deny"\n'
+    path = write(tmp_path / "c.toml", deny_all)
+    root = str(Path(__file__).parent.parent)
+    daemon = start(daemons, path, {"PYTHONPATH": root})
+    ws = client(daemon, clients)
+    assert request(ws, {"op": "subscribe", "topic": "t", "id": 1})["code"] == "forbidden"
+    # A broken pipeline keeps the running one.
+    write(path, BASE + '[[plugins]]\nuse = "acl"\ndefault = "maybe"\n')
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_for("reload failed, keeping the running configuration")
+    assert request(ws, {"op": "subscribe", "topic": "t", "id": 2})["code"] == "forbidden"
+    # A third-party plugin by dotted path replaces the acl, for the open connection too.
+    write(path, BASE + '[[plugins]]\nuse = "tests.example_plugins:StampSender"\n')
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_for("configuration reloaded")
+    assert request(ws, {"op": "subscribe", "topic": "t", "id": 3}) == {"op": "ack", "id": 3}
+    ws.send(json.dumps({"op": "publish", "topic": "t", "data": 1}))
+    assert json.loads(ws.recv(timeout=TIMEOUT)) == {
+        "op": "message",
+        "topic": "t",
+        "data": 1,
+        "from": None,
+    }
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+
+
 # --- systemd ---------------------------------------------------------------------------------
 
 
