@@ -43,6 +43,17 @@ def _scalar_hook(kind: type) -> Any:
     return structure
 
 
+def _type_checked(inner: Any, kind: type, name: str) -> Any:
+    """``inner``, which would accept any iterable or mapping, for ``kind`` only."""
+
+    def structure(value: Any, type_: Any) -> Any:
+        if not isinstance(value, kind):
+            raise TypeError(f"must be {name}, got {value!r}"[:200])
+        return inner(value, type_)
+
+    return structure
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     for kind in (str, int, float, bool):
@@ -52,27 +63,13 @@ def _make_converter() -> cattrs.Converter:
         return get_origin(cls) is list
 
     def list_hook(cls: Any) -> Any:
-        inner = list_structure_factory(cls, converter)
-
-        def structure(value: Any, type_: Any) -> Any:
-            if not isinstance(value, list):
-                raise TypeError(f"must be a list, got {value!r}"[:200])
-            return inner(value, type_)
-
-        return structure
+        return _type_checked(list_structure_factory(cls, converter), list, "a list")
 
     def is_mapping(cls: Any) -> bool:
         return get_origin(cls) in (dict, Mapping)
 
     def mapping_hook(cls: Any) -> Any:
-        inner = converter.gen_structure_mapping(cls)
-
-        def structure(value: Any, type_: Any) -> Any:
-            if not isinstance(value, Mapping):
-                raise TypeError(f"must be a table, got {value!r}"[:200])
-            return inner(value, type_)
-
-        return structure
+        return _type_checked(converter.gen_structure_mapping(cls), Mapping, "a table")
 
     def is_plain_union(cls: Any) -> bool:
         members = get_args(cls) if get_origin(cls) in (Union, UnionType) else ()
