@@ -81,8 +81,12 @@ def load_plugins(config: Config, source: str) -> list[Plugin]:
     return plugins
 
 
+def build_pipeline(config: Config, source: str = "<config>") -> Pipeline:
+    """The pipeline of ``config.plugins``; ConfigError lists every problem."""
+    return Pipeline(load_plugins(config, source), timeout=config.server.plugin_timeout)
+
+
 def load(path: str | Path) -> tuple[Config, Pipeline]:
     """Read and validate a config file and build its plugin pipeline."""
     config = load_config(path)
-    plugins = load_plugins(config, str(path))
-    return config, Pipeline(plugins, timeout=config.server.plugin_timeout)
+    return config, build_pipeline(config, str(path))

@@ -15,6 +15,7 @@ from .connection import ClientConnection, CloseCode
 from .handshake import HandshakeFailed, Refusal
 from .pipeline import Pipeline, PluginFailure
 from .plugin import Identity, Refuse
+from .plugin_loader import build_pipeline
 from .router import LocalRouter
 from .version import __version__
 
@@ -47,8 +48,9 @@ class Broker:
     """
 
     def __init__(self, config: Config, pipeline: Pipeline | None = None) -> None:
+        """``pipeline`` defaults to the plugins of ``config`` (ConfigError if invalid)."""
         self.config = config
-        self.pipeline = pipeline or Pipeline(timeout=config.server.plugin_timeout)
+        self.pipeline = pipeline or build_pipeline(config)
         self.router = LocalRouter()
         self.listeners: list[trio.SocketListener] = []
         self._connections: set[ClientConnection] = set()
@@ -73,10 +75,10 @@ class Broker:
         """Apply a new config: new handshakes and new connections see it at once.
 
         Existing connections keep their identity and limits; their next operations go
-        through the new pipeline.
+        through the new pipeline (by default, built from ``config``).
         """
+        self.pipeline = pipeline or build_pipeline(config)
         self.config = config
-        self.pipeline = pipeline or Pipeline(timeout=config.server.plugin_timeout)
 
     def stop(self) -> None:
         """Stop accepting and close every client with 1001 (see `serve`)."""

@@ -7,7 +7,7 @@ import trio
 from broker import Broker, Config
 from broker.config import config_from_mapping
 from broker.pipeline import Pipeline
-from broker.plugin_loader import load_plugins
+from broker.plugin_loader import build_pipeline
 from tests.wsclient import WsClient
 
 StartBroker = Callable[..., Awaitable[Broker]]
@@ -25,7 +25,7 @@ def make_config(plugins: list[dict[str, Any]] | None = None, **sections: dict[st
 
 
 def make_pipeline(config: Config) -> Pipeline:
-    return Pipeline(load_plugins(config, "<test>"), timeout=config.server.plugin_timeout)
+    return build_pipeline(config, "<test>")
 
 
 def url(broker: Broker, path: str = "/ws") -> str:

@@ -294,3 +294,16 @@ async def test_reconfigure_swaps_the_pipeline_for_existing_connections(
     assert (await client.recv())["code"] == "forbidden"
     # New connections need no X-User any more: HeaderAuth is gone.
     await connect(broker)
+
+
+async def test_a_broker_without_an_explicit_pipeline_runs_the_configs_plugins(
+    nursery: object, connect: Connect
+) -> None:
+    config = make_config([{"use": f"{EXAMPLE}:HeaderAuth"}])
+    broker = Broker(config)
+    await nursery.start(broker.serve)  # type: ignore[attr-defined]
+    with pytest.raises(Rejected):
+        await WsClient.connect(url(broker))
+    broker.reconfigure(make_config([misbehave("authorize_subscribe", "refuse")]))
+    client = await connect(broker)
+    assert (await client.request({"op": "subscribe", "topic": "t", "id": 1}))["code"] == "forbidden"
