@@ -5,12 +5,15 @@ Each publish takes one token from the message bucket (refilled at
 ``bytes_per_second``, the size of its JSON ``data`` from the byte bucket (holding at
 most ``bytes_burst``, by default one second's worth). A publish finding a bucket
 short is refused with ``rate_limited``; after ``close_after`` refusals in a row the
-client is closed with 1008. Users' buckets are shared by all their connections
-and forgotten when the last one ends.
+client is closed with 1008. Users' buckets are shared by all their connections.
+
+Buckets unused for as long as they take to refill completely hold no information
+(they are full) and are forgotten: memory follows the clients publishing now, and
+nothing depends on connect and disconnect notifications, which across a reload
+go to the previous instance of the plugin.
 """
 
 import json
-from collections import Counter
 
 import attrs
 import trio
@@ -40,10 +43,23 @@ class TokenBucket:
         self.tokens -= amount
 
 
-@attrs.frozen
-class _Buckets:
+@attrs.define
+class _Entry:
     messages: TokenBucket
     bytes: TokenBucket | None
+    last_used: float
+    refusals: int = 0
+
+    def allows(self, size: int, now: float) -> bool:
+        self.last_used = now
+        return self.messages.can_take(1, now) and (
+            self.bytes is None or self.bytes.can_take(size, now)
+        )
+
+    def take(self, size: int) -> None:
+        self.messages.take(1)
+        if self.bytes is not None:
+            self.bytes.take(size)
 
 
 _positive = attrs.validators.gt(0)
@@ -65,64 +81,56 @@ class RateLimit(Plugin):
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
-        self._connections: dict[str, _Buckets] = {}
-        self._users: dict[str, _Buckets] = {}
-        self._user_connections: Counter[str] = Counter()
-        self._refusals: Counter[str] = Counter()
+        self._connections: dict[str, _Entry] = {}
+        self._users: dict[str, _Entry] = {}
+        refill = options.burst / options.messages_per_second
+        if options.bytes_per_second is not None:
+            byte_burst = options.bytes_burst or options.bytes_per_second
+            refill = max(refill, byte_burst / options.bytes_per_second)
+        self._idle_after = refill
+        self._last_sweep = 0.0
 
-    def _new_buckets(self, now: float) -> _Buckets:
+    def _new_entry(self, now: float) -> _Entry:
         options = self.options
         byte_bucket = None
         rate = options.bytes_per_second
         if rate is not None:
             byte_bucket = TokenBucket(rate, options.bytes_burst or rate, now)
-        return _Buckets(TokenBucket(options.messages_per_second, options.burst, now), byte_bucket)
+        messages = TokenBucket(options.messages_per_second, options.burst, now)
+        return _Entry(messages, byte_bucket, now)
 
-    def _buckets_for(self, client: Client, now: float) -> list[_Buckets]:
-        found = []
-        if self.options.per_connection:
-            if client.client_id not in self._connections:
-                self._connections[client.client_id] = self._new_buckets(now)
-            found.append(self._connections[client.client_id])
-        user = client.identity.user
-        if self.options.per_user and user is not None:
-            if user not in self._users:
-                self._users[user] = self._new_buckets(now)
-            found.append(self._users[user])
-        return found
-
-    async def on_connect(self, client: Client) -> None:
-        if client.identity.user is not None:
-            self._user_connections[client.identity.user] += 1
-
-    async def on_disconnect(self, client: Client) -> None:
-        self._connections.pop(client.client_id, None)
-        self._refusals.pop(client.client_id, None)
-        user = client.identity.user
-        if user is not None:
-            self._user_connections[user] -= 1
-            if self._user_connections[user] <= 0:
-                del self._user_connections[user]
-                self._users.pop(user, None)
+    def _sweep(self, now: float) -> None:
+        if now - self._last_sweep < self._idle_after:
+            return
+        self._last_sweep = now
+        for entries in (self._connections, self._users):
+            idle = [key for key, e in entries.items() if now - e.last_used > self._idle_after]
+            for key in idle:
+                del entries[key]
 
     async def authorize_publish(self, client: Client, publication: Publication) -> Publication:
         now = trio.current_time()
-        buckets = self._buckets_for(client, now)
+        self._sweep(now)
+        # Always kept: it counts this connection's refusals in a row.
+        connection = self._connections.get(client.client_id)
+        if connection is None:
+            connection = self._connections[client.client_id] = self._new_entry(now)
+        entries = [connection] if self.options.per_connection else []
+        user = client.identity.user
+        if self.options.per_user and user is not None:
+            if user not in self._users:
+                self._users[user] = self._new_entry(now)
+            entries.append(self._users[user])
         size = 0
         if self.options.bytes_per_second is not None:
             size = len(json.dumps(publication.data, ensure_ascii=False).encode("utf-8", "replace"))
-        allowed = all(
-            b.messages.can_take(1, now) and (b.bytes is None or b.bytes.can_take(size, now))
-            for b in buckets
-        )
-        if not allowed:
-            self._refusals[client.client_id] += 1
-            if self._refusals[client.client_id] >= self.options.close_after:
-                raise Refuse("rate limit exceeded", code=ErrorCode.RATE_LIMITED, close_code=1008)
-            raise Refuse("rate limit exceeded", code=ErrorCode.RATE_LIMITED)
-        self._refusals.pop(client.client_id, None)
-        for b in buckets:
-            b.messages.take(1)
-            if b.bytes is not None:
-                b.bytes.take(size)
+        # A list, not a generator: every entry is refilled and marked used.
+        if not all([entry.allows(size, now) for entry in entries]):
+            connection.last_used = now
+            connection.refusals += 1
+            close = 1008 if connection.refusals >= self.options.close_after else None
+            raise Refuse("rate limit exceeded", code=ErrorCode.RATE_LIMITED, close_code=close)
+        connection.refusals = 0
+        for entry in entries:
+            entry.take(size)
         return publication

@@ -1,6 +1,7 @@
 from typing import Any
 
 import pytest
+import trio
 
 from broker.config import ConfigError
 from broker.plugin_loader import load_plugins
@@ -97,3 +98,17 @@ def test_option_errors(options: dict[str, Any], error: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_plugins(make_config([{"use": "rate_limit", **options}]), "c.toml")
     assert error in str(caught.value)
+
+
+async def test_idle_buckets_are_forgotten(autojump_clock: object) -> None:
+    from broker.plugin import Client, Identity, Publication
+    from plugins.rate_limit import RateLimit
+
+    plugin = RateLimit(RateLimit.Options(messages_per_second=10.0, burst=5))
+    for n in range(50):
+        client = Client(f"c{n}", Identity(user=f"u{n}"), "test")
+        await plugin.authorize_publish(client, Publication("t", 0))
+    assert len(plugin._connections) == len(plugin._users) == 50
+    await trio.sleep(1.0)  # two full refills (5 tokens at 10/s): nothing left to remember
+    await plugin.authorize_publish(Client("last", Identity(user="z"), "test"), Publication("t", 0))
+    assert set(plugin._connections) == {"last"} and set(plugin._users) == {"z"}
