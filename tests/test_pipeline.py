@@ -1,6 +1,7 @@
 """The plugin pipeline over real connections, with plugins from tests/example_plugins.py."""
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -307,3 +308,20 @@ async def test_a_broker_without_an_explicit_pipeline_runs_the_configs_plugins(
     broker.reconfigure(make_config([misbehave("authorize_subscribe", "refuse")]))
     client = await connect(broker)
     assert (await client.request({"op": "subscribe", "topic": "t", "id": 1}))["code"] == "forbidden"
+
+
+def test_entry_point_plugins_are_found_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dist = tmp_path / "acme_broker_plugins-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: acme-broker-plugins\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        f"[trio_broker.plugins]\nstamp = {EXAMPLE}:StampSender\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert resolve("stamp") is example_plugins.StampSender
+    (plugin,) = load_plugins(make_config([{"use": "stamp"}]), "c.toml")
+    assert plugin.name == "stamp"
