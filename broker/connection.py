@@ -9,8 +9,10 @@ connection bounds both.
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
+from functools import partial
 
 import trio
 from wsproto import WSConnection
@@ -19,6 +21,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 
 from . import protocol
 from .config import LimitsConfig, ServerConfig
+from .flusher import Flusher
 from .frames import text_frame
 from .messages import MessageAssembler, MessageTooBig, Received
 from .outbox import Outbox, chunks
@@ -56,6 +59,7 @@ class ClientConnection:
         server: ServerConfig,
         limits: LimitsConfig,
         server_name: str,
+        flusher: "Flusher | None" = None,
     ) -> None:
         self.stream = stream
         self.ws = ws
@@ -69,7 +73,12 @@ class ClientConnection:
         self.server = server
         self.limits = limits
         self.server_name = server_name
-        self.outbox = Outbox(limits.max_queued_messages)
+        # Direct writes need the socket itself (not there under TLS).
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        request_flush = None
+        if flusher is not None and self._socket is not None:
+            request_flush = partial(flusher.schedule, self)
+        self.outbox = Outbox(limits.max_queued_messages, request_flush)
         self.subscriptions: set[str] = set()
         self.close_code: int | None = None
         self._scope = trio.CancelScope()
@@ -143,9 +152,33 @@ class ClientConnection:
         log.info("client %s (%s): credentials expired", self.client_id, self.remote)
         self.close(CloseCode.TOKEN_EXPIRED, "token expired")
 
+    def flush(self) -> None:
+        """Write what is pending without waiting (called by the broker's flusher)."""
+        taken = self.outbox.take_for_direct_write()
+        if taken is None:
+            return
+        data, count = taken
+        assert self._socket is not None
+        # Asked each time: a closed socket says -1, and its old number may be reused.
+        fd = self._socket.fileno()
+        try:
+            written = os.write(fd, data) if fd >= 0 else 0
+        except OSError:  # would block, or broken: the writer task finds out which
+            written = 0
+        if written:
+            self._last_progress = trio.current_time()
+        if written == len(data):
+            self.outbox.sent(count)
+        else:
+            self.outbox.direct_write_stalled(data[written:], count)
+
     async def _write_loop(self) -> None:
         while True:
             batch = await self.outbox.next_batch()
+            if batch.head:
+                await self.stream.send_all(batch.head)
+                self.outbox.sent(batch.head_count)
+                self._last_progress = trio.current_time()
             if batch.control:
                 await self.stream.send_all(b"".join(batch.control))
             for chunk, count in chunks(batch.data):

@@ -12,6 +12,7 @@ from wsproto.events import Request
 from . import handshake
 from .config import Config
 from .connection import ClientConnection, CloseCode
+from .flusher import Flusher
 from .handshake import HandshakeFailed, Refusal
 from .pipeline import Pipeline, PluginFailure
 from .plugin import Identity, Refuse
@@ -52,6 +53,7 @@ class Broker:
         self.config = config
         self.pipeline = pipeline or build_pipeline(config)
         self.router = LocalRouter()
+        self.flusher = Flusher()
         self.listeners: list[trio.SocketListener] = []
         self._connections: set[ClientConnection] = set()
         self._slots_taken = 0
@@ -90,21 +92,24 @@ class Broker:
             self.listeners = await trio.open_tcp_listeners(server.port, host=server.host)
         except OSError as error:
             raise ListenError(server.host, server.port, error) from error
-        async with trio.open_nursery() as nursery:
-            accepting = trio.CancelScope()
-            nursery.start_soon(self._accept, accepting, nursery)
-            task_status.started()
-            await self._stop_requested.wait()
-            self._stopping = True
-            accepting.cancel()
-            deadline = trio.current_time() + self.config.server.shutdown_timeout
-            for scope in self._handshakes:
-                scope.cancel()
-            for connection in self._connections:
-                connection.close(
-                    CloseCode.GOING_AWAY, "server shutdown", drain=True, deadline=deadline
-                )
-            nursery.cancel_scope.deadline = deadline
+        async with trio.open_nursery() as outer:
+            outer.start_soon(self.flusher.run)
+            async with trio.open_nursery() as nursery:
+                accepting = trio.CancelScope()
+                nursery.start_soon(self._accept, accepting, nursery)
+                task_status.started()
+                await self._stop_requested.wait()
+                self._stopping = True
+                accepting.cancel()
+                deadline = trio.current_time() + self.config.server.shutdown_timeout
+                for scope in self._handshakes:
+                    scope.cancel()
+                for connection in self._connections:
+                    connection.close(
+                        CloseCode.GOING_AWAY, "server shutdown", drain=True, deadline=deadline
+                    )
+                nursery.cancel_scope.deadline = deadline
+            outer.cancel_scope.cancel()  # every connection is gone: nothing left to flush
 
     async def _accept(self, scope: trio.CancelScope, nursery: trio.Nursery) -> None:
         with scope:
@@ -193,6 +198,7 @@ class Broker:
             server=config.server,
             limits=config.limits,
             server_name=SERVER_NAME,
+            flusher=self.flusher,
         )
         self._connections.add(connection)
         log.debug("client %s connected from %s", connection.client_id, remote)
