@@ -1,7 +1,10 @@
 """One client's WebSocket session: reads requests, writes replies and deliveries.
 
-Three tasks per connection, in one nursery: the reader (handles requests in
-order), the writer (the only task that writes to the socket) and the heartbeat.
+An idle connection is one task, the reader, which handles requests in order.
+Frames for the client go to its outbox and are written by the broker's flusher;
+a writer task joins the reader in the connection's nursery only while there is
+something the flusher cannot write without waiting (see `broker.outbox`).
+Heartbeats and credential expiry are timers on the broker's timer task.
 Closing is a request: the writer sends the close frame after what it must
 drain, the reader waits for the peer's answer, and a deadline on the whole
 connection bounds both.
@@ -12,23 +15,23 @@ import math
 import os
 import time
 from collections.abc import Callable
-from functools import partial
 
 import trio
-from wsproto import WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from . import protocol
 from .config import LimitsConfig, ServerConfig
 from .flusher import Flusher
 from .frames import text_frame
+from .heartbeat import Beat, Heartbeat
 from .messages import MessageAssembler, MessageTooBig, Received
 from .outbox import Outbox, chunks
 from .pipeline import Pipeline, PluginFailure
 from .plugin import Client, Identity, Publication, Refuse
 from .protocol import ErrorCode, ProtocolError
 from .router import LocalRouter, Subscriber
+from .timers import Timer, Timers
 from .topics import TopicError, check_filter, check_topic, is_reserved
 
 log = logging.getLogger("broker.connection")
@@ -49,7 +52,7 @@ class ClientConnection:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        ws: WSConnection,
+        ws: Connection,
         *,
         client_id: str,
         remote: str,
@@ -59,7 +62,8 @@ class ClientConnection:
         server: ServerConfig,
         limits: LimitsConfig,
         server_name: str,
-        flusher: "Flusher | None" = None,
+        timers: Timers,
+        flusher: Flusher | None = None,
     ) -> None:
         self.stream = stream
         self.ws = ws
@@ -73,17 +77,24 @@ class ClientConnection:
         self.server = server
         self.limits = limits
         self.server_name = server_name
+        self._timers = timers
         # Direct writes need the socket itself (not there under TLS).
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
-        request_flush = None
-        if flusher is not None and self._socket is not None:
-            request_flush = partial(flusher.schedule, self)
-        self.outbox = Outbox(limits.max_queued_messages, request_flush)
+        self._flusher = flusher if self._socket is not None else None
+        self.outbox = Outbox(
+            limits.max_queued_messages,
+            self._start_writer,
+            self._request_flush if self._flusher is not None else None,
+        )
         self.subscriptions: set[str] = set()
         self.close_code: int | None = None
-        self._scope = trio.CancelScope()
-        self._writer_done = trio.Event()
-        self._pong_received = trio.Event()
+        # The nursery's cancel scope is the connection's: `close` sets its deadline.
+        self._nursery: trio.Nursery | None = None  # open while `run` runs
+        self._deadline = math.inf  # for a `close` before `run`
+        self._writer_done: trio.Event | None = None  # made by `close`
+        self._heartbeat: Heartbeat | None = None
+        self._timer: Timer | None = None  # the heartbeat's
+        self._expiry: Timer | None = None
         self._held_by_backpressure = False
         # When data last moved: read from the peer, or written to it in full.
         self._last_progress = -math.inf
@@ -113,33 +124,40 @@ class ClientConnection:
         """Start the closing handshake; the connection ends by ``deadline`` at the latest."""
         if deadline is None:
             deadline = trio.current_time() + self.server.close_timeout
-        self._scope.deadline = min(self._scope.deadline, deadline)
+        self._deadline = min(self._deadline, deadline)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.deadline = self._deadline
         if self.closing:
             return
         self.close_code = code
+        self._writer_done = trio.Event()
         final = None
         if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             final = self.ws.send(CloseConnection(code=code, reason=reason))
         self.outbox.finish(final, drain=drain)
 
     async def run(self) -> None:
-        welcome = protocol.encode_welcome(self.client_id, self.server_name)
-        self.outbox.offer(text_frame(welcome))
         pipeline = self.pipeline()
         try:
-            with self._scope:
-                await pipeline.on_connect(self.client)
-                async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as nursery:
+                nursery.cancel_scope.deadline = self._deadline
+                self._nursery = nursery
+                if self.outbox.writer_running:  # asked for before the nursery was there
                     nursery.start_soon(self._write_loop)
-                    if self.server.heartbeat_interval > 0:
-                        nursery.start_soon(self._heartbeat_loop)
-                    if self.client.identity.expires_at is not None:
-                        nursery.start_soon(self._expire, self.client.identity.expires_at)
-                    await self._read_loop()
-                    if self.closing:
-                        await self._writer_done.wait()
-                    nursery.cancel_scope.cancel()
+                self.outbox.offer(
+                    text_frame(protocol.encode_welcome(self.client_id, self.server_name))
+                )
+                await pipeline.on_connect(self.client)
+                self._start_timers()
+                await self._read_loop()
+                if self._writer_done is not None:
+                    await self._writer_done.wait()
+                nursery.cancel_scope.cancel()
         finally:
+            self._nursery = None
+            for timer in (self._timer, self._expiry):
+                if timer is not None:
+                    timer.cancel()
             for topic_filter in self.subscriptions:
                 self.router.unsubscribe(topic_filter, self)
             # Releases publishers waiting for room in this outbox.
@@ -147,8 +165,44 @@ class ClientConnection:
             with trio.CancelScope(shield=True):
                 await pipeline.on_disconnect(self.client)
 
-    async def _expire(self, expires_at: float) -> None:
-        await trio.sleep(max(0.0, expires_at - time.time()))
+    def _request_flush(self) -> None:
+        assert self._flusher is not None
+        self._flusher.schedule(self)
+
+    def _start_writer(self) -> None:
+        # Before `run` opens the nursery, `run` starts the writer itself.
+        if self._nursery is not None:
+            self._nursery.start_soon(self._write_loop)
+
+    def _start_timers(self) -> None:
+        now = trio.current_time()
+        if self.server.heartbeat_interval > 0:
+            self._heartbeat = Heartbeat(
+                self.server.heartbeat_interval, self.server.heartbeat_timeout, now
+            )
+            self._timer = self._timers.call_at(self._heartbeat.due, self._beat)
+        expires_at = self.client.identity.expires_at
+        if expires_at is not None:
+            self._expiry = self._timers.call_at(
+                now + max(0.0, expires_at - time.time()), self._expire
+            )
+
+    def _beat(self) -> None:
+        heartbeat = self._heartbeat
+        assert heartbeat is not None
+        now = trio.current_time()
+        beat = heartbeat.check(now, self._last_progress, self._held_by_backpressure)
+        if beat is Beat.DEAD:
+            log.info("client %s (%s): no pong, closing", self.client_id, self.remote)
+            self.close(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
+            return
+        if beat is Beat.PING:
+            if self.ws.state is not ConnectionState.OPEN:
+                return
+            self.outbox.push_control(self.ws.send(Ping(payload=b"heartbeat")))
+        self._timer = self._timers.call_at(heartbeat.due, self._beat)
+
+    def _expire(self) -> None:
         log.info("client %s (%s): credentials expired", self.client_id, self.remote)
         self.close(CloseCode.TOKEN_EXPIRED, "token expired")
 
@@ -173,8 +227,7 @@ class ClientConnection:
             self.outbox.direct_write_stalled(data[written:], count)
 
     async def _write_loop(self) -> None:
-        while True:
-            batch = await self.outbox.next_batch()
+        while (batch := self.outbox.take_batch()) is not None:
             if batch.head:
                 await self.stream.send_all(batch.head)
                 self.outbox.sent(batch.head_count)
@@ -188,64 +241,70 @@ class ClientConnection:
             if batch.final is not None:
                 await self.stream.send_all(batch.final)
             if batch.last:
+                assert self._writer_done is not None
                 self._writer_done.set()
-                return
-
-    async def _heartbeat_loop(self) -> None:
-        interval = self.server.heartbeat_interval
-        timeout = self.server.heartbeat_timeout
-        while True:
-            await trio.sleep(interval)
-            if self.ws.state is not ConnectionState.OPEN:
-                return
-            self._pong_received = trio.Event()
-            self.outbox.push_control(self.ws.send(Ping(payload=b"heartbeat")))
-            window_start = trio.current_time()
-            while True:
-                with trio.move_on_after(timeout):
-                    await self._pong_received.wait()
-                if self._pong_received.is_set():
-                    break
-                # A pong can be queued behind data still moving either way, or sit
-                # unread while a publish of this client's is held up: not its fault.
-                if self._last_progress >= window_start or self._held_by_backpressure:
-                    window_start = trio.current_time()
-                    continue
-                log.info("client %s (%s): no pong, closing", self.client_id, self.remote)
-                self.close(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
                 return
 
     async def _read_loop(self) -> None:
         """Handle what the peer sends until its close frame or EOF."""
         assembler = MessageAssembler(self.limits.max_message_size)
+        socket = self._socket
         while True:
-            for event in self.ws.events():
-                if isinstance(event, CloseConnection):
-                    if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                        response = event.response()
-                        self.close(response.code, response.reason or "")
-                    elif self.ws.state is ConnectionState.OPEN:
-                        # wsproto reports a protocol violation as a close event.
-                        self.close(event.code, event.reason or "")
-                    return
-                if isinstance(event, Ping):
-                    if self.ws.state is ConnectionState.OPEN:
-                        self.outbox.push_control(self.ws.send(event.response()))
-                elif isinstance(event, Pong):
-                    self._pong_received.set()
-                elif isinstance(event, TextMessage | BytesMessage) and not self.closing:
-                    try:
-                        message = assembler.feed(event)
-                    except MessageTooBig:
-                        self.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
-                        continue
-                    if message is not None:
-                        await self._handle(message)
-            data = await self.stream.receive_some(RECEIVE_SIZE)
+            if await self._handle_events(assembler):
+                return
+            if socket is None:
+                data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+            else:
+                # What SocketStream.receive_some does, without its three coroutine
+                # frames, which every idle connection would hold while it waits here.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                try:
+                    data = os.read(socket.fileno(), RECEIVE_SIZE)
+                except BlockingIOError:
+                    # Waited for outside the except block, which would keep the
+                    # exception and its traceback alive for as long as the wait.
+                    data = None
+                except OSError as error:  # a closed socket's fileno() is -1: EBADF
+                    raise trio.BrokenResourceError(f"receive failed: {error}") from error
+                if data is None:
+                    await trio.lowlevel.wait_readable(socket)
+                    continue
+                await trio.lowlevel.cancel_shielded_checkpoint()
             if not data:
                 return
             self._last_progress = trio.current_time()
-            self.ws.receive_data(bytes(data))
+            self.ws.receive_data(data)
+
+    async def _handle_events(self, assembler: MessageAssembler) -> bool:
+        """Act on what wsproto parsed; True once the peer's close frame arrived.
+
+        A function of its own so that nothing of the last request stays referenced
+        while the connection waits for the next.
+        """
+        for event in self.ws.events():
+            if isinstance(event, CloseConnection):
+                if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                    response = event.response()
+                    self.close(response.code, response.reason or "")
+                elif self.ws.state is ConnectionState.OPEN:
+                    # wsproto reports a protocol violation as a close event.
+                    self.close(event.code, event.reason or "")
+                return True
+            if isinstance(event, Ping):
+                if self.ws.state is ConnectionState.OPEN:
+                    self.outbox.push_control(self.ws.send(event.response()))
+            elif isinstance(event, Pong):
+                if self._heartbeat is not None:
+                    self._heartbeat.pong(trio.current_time())
+            elif isinstance(event, TextMessage | BytesMessage) and not self.closing:
+                try:
+                    message = assembler.feed(event)
+                except MessageTooBig:
+                    self.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                    continue
+                if message is not None:
+                    await self._handle(message)
+        return False
 
     # Requests.
 

@@ -1,18 +1,19 @@
-"""A connection's bounded queue of outgoing frames.
+"""A connection's bounded queue of outgoing frames, and who writes them.
 
-Two things drain it. While its writer task is idle, new data only asks for a flush
-(``request_flush``): the broker's flusher then takes everything pending with
-`take_for_direct_write` and writes it in one non-blocking call, without waking any
-task. When the socket takes only part, the rest goes back with `direct_write_stalled`
-and the writer task, which can wait for the socket, sends it first. The writer also
-sends control frames and the final close frame, in chunks of at most `WRITE_CHUNK`.
+Most of the time no task waits on a connection's socket. New frames ask for a
+flush (``request_flush``): the broker's flusher then takes everything pending with
+`take_for_direct_write` and writes it in one non-blocking call. Only when that is
+not enough (the socket took part of it, a close must be drained, or the stream
+has no file descriptor, as under TLS) does the outbox ask for a writer task
+(``start_writer``); the writer takes batches until nothing is left, then ends.
+So an idle connection holds no writer task, and a burst of publishes costs one
+system call per subscriber.
 
 Frames being written still count against the capacity until written, so "full"
 means the peer's socket has accepted nothing for a while, and ``full_since`` says
 for how long: that is what the slow-consumer timeout measures.
 """
 
-from collections import deque
 from collections.abc import Callable, Iterator
 
 import attrs
@@ -49,21 +50,26 @@ def chunks(frames: list[bytes], limit: int = WRITE_CHUNK) -> Iterator[tuple[byte
 
 
 class Outbox:
-    def __init__(self, capacity: int, request_flush: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        start_writer: Callable[[], None],
+        request_flush: Callable[[], None] | None = None,
+    ) -> None:
         self.capacity = capacity
+        self._start_writer = start_writer
         self._request_flush = request_flush
-        self._writer_idle = False
+        self._writer_running = False
         self._head = b""
         self._head_count = 0
-        self._data: deque[bytes] = deque()
+        # Lists, not deques: an empty deque costs 600 bytes, and there is one per client.
+        self._data: list[bytes] = []
         self._in_flight = 0
-        self._control: deque[bytes] = deque(maxlen=MAX_PENDING_CONTROL)
+        self._control: list[bytes] = []
         self._finishing = False
-        self._drain = False
         self._final: bytes | None = None
         self._full_since: float | None = None
-        self._writer = trio.lowlevel.ParkingLot()
-        self._space = trio.lowlevel.ParkingLot()
+        self._space: trio.lowlevel.ParkingLot | None = None  # made when a publisher waits
 
     def __len__(self) -> int:
         return len(self._data) + self._in_flight
@@ -71,6 +77,20 @@ class Outbox:
     @property
     def finishing(self) -> bool:
         return self._finishing
+
+    @property
+    def writer_running(self) -> bool:
+        return self._writer_running
+
+    def _kick(self) -> None:
+        """There is something to write: get it written."""
+        if self._writer_running:
+            return  # it takes another batch before it ends
+        if self._request_flush is not None and not self._finishing:
+            self._request_flush()
+        else:
+            self._writer_running = True
+            self._start_writer()
 
     def offer(self, frame: bytes) -> bool:
         """Queue a data frame if there is room; return False when full.
@@ -86,15 +106,8 @@ class Outbox:
         self._data.append(frame)
         if queued + 1 == self.capacity:
             self._full_since = trio.current_time()
-        if self._writer_idle and self._request_flush is not None:
-            self._request_flush()
-        else:
-            self._wake_writer()
+        self._kick()
         return True
-
-    def _wake_writer(self) -> None:
-        self._writer_idle = False
-        self._writer.unpark()
 
     async def put(self, frame: bytes, patience: float) -> bool:
         """Queue a data frame, waiting while full; False if it stays full ``patience`` seconds."""
@@ -103,67 +116,84 @@ class Outbox:
             deadline = self._full_since + patience
             if trio.current_time() >= deadline:
                 return False
+            if self._space is None:
+                self._space = trio.lowlevel.ParkingLot()
             with trio.move_on_at(deadline):
                 await self._space.park()
         return True
 
+    def _release_waiters(self) -> None:
+        if self._space is not None:
+            self._space.unpark_all()
+
     def push_control(self, frame: bytes) -> None:
         """Queue a control frame (ping, pong): written before pending data, never blocks."""
         if not self._finishing:
+            if len(self._control) >= MAX_PENDING_CONTROL:
+                del self._control[0]
             self._control.append(frame)
-            self._wake_writer()
+            self._kick()
 
     def finish(self, final: bytes | None, *, drain: bool) -> None:
         """Stop taking frames; the writer sends what is pending (if drain), then ``final``."""
         if self._finishing:
             return
         self._finishing = True
-        self._drain = drain
         self._final = final
         if not drain:
             self._data.clear()
             self._control.clear()
-        self._space.unpark_all()
-        self._wake_writer()
+        self._release_waiters()
+        self._kick()
 
-    async def next_batch(self) -> Batch:
-        """Wait for work and take all of it; call `sent` as its data frames are written."""
-        while not (self._head or self._data or self._control or self._finishing):
-            self._writer_idle = True
-            await self._writer.park()
-        self._writer_idle = False
+    def take_batch(self) -> Batch | None:
+        """For the writer: everything pending, or None when there is nothing (it ends then).
+
+        Call `sent` as the batch's data frames are written. After a batch with
+        ``last`` set, the writer ends and is not started again.
+        """
+        if not (self._head or self._data or self._control or self._finishing):
+            self._writer_running = False
+            return None
         head, head_count = self._head, self._head_count
         self._head, self._head_count = b"", 0
-        control = list(self._control)
-        self._control.clear()
-        data = list(self._data)
-        self._data.clear()
+        control, self._control = self._control, []
+        data, self._data = self._data, []
         self._in_flight += len(data)
         last = self._finishing
         return Batch(head, head_count, control, data, self._final if last else None, last)
 
     def take_for_direct_write(self) -> tuple[bytes, int] | None:
-        """While the writer is idle: everything pending, joined, and its data frame count.
+        """For the flusher: everything pending, joined, and its number of data frames.
 
+        None while a writer task runs (it owns the socket then) or once finishing.
         Call `sent` with the count once all of it is written, else `direct_write_stalled`.
         """
-        if not self._writer_idle or self._finishing or not (self._data or self._control):
+        if self._writer_running or self._finishing or not (self._data or self._control):
             return None
-        parts = [*self._control, *self._data]
         count = len(self._data)
-        self._control.clear()
-        self._data.clear()
+        if self._control:
+            joined = b"".join(self._control) + b"".join(self._data)
+            self._control = []
+        else:
+            joined = b"".join(self._data)
+        self._data = []
         self._in_flight += count
-        return b"".join(parts), count
+        return joined, count
 
     def direct_write_stalled(self, rest: bytes, count: int) -> None:
-        """The socket took only part of a direct write: the writer sends ``rest`` first."""
+        """The socket did not take all of a direct write: a writer sends ``rest`` first."""
         self._head, self._head_count = rest, count
-        self._wake_writer()
+        self._writer_running = True
+        self._start_writer()
 
     def sent(self, count: int) -> None:
         """``count`` data frames were written: their room is free again."""
         self._in_flight -= count
         if len(self._data) + self._in_flight < self.capacity:
             self._full_since = None
-            self._space.unpark_all()
+            self._release_waiters()
+
+    @property
+    def full_since(self) -> float | None:
+        return self._full_since

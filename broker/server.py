@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
 from wsproto.events import Request
 
 from . import handshake
@@ -18,6 +19,7 @@ from .pipeline import Pipeline, PluginFailure
 from .plugin import Identity, Refuse
 from .plugin_loader import build_pipeline
 from .router import LocalRouter
+from .timers import Timers
 from .version import __version__
 
 log = logging.getLogger("broker.server")
@@ -54,6 +56,9 @@ class Broker:
         self.pipeline = pipeline or build_pipeline(config)
         self.router = LocalRouter()
         self.flusher = Flusher()
+        self.timers = Timers()
+        # One for every connection: they ask it for the pipeline at each operation.
+        self._current_pipeline = lambda: self.pipeline
         self.listeners: list[trio.SocketListener] = []
         self._connections: set[ClientConnection] = set()
         self._slots_taken = 0
@@ -94,6 +99,7 @@ class Broker:
             raise ListenError(server.host, server.port, error) from error
         async with trio.open_nursery() as outer:
             outer.start_soon(self.flusher.run)
+            outer.start_soon(self.timers.run)
             async with trio.open_nursery() as nursery:
                 accepting = trio.CancelScope()
                 nursery.start_soon(self._accept, accepting, nursery)
@@ -109,23 +115,12 @@ class Broker:
                         CloseCode.GOING_AWAY, "server shutdown", drain=True, deadline=deadline
                     )
                 nursery.cancel_scope.deadline = deadline
-            outer.cancel_scope.cancel()  # every connection is gone: nothing left to flush
+            outer.cancel_scope.cancel()  # every connection is gone: nothing left to flush or time
 
     async def _accept(self, scope: trio.CancelScope, nursery: trio.Nursery) -> None:
         with scope:
             # serve_listeners closes the listeners when cancelled.
             await trio.serve_listeners(self._handle_stream, self.listeners, handler_nursery=nursery)
-
-    async def _handle_stream(self, stream: trio.SocketStream) -> None:
-        remote = _peer_name(stream)
-        try:
-            await self._serve_stream(stream, remote)
-        except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
-            log.debug("connection from %s broke: %r", remote, group.exceptions)
-        except* Exception:
-            log.exception("internal error on the connection from %s", remote)
-        finally:
-            await trio.aclose_forcefully(stream)
 
     def _refusal(self, path: str, config: Config) -> Refusal | None:
         if path != config.server.path:
@@ -145,9 +140,14 @@ class Broker:
             return Refusal(500, "authentication failed")
 
     async def _handshake(
-        self, stream: trio.SocketStream, ws: WSConnection, config: Config, remote: str
-    ) -> Identity | None:
-        """The client's identity once the connection is accepted (and holds a slot)."""
+        self, stream: trio.SocketStream, config: Config, remote: str
+    ) -> tuple[Identity, Connection] | None:
+        """The client's identity and frame layer once it is accepted (and holds a slot).
+
+        Only wsproto's frame layer is kept: the handshake's state (an h11 parser and
+        its buffers) would otherwise stay for the whole life of the connection.
+        """
+        ws = WSConnection(ConnectionType.SERVER)
         try:
             request = await handshake.receive_request(stream, ws)
         except HandshakeFailed as failure:
@@ -171,50 +171,67 @@ class Broker:
         except BaseException:
             self._slots_taken -= 1
             raise
-        return outcome
+        assert ws.connection is not None
+        return outcome, ws.connection
 
-    async def _serve_stream(self, stream: trio.SocketStream, remote: str) -> None:
-        config = self.config
-        ws = WSConnection(ConnectionType.SERVER)
-        identity = None
+    async def _handshake_in_time(
+        self, stream: trio.SocketStream, config: Config, remote: str
+    ) -> tuple[Identity, Connection] | None:
         with trio.move_on_after(config.server.handshake_timeout) as scope:
             self._handshakes.add(scope)
             try:
-                identity = await self._handshake(stream, ws, config, remote)
+                return await self._handshake(stream, config, remote)
             finally:
                 self._handshakes.discard(scope)
-        if scope.cancelled_caught:
-            log.debug("handshake from %s did not complete in time", remote)
-        if identity is None:
-            return
-        connection = ClientConnection(
-            stream,
-            ws,
-            client_id=secrets.token_urlsafe(12),
-            remote=remote,
-            identity=identity,
-            router=self.router,
-            pipeline=lambda: self.pipeline,
-            server=config.server,
-            limits=config.limits,
-            server_name=SERVER_NAME,
-            flusher=self.flusher,
-        )
-        self._connections.add(connection)
-        log.debug("client %s connected from %s", connection.client_id, remote)
+        log.debug("handshake from %s did not complete in time", remote)
+        return None
+
+    async def _handle_stream(self, stream: trio.SocketStream) -> None:
+        # One function from accept to close: every coroutine frame in this chain is
+        # held by every idle connection for as long as it lives.
+        remote = _peer_name(stream)
         try:
-            if self._stopping:
-                connection.close(CloseCode.GOING_AWAY, "server shutdown")
-            await connection.run()
-        finally:
-            self._connections.discard(connection)
-            self._slots_taken -= 1
-            log.debug(
-                "client %s (%s) disconnected, close code %s",
-                connection.client_id,
-                remote,
-                connection.close_code,
+            accepted = await self._handshake_in_time(stream, self.config, remote)
+            if accepted is None:
+                return
+            identity, ws = accepted
+            config = self.config
+            connection = ClientConnection(
+                stream,
+                ws,
+                client_id=secrets.token_urlsafe(12),
+                remote=remote,
+                identity=identity,
+                router=self.router,
+                pipeline=self._current_pipeline,
+                server=config.server,
+                limits=config.limits,
+                server_name=SERVER_NAME,
+                timers=self.timers,
+                flusher=self.flusher,
             )
+            del accepted, identity, ws, config
+            self._connections.add(connection)
+            log.debug("client %s connected from %s", connection.client_id, remote)
+            try:
+                if self._stopping:
+                    connection.close(CloseCode.GOING_AWAY, "server shutdown")
+                await connection.run()
+            finally:
+                self._connections.discard(connection)
+                self._slots_taken -= 1
+                log.debug(
+                    "client %s (%s) disconnected, close code %s",
+                    connection.client_id,
+                    remote,
+                    connection.close_code,
+                )
+        except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
+            log.debug("connection from %s broke: %r", remote, group.exceptions)
+        except* Exception:
+            log.exception("internal error on the connection from %s", remote)
+        finally:
+            await trio.aclose_forcefully(stream)
 
 
 @asynccontextmanager

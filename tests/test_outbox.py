@@ -2,7 +2,38 @@ import pytest
 import trio
 import trio.testing
 
-from broker.outbox import MAX_PENDING_CONTROL, Outbox, chunks
+from broker.outbox import MAX_PENDING_CONTROL, Batch, Outbox, chunks
+
+
+class Recorder:
+    """Stands in for the connection: counts writer starts and flush requests."""
+
+    def __init__(self) -> None:
+        self.writers_started = 0
+        self.flushes_requested = 0
+
+    def start_writer(self) -> None:
+        self.writers_started += 1
+
+    def request_flush(self) -> None:
+        self.flushes_requested += 1
+
+
+def writer_only(capacity: int) -> tuple[Outbox, Recorder]:
+    """An outbox without direct writes (as under TLS): every write goes through a writer."""
+    recorder = Recorder()
+    return Outbox(capacity, recorder.start_writer), recorder
+
+
+def direct(capacity: int) -> tuple[Outbox, Recorder]:
+    recorder = Recorder()
+    return Outbox(capacity, recorder.start_writer, recorder.request_flush), recorder
+
+
+def take(outbox: Outbox) -> Batch:
+    batch = outbox.take_batch()
+    assert batch is not None
+    return batch
 
 
 def test_chunks_bound_each_write_and_count_frames() -> None:
@@ -16,11 +47,12 @@ def test_chunks_bound_each_write_and_count_frames() -> None:
 
 
 async def test_writer_takes_everything_pending_in_order() -> None:
-    outbox = Outbox(10)
+    outbox, recorder = writer_only(10)
     outbox.offer(b"1")
     outbox.push_control(b"ping")
     outbox.offer(b"2")
-    batch = await outbox.next_batch()
+    assert recorder.writers_started == 1, "one writer for the whole burst"
+    batch = take(outbox)
     assert (batch.control, batch.data, batch.final, batch.last) == (
         [b"ping"],
         [b"1", b"2"],
@@ -29,20 +61,77 @@ async def test_writer_takes_everything_pending_in_order() -> None:
     )
 
 
+async def test_writer_ends_when_nothing_is_left_and_is_started_again_for_more() -> None:
+    outbox, recorder = writer_only(10)
+    outbox.offer(b"1")
+    take(outbox)
+    outbox.sent(1)
+    assert outbox.take_batch() is None
+    assert not outbox.writer_running
+    outbox.offer(b"2")
+    assert recorder.writers_started == 2
+    assert take(outbox).data == [b"2"]
+
+
+async def test_direct_writes_need_no_writer_and_take_control_frames_first() -> None:
+    outbox, recorder = direct(10)
+    outbox.offer(b"1")
+    outbox.push_control(b"pong")
+    outbox.offer(b"2")
+    assert (recorder.writers_started, recorder.flushes_requested) == (0, 3)
+    assert outbox.take_for_direct_write() == (b"pong12", 2)
+    assert len(outbox) == 2, "counted until sent"
+    outbox.sent(2)
+    assert len(outbox) == 0
+    assert outbox.take_for_direct_write() is None, "nothing left"
+
+
+async def test_a_stalled_direct_write_hands_the_rest_to_a_writer_which_sends_it_first() -> None:
+    outbox, recorder = direct(10)
+    outbox.offer(b"first")
+    data, count = outbox.take_for_direct_write() or (b"", 0)
+    outbox.direct_write_stalled(data[2:], count)
+    assert recorder.writers_started == 1
+    outbox.offer(b"second")
+    outbox.push_control(b"ping")
+    assert outbox.take_for_direct_write() is None, "the writer owns the socket now"
+    assert recorder.flushes_requested == 1, "no flush requested while the writer runs"
+    batch = take(outbox)
+    # The rest of a half-written frame must go out before anything else, even a ping.
+    assert (batch.head, batch.head_count, batch.control, batch.data) == (
+        b"rst",
+        1,
+        [b"ping"],
+        [b"second"],
+    )
+
+
 async def test_frames_being_written_count_until_sent() -> None:
-    outbox = Outbox(2)
+    outbox, _ = writer_only(2)
     assert outbox.offer(b"1") and outbox.offer(b"2")
     assert not outbox.offer(b"3")
-    await outbox.next_batch()
+    take(outbox)
     assert not outbox.offer(b"3"), "in flight, not yet written"
     outbox.sent(1)
+    assert outbox.offer(b"3")
+
+
+async def test_a_stalled_direct_write_still_counts_against_the_capacity() -> None:
+    outbox, _ = direct(2)
+    outbox.offer(b"1")
+    outbox.offer(b"2")
+    data, count = outbox.take_for_direct_write() or (b"", 0)
+    outbox.direct_write_stalled(data, count)
+    assert not outbox.offer(b"3")
+    batch = take(outbox)
+    outbox.sent(batch.head_count)
     assert outbox.offer(b"3")
 
 
 async def test_put_waits_for_room_then_gives_up_after_patience(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    outbox = Outbox(1)
+    outbox, _ = writer_only(1)
     outbox.offer(b"1")
     started = trio.current_time()
     assert await outbox.put(b"2", patience=5.0) is False
@@ -52,7 +141,7 @@ async def test_put_waits_for_room_then_gives_up_after_patience(
 async def test_patience_counts_from_when_the_queue_filled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    outbox = Outbox(1)
+    outbox, _ = writer_only(1)
     outbox.offer(b"1")
     await trio.sleep(3)
     started = trio.current_time()
@@ -63,7 +152,7 @@ async def test_patience_counts_from_when_the_queue_filled(
 async def test_put_succeeds_once_the_writer_makes_room(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    outbox = Outbox(1)
+    outbox, _ = writer_only(1)
     outbox.offer(b"1")
     result = []
 
@@ -73,38 +162,50 @@ async def test_put_succeeds_once_the_writer_makes_room(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(put)
         await trio.sleep(1)
-        batch = await outbox.next_batch()
-        outbox.sent(len(batch.data))
+        outbox.sent(len(take(outbox).data))
     assert result == [True]
-    assert (await outbox.next_batch()).data == [b"2"]
+    assert take(outbox).data == [b"2"]
 
 
 async def test_finish_without_drain_drops_pending_and_releases_waiters(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    outbox = Outbox(1)
+    outbox, recorder = direct(1)
     outbox.offer(b"1")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(outbox.put, b"2", 100.0)
         await trio.sleep(1)
         outbox.finish(b"close", drain=False)
     assert trio.current_time() < 2
-    batch = await outbox.next_batch()
+    assert recorder.writers_started == 1, "the close frame always goes through a writer"
+    assert outbox.take_for_direct_write() is None
+    batch = take(outbox)
     assert (batch.data, batch.final, batch.last) == ([], b"close", True)
     assert outbox.offer(b"late"), "dropped without blocking anyone"
 
 
+async def test_finish_without_drain_still_completes_a_half_written_frame() -> None:
+    outbox, _ = direct(5)
+    outbox.offer(b"frame")
+    data, count = outbox.take_for_direct_write() or (b"", 0)
+    outbox.direct_write_stalled(data[1:], count)
+    outbox.offer(b"dropped")
+    outbox.finish(b"close", drain=False)
+    batch = take(outbox)
+    assert (batch.head, batch.data, batch.final) == (b"rame", [], b"close")
+
+
 async def test_finish_with_drain_sends_pending_before_the_final_frame() -> None:
-    outbox = Outbox(5)
+    outbox, _ = writer_only(5)
     outbox.offer(b"1")
     outbox.finish(b"close", drain=True)
-    batch = await outbox.next_batch()
+    batch = take(outbox)
     assert (batch.data, batch.final, batch.last) == ([b"1"], b"close", True)
 
 
 async def test_control_lane_keeps_only_the_latest_frames() -> None:
-    outbox = Outbox(1)
+    outbox, _ = writer_only(1)
     for n in range(MAX_PENDING_CONTROL + 5):
         outbox.push_control(str(n).encode())
-    batch = await outbox.next_batch()
+    batch = take(outbox)
     assert batch.control == [str(n).encode() for n in range(5, MAX_PENDING_CONTROL + 5)]
