@@ -155,6 +155,10 @@ class WsClient:
         self.protocol.send_binary(data)
         await self._flush()
 
+    async def send_ping(self, data: bytes) -> None:
+        self.protocol.send_ping(data)
+        await self._flush()
+
     async def send(self, obj: Any) -> None:
         await self.send_text(json.dumps(obj))
 
