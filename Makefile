@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 CONFIG ?= etc/trio-broker.toml
 
-.PHONY: run test lint typecheck unit clean
+.PHONY: run test lint typecheck unit bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -20,12 +20,20 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[test]'
 	@touch $@ $(VENV)/.installed
 
+# The benchmark also needs Node.js, npm and taskset (util-linux); see docs/performance.md.
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[bench]'
+	@touch $@ $(VENV)/.installed
+
+bench/node_modules/.package-lock.json: bench/package.json bench/package-lock.json
+	cd bench && npm ci --no-audit --no-fund --loglevel=error
+
 run: $(VENV)/.installed
 	$(BIN)/trio-broker serve --config $(CONFIG)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check broker plugins tests
-	$(BIN)/ruff format --check broker plugins tests
+	$(BIN)/ruff check broker plugins tests bench
+	$(BIN)/ruff format --check broker plugins tests bench
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy --strict broker plugins
@@ -35,5 +43,10 @@ unit: $(VENV)/.installed-test
 
 test: lint typecheck unit
 
+# BENCH_ARGS=--quick for a short run; the full one takes about 15 minutes.
+bench: $(VENV)/.installed-bench bench/node_modules/.package-lock.json
+	$(BIN)/python bench/matching.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) bench/node_modules .mypy_cache .ruff_cache .pytest_cache *.egg-info

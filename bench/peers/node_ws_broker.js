@@ -1,0 +1,32 @@
+// Baseline: the obvious Node `ws` broker, exact topics only, speaking trio-broker's protocol.
+"use strict";
+const { WebSocketServer } = require("ws");
+
+const wss = new WebSocketServer({ host: "127.0.0.1", port: 0, path: "/ws", perMessageDeflate: false });
+const topics = new Map();
+
+wss.on("connection", (ws) => {
+  const subscriptions = new Set();
+  const reply = (obj) => ws.send(JSON.stringify(obj));
+  reply({ op: "welcome", client_id: "node", server: "node-ws-baseline" });
+  ws.on("message", (raw) => {
+    let m;
+    try { m = JSON.parse(raw); } catch { return; }
+    if (m.op === "subscribe") {
+      let subscribers = topics.get(m.topic);
+      if (!subscribers) topics.set(m.topic, (subscribers = new Set()));
+      subscribers.add(ws);
+      subscriptions.add(m.topic);
+      if (m.id !== undefined) reply({ op: "ack", id: m.id });
+    } else if (m.op === "publish") {
+      const out = JSON.stringify({ op: "message", topic: m.topic, data: m.data });
+      const subscribers = topics.get(m.topic);
+      if (subscribers) for (const s of subscribers) s.send(out);
+      if (m.id !== undefined) reply({ op: "ack", id: m.id });
+    } else if (m.op === "ping") {
+      reply({ op: "pong", id: m.id });
+    }
+  });
+  ws.on("close", () => { for (const t of subscriptions) topics.get(t)?.delete(ws); });
+});
+wss.on("listening", () => console.log(`listening on 127.0.0.1:${wss.address().port}`));

@@ -1,0 +1,236 @@
+"""Fan-out benchmark: trio-broker against a naive trio-websocket broker and a Node `ws` broker.
+
+Every scenario runs against each broker, interleaved, --runs times; the tables show
+medians. The broker runs pinned to CPU 0 and the Node load generator to CPU 1 (when
+the machine has two), both on loopback. Results go to bench/results/latest.{json,md}.
+
+    python bench/run.py            # the full run (about 15 minutes on 2 cores)
+    python bench/run.py --quick    # one run, shorter windows, for iterating
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+VENV_BIN = Path(sys.executable).parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+TWO_CORES = (os.cpu_count() or 1) >= 2
+
+TRIO_BROKER_CONFIG = """
+[server]
+host = "127.0.0.1"
+port = 0
+[limits]
+max_connections = 20000
+"""
+
+SCENARIOS: list[dict[str, Any]] = [
+    {"name": "saturation, S=100", "mode": "saturate", "subscribers": 100},
+    {"name": "saturation, S=1000", "mode": "saturate", "subscribers": 1000},
+    {"name": "20k deliveries/s, S=100", "mode": "rate", "subscribers": 100, "rate": 20000},
+    {"name": "20k deliveries/s, S=1000", "mode": "rate", "subscribers": 1000, "rate": 20000},
+    {"name": "saturation, S=100, 1 KiB", "mode": "saturate", "subscribers": 100, "payload": 1024},
+    {
+        "name": "saturation, S=100, 16 KiB",
+        "mode": "saturate",
+        "subscribers": 100,
+        "payload": 16384,
+        "inflight": 2000,
+    },
+    {
+        "name": "10k topics, 1 subscriber each",
+        "mode": "saturate",
+        "subscribers": 10000,
+        "topics": 10000,
+    },
+    {"name": "idle, 10k connections", "mode": "idle", "subscribers": 10000},
+]
+
+
+def broker_commands(config_path: Path) -> dict[str, list[str]]:
+    return {
+        "trio-broker": [str(VENV_BIN / "trio-broker"), "serve", "--config", str(config_path)],
+        "naive trio-websocket": [sys.executable, str(BENCH / "peers" / "naive_trio_broker.py")],
+        "node ws": ["node", str(BENCH / "peers" / "node_ws_broker.js")],
+    }
+
+
+def pinned(command: list[str], cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu), *command] if TWO_CORES else command
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+
+
+class Broker:
+    def __init__(self, command: list[str]) -> None:
+        self.process = subprocess.Popen(
+            pinned(command, 0),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 20
+        for line in self.process.stdout:
+            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                self.port = int(found.group(1))
+                break
+            if time.monotonic() > deadline:
+                break
+        else:
+            raise RuntimeError(f"broker did not start: {command}")
+        self.pid = self.process.pid
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def run_load(broker: Broker, scenario: dict[str, Any], duration: float) -> dict[str, Any]:
+    options = {k: v for k, v in scenario.items() if k != "name"}
+    options.setdefault("duration", duration)
+    command = [
+        "node",
+        str(BENCH / "loadgen" / "loadgen.js"),
+        "--url",
+        f"ws://127.0.0.1:{broker.port}/ws",
+    ]
+    for key, value in options.items():
+        command += [f"--{key}", str(value)]
+    idle = scenario["mode"] == "idle"
+    rss_before = rss_bytes(broker.pid)
+    loadgen = subprocess.Popen(
+        pinned(command, 1), stdout=subprocess.PIPE, text=True, stdin=subprocess.PIPE
+    )
+    assert loadgen.stdout is not None and loadgen.stdin is not None
+    result: dict[str, Any] = {}
+    started = cpu_start = 0.0
+    for line in loadgen.stdout:
+        message = json.loads(line)
+        if message.get("event") == "start":
+            started, cpu_start = time.monotonic(), cpu_seconds(broker.pid)
+        elif message.get("event") == "end":
+            window = time.monotonic() - started
+            result["broker_cpu_percent"] = 100 * (cpu_seconds(broker.pid) - cpu_start) / window
+            result["cpu_seconds"] = cpu_seconds(broker.pid) - cpu_start
+            result["window"] = window
+        elif message.get("event") == "ready":
+            time.sleep(1)  # let the broker settle
+            result["rss_per_connection_kib"] = (
+                (rss_bytes(broker.pid) - rss_before) / message["connections"] / 1024
+            )
+            loadgen.stdin.close()
+        elif "result" in message:
+            result.update(message["result"])
+        elif "error" in message:
+            raise RuntimeError(f"load generator: {message['error']}")
+    loadgen.wait(60)
+    if not idle and result.get("deliveries_per_s"):
+        delivered = result["deliveries_per_s"] * result["window"]
+        result["cpu_us_per_delivery"] = 1e6 * result["cpu_seconds"] / delivered
+    return result
+
+
+METRICS = [
+    ("deliveries_per_s", "deliveries/s", "{:,.0f}"),
+    ("p50_us", "p50 µs", "{:,.0f}"),
+    ("p99_us", "p99 µs", "{:,.0f}"),
+    ("max_us", "max µs", "{:,.0f}"),
+    ("broker_cpu_percent", "broker CPU %", "{:.0f}"),
+    ("cpu_us_per_delivery", "CPU µs/delivery", "{:.2f}"),
+    ("lost", "lost", "{:.0f}"),
+    ("reordered", "reordered", "{:.0f}"),
+    ("rss_per_connection_kib", "RSS KiB/conn", "{:.1f}"),
+]
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
+    keys = {key for run in runs for key in run}
+    return {key: statistics.median(run[key] for run in runs if key in run) for key in keys}
+
+
+def markdown(results: dict[str, dict[str, dict[str, float]]], runs: int) -> str:
+    lines = [f"Medians of {runs} interleaved run(s); broker on CPU 0, load generator on CPU 1.", ""]
+    for scenario, by_broker in results.items():
+        metrics = [m for m in METRICS if any(m[0] in r for r in by_broker.values())]
+        lines += [
+            f"### {scenario}",
+            "",
+            "| broker | " + " | ".join(label for _, label, _ in metrics) + " |",
+            "| --- |" + " --- |" * len(metrics),
+        ]
+        for broker, values in by_broker.items():
+            cells = [fmt.format(values[key]) if key in values else "" for key, _, fmt in metrics]
+            lines.append(f"| {broker} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--quick", action="store_true", help="1 run of 2 s windows")
+    parser.add_argument("--only", help="scenarios whose name contains this")
+    parser.add_argument("--brokers", help="comma-separated broker names")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.duration = 1, 2.0
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "bench.toml"
+        config.write_text(TRIO_BROKER_CONFIG)
+        commands = broker_commands(config)
+        if args.brokers:
+            commands = {k: v for k, v in commands.items() if k in args.brokers.split(",")}
+        scenarios = [s for s in SCENARIOS if not args.only or args.only in s["name"]]
+        raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for run in range(args.runs):
+            for scenario in scenarios:
+                for name, command in commands.items():
+                    broker = Broker(command)
+                    try:
+                        outcome = run_load(broker, scenario, args.duration)
+                    finally:
+                        broker.stop()
+                    raw.setdefault(scenario["name"], {}).setdefault(name, []).append(outcome)
+                    print(
+                        f"run {run + 1}, {scenario['name']}, {name}: "
+                        + json.dumps({k: round(v, 2) for k, v in outcome.items()}),
+                        flush=True,
+                    )
+    results = {s: {b: medians(r) for b, r in by_broker.items()} for s, by_broker in raw.items()}
+    out = BENCH / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps({"runs": raw, "medians": results}, indent=1))
+    table = markdown(results, args.runs)
+    (out / "latest.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
