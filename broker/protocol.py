@@ -140,12 +140,17 @@ def parse_request(text: str) -> Request:
     return Publish(topic, obj["data"], request_id)
 
 
+# Made once: json.dumps with any non-default option builds a new encoder per call.
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_ascii_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode_json(obj: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON; strings that are not valid Unicode (lone surrogates) are escaped."""
     try:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        return _encoder.encode(obj).encode()
     except UnicodeEncodeError:
-        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+        return _ascii_encoder.encode(obj).encode()
 
 
 def _with_id(obj: dict[str, Any], request_id: RequestId | None) -> dict[str, Any]:
