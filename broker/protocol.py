@@ -14,6 +14,9 @@ import attrs
 RequestId = int | str
 
 MAX_ID_LENGTH = 128
+# Arrays and objects nested deeper than this are refused: deep enough for any real payload,
+# shallow enough that encoding, plugins and clients never meet their recursion limits.
+MAX_JSON_DEPTH = 64
 # Ids must survive a round trip through JavaScript numbers.
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -82,16 +85,56 @@ def _parse_float(text: str) -> float:
     return value
 
 
-_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float)
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # JSON parsers disagree on which duplicate wins; a plugin or a proxy reading the
+    # request might see another value than the broker, so duplicates are refused.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key[:40]!r}")
+            seen.add(key)
+    return obj
+
+
+_decoder = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_parse_float, object_pairs_hook=_unique_keys
+)
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a decoded value (a scalar is 0)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_JSON_DEPTH:  # deeper than that is refused anyway
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _decode(text: str) -> Any:
+    too_deep = ProtocolError(
+        ErrorCode.BAD_REQUEST, f"JSON nests arrays and objects more than {MAX_JSON_DEPTH} deep"
+    )
     try:
-        return _decoder.decode(text)
+        value = _decoder.decode(text)
     except ValueError as exc:  # includes JSONDecodeError and int digit limits
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"not valid JSON: {exc}") from None
     except RecursionError:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "JSON is nested too deeply") from None
+        raise too_deep from None
+    # Fewer brackets than the limit cannot nest deeper: the walk is for the rare rest.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        raise too_deep
+    return value
 
 
 def _request_id(obj: dict[str, Any]) -> RequestId | None:
