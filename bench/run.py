@@ -34,6 +34,12 @@ host = "127.0.0.1"
 port = 0
 [limits]
 max_connections = 20000
+# Every load-generator connection comes from 127.0.0.1, and its one publisher is a trusted
+# backend sending as fast as the broker takes it.
+max_connections_per_ip = 0
+handshake_rate_per_ip = 0
+max_incoming_rate = 0
+max_queued_bytes = 16777216
 """
 
 SCENARIOS: list[dict[str, Any]] = [

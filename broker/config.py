@@ -64,11 +64,17 @@ class ServerConfig:
 @attrs.frozen
 class LimitsConfig:
     max_connections: int = _setting(10_000, min=1, max=10_000_000)
+    max_connections_per_ip: int = _setting(1000, min=0, max=10_000_000)
+    handshake_rate_per_ip: float = _setting(20.0, min=0, max=1_000_000)
+    handshake_burst_per_ip: int = _setting(100, min=1, max=10_000_000)
     max_message_size: int = _setting(65_536, min=256, max=64 * 1024 * 1024)
     max_subscriptions: int = _setting(100, min=1, max=1_000_000)
     max_topic_length: int = _setting(256, min=1, max=65_536)
     max_queued_messages: int = _setting(1000, min=1, max=1_000_000)
+    max_queued_bytes: int = _setting(1_048_576, min=1024, max=2**40)
     slow_consumer_timeout: float = _setting(5.0, positive=True, max=3600)
+    max_incoming_rate: float = _setting(1000.0, min=0, max=10_000_000)
+    incoming_burst: int = _setting(1000, min=1, max=10_000_000)
 
 
 @attrs.frozen

@@ -32,6 +32,7 @@ from .plugin import Client, Identity, Publication, Refuse
 from .protocol import ErrorCode, ProtocolError
 from .router import LocalRouter, Subscriber
 from .timers import Timer, Timers
+from .token_bucket import TokenBucket
 from .topics import TopicError, check_filter, check_topic, is_reserved
 
 log = logging.getLogger("broker.connection")
@@ -83,6 +84,7 @@ class ClientConnection:
         self._flusher = flusher if self._socket is not None else None
         self.outbox = Outbox(
             limits.max_queued_messages,
+            limits.max_queued_bytes,
             self._start_writer,
             self._request_flush if self._flusher is not None else None,
         )
@@ -96,6 +98,11 @@ class ClientConnection:
         self._timer: Timer | None = None  # the heartbeat's
         self._expiry: Timer | None = None
         self._held_by_backpressure = False
+        self._incoming: TokenBucket | None = None
+        if limits.max_incoming_rate:
+            self._incoming = TokenBucket(
+                limits.max_incoming_rate, limits.incoming_burst, trio.current_time()
+            )
         # When data last moved: read from the peer, or written to it in full.
         self._last_progress = -math.inf
 
@@ -211,7 +218,7 @@ class ClientConnection:
         taken = self.outbox.take_for_direct_write()
         if taken is None:
             return
-        data, count = taken
+        data, count, nbytes = taken
         assert self._socket is not None
         # Asked each time: a closed socket says -1, and its old number may be reused.
         fd = self._socket.fileno()
@@ -222,21 +229,21 @@ class ClientConnection:
         if written:
             self._last_progress = trio.current_time()
         if written == len(data):
-            self.outbox.sent(count)
+            self.outbox.sent(count, nbytes)
         else:
-            self.outbox.direct_write_stalled(data[written:], count)
+            self.outbox.direct_write_stalled(data[written:], count, nbytes)
 
     async def _write_loop(self) -> None:
         while (batch := self.outbox.take_batch()) is not None:
             if batch.head:
                 await self.stream.send_all(batch.head)
-                self.outbox.sent(batch.head_count)
+                self.outbox.sent(batch.head_count, batch.head_bytes)
                 self._last_progress = trio.current_time()
             if batch.control:
                 await self.stream.send_all(b"".join(batch.control))
             for chunk, count in chunks(batch.data):
                 await self.stream.send_all(chunk)
-                self.outbox.sent(count)
+                self.outbox.sent(count, len(chunk))
                 self._last_progress = trio.current_time()
             if batch.final is not None:
                 await self.stream.send_all(batch.final)
@@ -281,7 +288,12 @@ class ClientConnection:
         A function of its own so that nothing of the last request stays referenced
         while the connection waits for the next.
         """
+        incoming = self._incoming
         for event in self.ws.events():
+            if incoming is not None and not incoming.can_take(1, trio.current_time()):
+                await self._throttle(incoming)
+            if incoming is not None:
+                incoming.take(1)
             if isinstance(event, CloseConnection):
                 if self.ws.state is ConnectionState.REMOTE_CLOSING:
                     response = event.response()
@@ -305,6 +317,15 @@ class ClientConnection:
                 if message is not None:
                     await self._handle(message)
         return False
+
+    async def _throttle(self, incoming: TokenBucket) -> None:
+        """Wait until the client may send again; meanwhile TCP holds it back."""
+        # Not reading means its pongs wait unread too: not its fault.
+        self._held_by_backpressure = True
+        try:
+            await trio.sleep(incoming.wait_for(1, trio.current_time()))
+        finally:
+            self._held_by_backpressure = False
 
     # Requests.
 

@@ -9,9 +9,10 @@ has no file descriptor, as under TLS) does the outbox ask for a writer task
 So an idle connection holds no writer task, and a burst of publishes costs one
 system call per subscriber.
 
-Frames being written still count against the capacity until written, so "full"
-means the peer's socket has accepted nothing for a while, and ``full_since`` says
-for how long: that is what the slow-consumer timeout measures.
+Frames being written still count against the limits (``capacity`` frames and
+``max_bytes`` bytes) until written, so "full" means the peer's socket has accepted
+nothing for a while, and ``full_since`` says for how long: that is what the
+slow-consumer timeout measures.
 """
 
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ WRITE_CHUNK = 64 * 1024
 class Batch:
     head: bytes  # the rest of a direct write the socket did not take: it goes first
     head_count: int  # data frames that finish in ``head``
+    head_bytes: int  # and their size, for `Outbox.sent`
     control: list[bytes]
     data: list[bytes]
     final: bytes | None
@@ -53,18 +55,23 @@ class Outbox:
     def __init__(
         self,
         capacity: int,
+        max_bytes: int,
         start_writer: Callable[[], None],
         request_flush: Callable[[], None] | None = None,
     ) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._start_writer = start_writer
         self._request_flush = request_flush
         self._writer_running = False
         self._head = b""
         self._head_count = 0
+        self._head_bytes = 0
         # Lists, not deques: an empty deque costs 600 bytes, and there is one per client.
         self._data: list[bytes] = []
-        self._in_flight = 0
+        # Data frames queued or being written, and their bytes.
+        self._count = 0
+        self._bytes = 0
         self._control: list[bytes] = []
         self._finishing = False
         self._final: bytes | None = None
@@ -72,7 +79,11 @@ class Outbox:
         self._space: trio.lowlevel.ParkingLot | None = None  # made when a publisher waits
 
     def __len__(self) -> int:
-        return len(self._data) + self._in_flight
+        return self._count
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
 
     @property
     def finishing(self) -> bool:
@@ -100,11 +111,17 @@ class Outbox:
         """
         if self._finishing:
             return True
-        queued = len(self._data) + self._in_flight
-        if queued >= self.capacity:
+        # One frame is always taken into an empty queue, however large: else it never would.
+        if self._count >= self.capacity or (
+            self._count and self._bytes + len(frame) > self.max_bytes
+        ):
+            if self._full_since is None:
+                self._full_since = trio.current_time()
             return False
         self._data.append(frame)
-        if queued + 1 == self.capacity:
+        self._count += 1
+        self._bytes += len(frame)
+        if self._count >= self.capacity or self._bytes >= self.max_bytes:
             self._full_since = trio.current_time()
         self._kick()
         return True
@@ -141,6 +158,8 @@ class Outbox:
         self._finishing = True
         self._final = final
         if not drain:
+            self._count -= len(self._data)
+            self._bytes -= sum(map(len, self._data))
             self._data.clear()
             self._control.clear()
         self._release_waiters()
@@ -155,42 +174,40 @@ class Outbox:
         if not (self._head or self._data or self._control or self._finishing):
             self._writer_running = False
             return None
-        head, head_count = self._head, self._head_count
-        self._head, self._head_count = b"", 0
+        head, head_count, head_bytes = self._head, self._head_count, self._head_bytes
+        self._head, self._head_count, self._head_bytes = b"", 0, 0
         control, self._control = self._control, []
         data, self._data = self._data, []
-        self._in_flight += len(data)
         last = self._finishing
-        return Batch(head, head_count, control, data, self._final if last else None, last)
+        final = self._final if last else None
+        return Batch(head, head_count, head_bytes, control, data, final, last)
 
-    def take_for_direct_write(self) -> tuple[bytes, int] | None:
-        """For the flusher: everything pending, joined, and its number of data frames.
+    def take_for_direct_write(self) -> tuple[bytes, int, int] | None:
+        """For the flusher: everything pending, joined; its data frames and their bytes.
 
         None while a writer task runs (it owns the socket then) or once finishing.
-        Call `sent` with the count once all of it is written, else `direct_write_stalled`.
+        Call `sent` with the counts once all of it is written, else `direct_write_stalled`.
         """
         if self._writer_running or self._finishing or not (self._data or self._control):
             return None
         count = len(self._data)
-        if self._control:
-            joined = b"".join(self._control) + b"".join(self._data)
-            self._control = []
-        else:
-            joined = b"".join(self._data)
+        data = b"".join(self._data)
+        joined = b"".join(self._control) + data if self._control else data
+        self._control = []
         self._data = []
-        self._in_flight += count
-        return joined, count
+        return joined, count, len(data)
 
-    def direct_write_stalled(self, rest: bytes, count: int) -> None:
+    def direct_write_stalled(self, rest: bytes, count: int, nbytes: int) -> None:
         """The socket did not take all of a direct write: a writer sends ``rest`` first."""
-        self._head, self._head_count = rest, count
+        self._head, self._head_count, self._head_bytes = rest, count, nbytes
         self._writer_running = True
         self._start_writer()
 
-    def sent(self, count: int) -> None:
-        """``count`` data frames were written: their room is free again."""
-        self._in_flight -= count
-        if len(self._data) + self._in_flight < self.capacity:
+    def sent(self, count: int, nbytes: int) -> None:
+        """``count`` data frames of ``nbytes`` bytes were written: their room is free again."""
+        self._count -= count
+        self._bytes -= nbytes
+        if self._count < self.capacity and self._bytes < self.max_bytes:
             self._full_since = None
             self._release_waiters()
 

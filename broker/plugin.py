@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from .protocol import ErrorCode
+from .token_bucket import TokenBucket
 
 __all__ = [
     "Client",
@@ -23,6 +24,7 @@ __all__ = [
     "Plugin",
     "Publication",
     "Refuse",
+    "TokenBucket",
 ]
 
 

@@ -1,5 +1,6 @@
 """The broker server: listens, runs the handshake, owns every connection task."""
 
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from wsproto.connection import Connection
 from wsproto.events import Request
 
 from . import handshake
+from .admission import AddressLimits, address_key
 from .config import Config
 from .connection import ClientConnection, CloseCode
 from .flusher import Flusher
@@ -25,6 +27,8 @@ from .version import __version__
 log = logging.getLogger("broker.server")
 
 SERVER_NAME = f"trio-broker/{__version__}"
+# How long a client refused for its address's limits may take to send its request.
+REFUSAL_READ_TIMEOUT = 1.0
 
 
 class ListenError(OSError):
@@ -34,13 +38,14 @@ class ListenError(OSError):
         super().__init__(cause.errno, f"cannot listen on {host}:{port}: {cause.strerror or cause}")
 
 
-def _peer_name(stream: trio.SocketStream) -> str:
+def _peer(stream: trio.SocketStream) -> tuple[str, str]:
+    """The client's host, and host:port for logs."""
     try:
         address = stream.socket.getpeername()
     except OSError:
-        return "?"
+        return "?", "?"
     host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Broker:
@@ -65,6 +70,12 @@ class Broker:
         self._handshakes: set[trio.CancelScope] = set()
         self._stop_requested = trio.Event()
         self._stopping = False
+        limits = config.limits
+        self._addresses = AddressLimits(
+            limits.max_connections_per_ip,
+            limits.handshake_rate_per_ip,
+            limits.handshake_burst_per_ip,
+        )
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -86,6 +97,12 @@ class Broker:
         """
         self.pipeline = pipeline or build_pipeline(config)
         self.config = config
+        limits = config.limits
+        self._addresses.configure(
+            limits.max_connections_per_ip,
+            limits.handshake_rate_per_ip,
+            limits.handshake_burst_per_ip,
+        )
 
     def stop(self) -> None:
         """Stop accepting and close every client with 1001 (see `serve`)."""
@@ -189,7 +206,13 @@ class Broker:
     async def _handle_stream(self, stream: trio.SocketStream) -> None:
         # One function from accept to close: every coroutine frame in this chain is
         # held by every idle connection for as long as it lives.
-        remote = _peer_name(stream)
+        host, remote = _peer(stream)
+        address = address_key(host)
+        refused = self._addresses.admit(address, trio.current_time())
+        if refused is not None:
+            await self._refuse_early(stream, remote, refused)
+            await trio.aclose_forcefully(stream)
+            return
         try:
             accepted = await self._handshake_in_time(stream, self.config, remote)
             if accepted is None:
@@ -231,7 +254,23 @@ class Broker:
         except* Exception:
             log.exception("internal error on the connection from %s", remote)
         finally:
+            self._addresses.release(address)
             await trio.aclose_forcefully(stream)
+
+    async def _refuse_early(self, stream: trio.SocketStream, remote: str, reason: str) -> None:
+        """429 for an address over its limits, after reading its request.
+
+        Read first: closing a socket with unread data sends a reset, which can reach
+        the client before the answer. The short deadline keeps a flood of refused
+        sockets from piling up.
+        """
+        log.info("refused %s: 429 %s", remote, reason)
+        timeout = min(REFUSAL_READ_TIMEOUT, self.config.server.handshake_timeout)
+        broken = (trio.BrokenResourceError, trio.ClosedResourceError)
+        with trio.move_on_after(timeout), contextlib.suppress(*broken):
+            with contextlib.suppress(HandshakeFailed):
+                await handshake.receive_request(stream, WSConnection(ConnectionType.SERVER))
+            await handshake.refuse(stream, Refusal(429, reason, (("Retry-After", "1"),)))
 
 
 @asynccontextmanager

@@ -18,29 +18,7 @@ import json
 import attrs
 import trio
 
-from broker.plugin import Client, ErrorCode, Plugin, Publication, Refuse
-
-
-class TokenBucket:
-    """``rate`` tokens a second, at most ``capacity``; the caller supplies the time."""
-
-    def __init__(self, rate: float, capacity: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.tokens = capacity
-        self.updated = now
-
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self.updated)
-        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
-        self.updated = now
-
-    def can_take(self, amount: float, now: float) -> bool:
-        self._refill(now)
-        return self.tokens >= amount
-
-    def take(self, amount: float) -> None:
-        self.tokens -= amount
+from broker.plugin import Client, ErrorCode, Plugin, Publication, Refuse, TokenBucket
 
 
 @attrs.define

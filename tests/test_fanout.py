@@ -29,10 +29,10 @@ def stalls(monkeypatch: pytest.MonkeyPatch) -> Stalls:
     stalled = Outbox.direct_write_stalled
     chunks = connection_module.chunks
 
-    def direct_write_stalled(self: Outbox, rest: bytes, count: int) -> None:
+    def direct_write_stalled(self: Outbox, rest: bytes, count: int, nbytes: int) -> None:
         seen.count += 1
         seen.happened.set()
-        stalled(self, rest, count)
+        stalled(self, rest, count, nbytes)
 
     def counted_chunks(frames: list[bytes]) -> Iterator[tuple[bytes, int]]:
         for chunk, count in chunks(frames):
@@ -69,7 +69,11 @@ async def test_a_stalled_direct_write_resumes_mid_frame_and_coalesces_what_queue
     start_broker: StartBroker, connect: Connect, stalls: Stalls
 ) -> None:
     broker = await start_broker(
-        limits={"max_queued_messages": 100_000, "slow_consumer_timeout": 60.0}
+        limits={
+            "max_queued_messages": 100_000,
+            "max_queued_bytes": 1_000_000_000,
+            "slow_consumer_timeout": 60.0,
+        }
     )
     subscriber = await connect(broker, receive_buffer=4096)
     publisher = await connect(broker)

@@ -19,15 +19,20 @@ class Recorder:
         self.flushes_requested += 1
 
 
-def writer_only(capacity: int) -> tuple[Outbox, Recorder]:
+def writer_only(capacity: int, max_bytes: int = 10**9) -> tuple[Outbox, Recorder]:
     """An outbox without direct writes (as under TLS): every write goes through a writer."""
     recorder = Recorder()
-    return Outbox(capacity, recorder.start_writer), recorder
+    return Outbox(capacity, max_bytes, recorder.start_writer), recorder
 
 
-def direct(capacity: int) -> tuple[Outbox, Recorder]:
+def direct(capacity: int, max_bytes: int = 10**9) -> tuple[Outbox, Recorder]:
     recorder = Recorder()
-    return Outbox(capacity, recorder.start_writer, recorder.request_flush), recorder
+    return Outbox(capacity, max_bytes, recorder.start_writer, recorder.request_flush), recorder
+
+
+def sent(outbox: Outbox, batch: Batch) -> None:
+    """What the writer reports once a batch's data is written."""
+    outbox.sent(batch.head_count + len(batch.data), batch.head_bytes + sum(map(len, batch.data)))
 
 
 def take(outbox: Outbox) -> Batch:
@@ -64,8 +69,7 @@ async def test_writer_takes_everything_pending_in_order() -> None:
 async def test_writer_ends_when_nothing_is_left_and_is_started_again_for_more() -> None:
     outbox, recorder = writer_only(10)
     outbox.offer(b"1")
-    take(outbox)
-    outbox.sent(1)
+    sent(outbox, take(outbox))
     assert outbox.take_batch() is None
     assert not outbox.writer_running
     outbox.offer(b"2")
@@ -79,9 +83,9 @@ async def test_direct_writes_need_no_writer_and_take_control_frames_first() -> N
     outbox.push_control(b"pong")
     outbox.offer(b"2")
     assert (recorder.writers_started, recorder.flushes_requested) == (0, 3)
-    assert outbox.take_for_direct_write() == (b"pong12", 2)
+    assert outbox.take_for_direct_write() == (b"pong12", 2, 2)
     assert len(outbox) == 2, "counted until sent"
-    outbox.sent(2)
+    outbox.sent(2, 2)
     assert len(outbox) == 0
     assert outbox.take_for_direct_write() is None, "nothing left"
 
@@ -89,8 +93,8 @@ async def test_direct_writes_need_no_writer_and_take_control_frames_first() -> N
 async def test_a_stalled_direct_write_hands_the_rest_to_a_writer_which_sends_it_first() -> None:
     outbox, recorder = direct(10)
     outbox.offer(b"first")
-    data, count = outbox.take_for_direct_write() or (b"", 0)
-    outbox.direct_write_stalled(data[2:], count)
+    data, count, nbytes = outbox.take_for_direct_write() or (b"", 0, 0)
+    outbox.direct_write_stalled(data[2:], count, nbytes)
     assert recorder.writers_started == 1
     outbox.offer(b"second")
     outbox.push_control(b"ping")
@@ -112,7 +116,7 @@ async def test_frames_being_written_count_until_sent() -> None:
     assert not outbox.offer(b"3")
     take(outbox)
     assert not outbox.offer(b"3"), "in flight, not yet written"
-    outbox.sent(1)
+    outbox.sent(1, 1)
     assert outbox.offer(b"3")
 
 
@@ -120,11 +124,10 @@ async def test_a_stalled_direct_write_still_counts_against_the_capacity() -> Non
     outbox, _ = direct(2)
     outbox.offer(b"1")
     outbox.offer(b"2")
-    data, count = outbox.take_for_direct_write() or (b"", 0)
-    outbox.direct_write_stalled(data, count)
+    data, count, nbytes = outbox.take_for_direct_write() or (b"", 0, 0)
+    outbox.direct_write_stalled(data, count, nbytes)
     assert not outbox.offer(b"3")
-    batch = take(outbox)
-    outbox.sent(batch.head_count)
+    sent(outbox, take(outbox))
     assert outbox.offer(b"3")
 
 
@@ -162,7 +165,7 @@ async def test_put_succeeds_once_the_writer_makes_room(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(put)
         await trio.sleep(1)
-        outbox.sent(len(take(outbox).data))
+        sent(outbox, take(outbox))
     assert result == [True]
     assert take(outbox).data == [b"2"]
 
@@ -187,8 +190,8 @@ async def test_finish_without_drain_drops_pending_and_releases_waiters(
 async def test_finish_without_drain_still_completes_a_half_written_frame() -> None:
     outbox, _ = direct(5)
     outbox.offer(b"frame")
-    data, count = outbox.take_for_direct_write() or (b"", 0)
-    outbox.direct_write_stalled(data[1:], count)
+    data, count, nbytes = outbox.take_for_direct_write() or (b"", 0, 0)
+    outbox.direct_write_stalled(data[1:], count, nbytes)
     outbox.offer(b"dropped")
     outbox.finish(b"close", drain=False)
     batch = take(outbox)
@@ -209,3 +212,43 @@ async def test_control_lane_keeps_only_the_latest_frames() -> None:
         outbox.push_control(str(n).encode())
     batch = take(outbox)
     assert batch.control == [str(n).encode() for n in range(5, MAX_PENDING_CONTROL + 5)]
+
+
+async def test_the_byte_bound_counts_frames_until_written() -> None:
+    outbox, _ = direct(100, max_bytes=10)
+    assert outbox.offer(b"12345") and outbox.offer(b"1234")
+    assert not outbox.offer(b"12"), "9 + 2 bytes > 10"
+    assert outbox.offer(b"1"), "exactly 10 fits"
+    assert outbox.queued_bytes == 10
+    assert not outbox.offer(b"1")
+    data, count, nbytes = outbox.take_for_direct_write() or (b"", 0, 0)
+    assert (data, count, nbytes) == (b"1234512341", 3, 10)
+    assert not outbox.offer(b"1"), "still being written"
+    outbox.sent(count, nbytes)
+    assert outbox.queued_bytes == 0
+    assert outbox.offer(b"1")
+
+
+async def test_one_frame_larger_than_the_byte_bound_is_taken_into_an_empty_queue() -> None:
+    outbox, _ = direct(100, max_bytes=10)
+    assert outbox.offer(b"x" * 100)
+    assert not outbox.offer(b"y")
+
+
+async def test_a_byte_bound_full_queue_starts_the_slow_consumer_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outbox, _ = direct(100, max_bytes=10)
+    outbox.offer(b"x" * 8)
+    started = trio.current_time()
+    assert await outbox.put(b"y" * 8, patience=3.0) is False
+    assert trio.current_time() - started == pytest.approx(3.0)
+
+
+async def test_dropping_pending_frames_frees_their_room() -> None:
+    outbox, _ = writer_only(5, max_bytes=100)
+    outbox.offer(b"a" * 10)
+    take(outbox)  # in flight: stays counted
+    outbox.offer(b"b" * 20)
+    outbox.finish(b"close", drain=False)
+    assert (len(outbox), outbox.queued_bytes) == (1, 10)

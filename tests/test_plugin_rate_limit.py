@@ -4,8 +4,8 @@ import pytest
 import trio
 
 from broker.config import ConfigError
+from broker.plugin import TokenBucket
 from broker.plugin_loader import load_plugins
-from plugins.rate_limit import TokenBucket
 from tests.conftest import Connect, StartBroker, make_config
 from tests.wsclient import WsClient
 

@@ -321,7 +321,8 @@ async def test_client_close_is_answered(broker: Broker, connect: Connect) -> Non
 async def test_shutdown_drains_then_closes_with_1001(
     nursery: trio.Nursery, connect: Connect
 ) -> None:
-    broker = Broker(make_config(limits={"max_queued_messages": 1000, "max_message_size": 100_000}))
+    limits = {"max_queued_messages": 1000, "max_queued_bytes": 100_000_000}
+    broker = Broker(make_config(limits={**limits, "max_message_size": 100_000}))
     done = trio.Event()
 
     async def serve(task_status: trio.TaskStatus[None]) -> None:
