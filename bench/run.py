@@ -39,7 +39,6 @@ max_connections = 20000
 max_connections_per_ip = 0
 handshake_rate_per_ip = 0
 max_incoming_rate = 0
-max_queued_bytes = 16777216
 """
 
 SCENARIOS: list[dict[str, Any]] = [
