@@ -4,6 +4,7 @@ The sample file ``etc/trio-broker.toml`` documents every key; keep them in step.
 """
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,10 +30,19 @@ def _setting(
     positive: bool = False,
     choices: tuple[str, ...] = (),
     check: Any = None,
+    section: type[Any] | None = None,
 ) -> Any:
+    """A key; ``default`` None makes it required, ``section`` a table of that class."""
     return attrs.field(
         default=default,
-        metadata={"min": min, "max": max, "positive": positive, "choices": choices, "check": check},
+        metadata={
+            "min": min,
+            "max": max,
+            "positive": positive,
+            "choices": choices,
+            "check": check,
+            "section": section,
+        },
     )
 
 
@@ -48,6 +58,25 @@ def _check_nonempty(value: str) -> str | None:
     return None if value else "must not be empty"
 
 
+_ORIGIN = re.compile(r"https?://(\*\.)?[a-z0-9.-]+(:[0-9]{1,5})?")
+
+
+def _check_origins(value: tuple[str, ...]) -> str | None:
+    for origin in value:
+        if origin not in ("*", "null") and not _ORIGIN.fullmatch(origin):
+            return (
+                f"{origin[:80]!r} is not an origin: use scheme://host[:port] in lower case "
+                "(the host may start with '*.'), '*' or 'null'"
+            )
+    return None
+
+
+@attrs.frozen
+class TlsConfig:
+    cert_file: str = _setting(None, check=_check_nonempty)
+    key_file: str = _setting(None, check=_check_nonempty)
+
+
 @attrs.frozen
 class ServerConfig:
     host: str = _setting("127.0.0.1", check=_check_nonempty)
@@ -59,6 +88,8 @@ class ServerConfig:
     heartbeat_timeout: float = _setting(10.0, positive=True, max=3600)
     close_timeout: float = _setting(5.0, positive=True, max=3600)
     plugin_timeout: float = _setting(5.0, positive=True, max=3600)
+    allowed_origins: tuple[str, ...] = _setting((), check=_check_origins)
+    tls: TlsConfig | None = _setting(None, section=TlsConfig)
 
 
 @attrs.frozen
@@ -111,6 +142,11 @@ def _describe(value: Any) -> str:
 def _convert(field: "attrs.Attribute[Any]", value: Any) -> tuple[Any, str | None]:
     """Return the value as the field's type, or an error message."""
     kind = field.type
+    if kind == tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            return None, f"must be an array of strings, got {_describe(value)}"
+        value = tuple(value)
+        kind = tuple
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):  # type: ignore[arg-type]
@@ -146,11 +182,21 @@ def _build_section(name: str, cls: type[Any], table: Any, errors: list[str]) -> 
             known = ", ".join(fields)
             errors.append(f"{name}.{key}: unknown key (known keys: {known})")
             continue
+        if field.metadata["section"] is not None:
+            values[key] = _build_section(f"{name}.{key}", field.metadata["section"], value, errors)
+            continue
         converted, problem = _convert(field, value)
         if problem:
             errors.append(f"{name}.{key}: {problem}")
         else:
             values[key] = converted
+    missing = [f for f in fields.values() if f.default is None and f.name not in values]
+    if missing:
+        for field in missing:
+            if field.metadata["section"] is None:
+                errors.append(f"{name}.{field.name}: required")
+        if any(field.metadata["section"] is None for field in missing):
+            return None
     return cls(**values)
 
 

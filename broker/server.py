@@ -17,6 +17,7 @@ from .config import Config
 from .connection import ClientConnection, CloseCode
 from .flusher import Flusher
 from .handshake import HandshakeFailed, Refusal
+from .origins import origin_allowed
 from .pipeline import Pipeline, PluginFailure
 from .plugin import Identity, Refuse
 from .plugin_loader import build_pipeline
@@ -148,6 +149,13 @@ class Broker:
             return Refusal(503, "too many connections")
         return None
 
+    def _origin_refusal(self, request: Request, config: Config) -> Refusal | None:
+        origin = handshake.header(request, "origin")
+        if origin_allowed(origin, request.host, config.server.allowed_origins):
+            return None
+        assert origin is not None
+        return Refusal(403, f"origin {origin[:100]!r} is not allowed")
+
     async def _authenticate(self, request: Request, remote: str) -> Identity | Refusal:
         try:
             return await self.pipeline.authenticate(handshake.plugin_view(request, remote))
@@ -174,7 +182,11 @@ class Broker:
         if request is None:
             return None
         path = handshake.request_path(request)
-        outcome = self._refusal(path, config) or await self._authenticate(request, remote)
+        outcome = (
+            self._refusal(path, config)
+            or self._origin_refusal(request, config)
+            or await self._authenticate(request, remote)
+        )
         # Checked again: other handshakes may have taken the last slots meanwhile.
         if isinstance(outcome, Identity):
             outcome = self._refusal(path, config) or outcome
