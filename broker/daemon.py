@@ -19,16 +19,16 @@ log = logging.getLogger("broker.daemon")
 def _reload(path: Path, broker: Broker, notifier: Notifier) -> None:
     notifier.reloading()
     try:
+        old = broker.config
         try:
             new, pipeline = load(path)
+            broker.reconfigure(new, pipeline)  # changes nothing if it raises
         except ConfigError as error:
             log.error("reload failed, keeping the running configuration:\n%s", error)
             return
-        old = broker.config
         configure_logging(new.log.level, new.log.format)
         for key in restart_required(old, new):
             log.warning("%s changed; it takes effect after a restart", key)
-        broker.reconfigure(new, pipeline)
         log.info("configuration reloaded from %s", path)
     finally:
         notifier.ready("reloaded")

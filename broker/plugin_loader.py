@@ -4,6 +4,7 @@ import importlib
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from . import tls
 from .config import Config, ConfigError, PluginSpec, load_config
 from .options import OptionsError, structure_options
 from .pipeline import Pipeline
@@ -87,6 +88,9 @@ def build_pipeline(config: Config, source: str = "<config>") -> Pipeline:
 
 
 def load(path: str | Path) -> tuple[Config, Pipeline]:
-    """Read and validate a config file and build its plugin pipeline."""
+    """Read and validate a config file (TLS files included) and build its plugin pipeline."""
     config = load_config(path)
-    return config, build_pipeline(config, str(path))
+    pipeline = build_pipeline(config, str(path))
+    if config.server.tls is not None:
+        tls.server_context(config.server.tls, str(path))
+    return config, pipeline

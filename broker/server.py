@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import secrets
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,7 +12,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection
 from wsproto.events import Request
 
-from . import handshake
+from . import handshake, tls
 from .admission import AddressLimits, address_key
 from .config import Config
 from .connection import ClientConnection, CloseCode
@@ -49,6 +50,10 @@ def _peer(stream: trio.SocketStream) -> tuple[str, str]:
     return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    return None if config.server.tls is None else tls.server_context(config.server.tls)
+
+
 class Broker:
     """A running broker. Start it with ``await nursery.start(broker.serve)``.
 
@@ -60,6 +65,7 @@ class Broker:
         """``pipeline`` defaults to the plugins of ``config`` (ConfigError if invalid)."""
         self.config = config
         self.pipeline = pipeline or build_pipeline(config)
+        self._tls = _tls_context(config)
         self.router = LocalRouter()
         self.flusher = Flusher()
         self.timers = Timers()
@@ -96,7 +102,9 @@ class Broker:
         Existing connections keep their identity and limits; their next operations go
         through the new pipeline (by default, built from ``config``).
         """
-        self.pipeline = pipeline or build_pipeline(config)
+        new_pipeline = pipeline or build_pipeline(config)
+        self._tls = _tls_context(config)  # the files are read again: renewed certificates
+        self.pipeline = new_pipeline
         self.config = config
         limits = config.limits
         self._addresses.configure(
@@ -165,7 +173,7 @@ class Broker:
             return Refusal(500, "authentication failed")
 
     async def _handshake(
-        self, stream: trio.SocketStream, config: Config, remote: str
+        self, stream: trio.abc.Stream, config: Config, remote: str
     ) -> tuple[Identity, Connection] | None:
         """The client's identity and frame layer once it is accepted (and holds a slot).
 
@@ -204,7 +212,7 @@ class Broker:
         return outcome, ws.connection
 
     async def _handshake_in_time(
-        self, stream: trio.SocketStream, config: Config, remote: str
+        self, stream: trio.abc.Stream, config: Config, remote: str
     ) -> tuple[Identity, Connection] | None:
         with trio.move_on_after(config.server.handshake_timeout) as scope:
             self._handshakes.add(scope)
@@ -220,19 +228,23 @@ class Broker:
         # held by every idle connection for as long as it lives.
         host, remote = _peer(stream)
         address = address_key(host)
+        client: trio.abc.Stream = stream
+        if self._tls is not None:
+            # The TLS handshake runs on the first read, within handshake_timeout.
+            client = trio.SSLStream(stream, self._tls, server_side=True, https_compatible=True)
         refused = self._addresses.admit(address, trio.current_time())
         if refused is not None:
-            await self._refuse_early(stream, remote, refused)
-            await trio.aclose_forcefully(stream)
+            await self._refuse_early(client, remote, refused)
+            await trio.aclose_forcefully(client)
             return
         try:
-            accepted = await self._handshake_in_time(stream, self.config, remote)
+            accepted = await self._handshake_in_time(client, self.config, remote)
             if accepted is None:
                 return
             identity, ws = accepted
             config = self.config
             connection = ClientConnection(
-                stream,
+                client,
                 ws,
                 client_id=secrets.token_urlsafe(12),
                 remote=remote,
@@ -267,9 +279,9 @@ class Broker:
             log.exception("internal error on the connection from %s", remote)
         finally:
             self._addresses.release(address)
-            await trio.aclose_forcefully(stream)
+            await trio.aclose_forcefully(client)
 
-    async def _refuse_early(self, stream: trio.SocketStream, remote: str, reason: str) -> None:
+    async def _refuse_early(self, stream: trio.abc.Stream, remote: str, reason: str) -> None:
         """429 for an address over its limits, after reading its request.
 
         Read first: closing a socket with unread data sends a reset, which can reach

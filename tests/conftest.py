@@ -1,3 +1,4 @@
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -63,9 +64,12 @@ async def connect() -> AsyncIterator[Connect]:
         welcome: bool = True,
         headers: dict[str, str] | None = None,
         receive_buffer: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> WsClient:
         address = target if isinstance(target, str) else url(target)
-        client = await WsClient.connect(address, headers=headers, receive_buffer=receive_buffer)
+        client = await WsClient.connect(
+            address, headers=headers, receive_buffer=receive_buffer, ssl_context=ssl_context
+        )
         clients.append(client)
         if welcome:
             hello = await client.recv()

@@ -7,6 +7,7 @@ simply by not calling `recv`.
 
 import contextlib
 import json
+import ssl
 from collections import deque
 from typing import Any
 
@@ -35,7 +36,7 @@ class Closed(Exception):
 
 
 class WsClient:
-    def __init__(self, stream: trio.SocketStream, protocol: ClientProtocol) -> None:
+    def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
         self.stream = stream
         self.protocol = protocol
         self._frames: deque[Frame] = deque()
@@ -48,9 +49,14 @@ class WsClient:
         headers: dict[str, str] | None = None,
         timeout: float = TIMEOUT,
         receive_buffer: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> "WsClient":
-        """Connect; ``receive_buffer`` shrinks SO_RCVBUF so that backpressure comes sooner."""
+        """Connect; ``receive_buffer`` shrinks SO_RCVBUF so that backpressure comes sooner.
+
+        A wss:// URL verifies the server with ``ssl_context`` (the system's CAs by default).
+        """
         uri = parse_uri(url)
+        stream: trio.abc.Stream
         if receive_buffer is None:
             stream = await trio.open_tcp_stream(uri.host, uri.port)
         else:
@@ -58,6 +64,9 @@ class WsClient:
             sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, receive_buffer)
             await sock.connect((uri.host, uri.port))
             stream = trio.SocketStream(sock)
+        if uri.secure:
+            context = ssl_context or ssl.create_default_context()
+            stream = trio.SSLStream(stream, context, server_hostname=uri.host)
         protocol = ClientProtocol(uri, max_size=None)
         request = protocol.connect()
         for name, value in (headers or {}).items():
