@@ -12,6 +12,9 @@ from wsproto.utilities import RemoteProtocolError
 from .plugin import HandshakeRequest
 
 RECEIVE_SIZE = 16_384
+# The upgrade request's size at most, headers included (nginx's default header buffer).
+# Below h11's own 16 KiB limit, which would only say 400.
+MAX_REQUEST_SIZE = 8_192
 
 
 @attrs.frozen
@@ -54,6 +57,7 @@ def plugin_view(request: Request, remote: str) -> HandshakeRequest:
 
 async def receive_request(stream: trio.abc.ReceiveStream, ws: WSConnection) -> Request | None:
     """The client's upgrade request, or None if it hung up first."""
+    received = 0
     while True:
         for event in ws.events():
             if isinstance(event, Request):
@@ -61,6 +65,10 @@ async def receive_request(stream: trio.abc.ReceiveStream, ws: WSConnection) -> R
         data = await stream.receive_some(RECEIVE_SIZE)
         if not data:
             return None
+        received += len(data)
+        if received > MAX_REQUEST_SIZE:
+            reason = f"request headers larger than {MAX_REQUEST_SIZE} bytes"
+            raise HandshakeFailed(Refusal(431, reason))
         try:
             ws.receive_data(bytes(data))
         except RemoteProtocolError as exc:
