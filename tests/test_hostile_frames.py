@@ -71,6 +71,7 @@ PROTOCOL_ERRORS = {
     "close code 1004": frame(CLOSE, close_payload(1004)),
     "close code 1005": frame(CLOSE, close_payload(1005)),
     "close code 1006": frame(CLOSE, close_payload(1006)),
+    "close code 1015": frame(CLOSE, close_payload(1015)),
     "close code 1016": frame(CLOSE, close_payload(1016)),
     "close code 2999": frame(CLOSE, close_payload(2999)),
     "close code 5000": frame(CLOSE, close_payload(5000)),

@@ -92,10 +92,15 @@ class WsClient:
                 self.protocol.receive_data(data)
             else:
                 self.protocol.receive_eof()
+            response = None
             for event in self.protocol.events_received():
+                # Frames can arrive in the same read as the response: keep them.
                 if isinstance(event, Response):
-                    return event
-                self._frames.append(event)
+                    response = event
+                else:
+                    self._frames.append(event)
+            if response is not None:
+                return response
             if not data:
                 raise Closed(None, "EOF during handshake")
 
