@@ -18,6 +18,16 @@ T = TypeVar("T")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
 
 
+def _kind_of(value: Any) -> str:
+    """What a value is, never what it says: options hold secrets, and errors are logged."""
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return _TYPE_NAMES[kind]
+    if isinstance(value, list):
+        return "a list"
+    return "a table" if isinstance(value, Mapping) else type(value).__name__
+
+
 def _describe(kind: Any) -> str:
     if kind in _TYPE_NAMES:
         return _TYPE_NAMES[kind]
@@ -37,7 +47,7 @@ def _scalar_hook(kind: type) -> Any:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise TypeError(f"must be {_TYPE_NAMES[kind]}, got {value!r}"[:200])
+            raise TypeError(f"must be {_TYPE_NAMES[kind]}, got {_kind_of(value)}")
         return value
 
     return structure
@@ -48,7 +58,7 @@ def _type_checked(inner: Any, kind: type, name: str) -> Any:
 
     def structure(value: Any, type_: Any) -> Any:
         if not isinstance(value, kind):
-            raise TypeError(f"must be {name}, got {value!r}"[:200])
+            raise TypeError(f"must be {name}, got {_kind_of(value)}")
         return inner(value, type_)
 
     return structure
@@ -91,7 +101,7 @@ def _make_converter() -> cattrs.Converter:
                 except Exception:  # this member does not fit: try the next
                     continue
             names = " or ".join(_describe(m) for m in members if m is not type(None))
-            raise TypeError(f"must be {names}, got {value!r}"[:200])
+            raise TypeError(f"must be {names}, got {_kind_of(value)}")
 
         return structure
 

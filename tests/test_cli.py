@@ -173,7 +173,9 @@ def test_check_config_validates_plugins(tmp_path: Path) -> None:
     path = write(tmp_path / "c.toml", '[[plugins]]\nuse = "acl"\nrules = [{ publish = "a" }]\n')
     result = run_cli("check-config", "--config", str(path))
     assert result.returncode == 1
-    expected = f"{path}: plugins[0] (acl): must be a list, got 'a' @ plugins[0].rules[0].publish"
+    expected = (
+        f"{path}: plugins[0] (acl): must be a list, got a string @ plugins[0].rules[0].publish"
+    )
     assert expected in result.stderr
 
 

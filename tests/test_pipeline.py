@@ -56,7 +56,9 @@ def test_option_errors_name_the_plugin_and_the_key() -> None:
         misbehave("authorize_publish", "sometimes"),
     )
     assert f"plugins[0] ({EXAMPLE}:Recorder): required option missing @ plugins[0].label" in errors
-    assert "plugins[1]" in errors and "must be a string, got 5 @ plugins[1].label" in errors
+    assert (
+        "plugins[1]" in errors and "must be a string, got an integer @ plugins[1].label" in errors
+    )
     assert "plugins[2]" in errors and "unknown option(s): extra @ plugins[2]" in errors
     assert "plugins[3]" in errors and "'how' must be in" in errors
 
