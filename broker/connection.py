@@ -103,7 +103,7 @@ class ClientConnection:
             self._incoming = TokenBucket(
                 limits.max_incoming_rate, limits.incoming_burst, trio.current_time()
             )
-        # When data last moved: read from the peer, or written to it in full.
+        # When data last moved: read from the peer, or taken by a socket that was full.
         self._last_progress = -math.inf
 
     def __repr__(self) -> str:
@@ -226,8 +226,9 @@ class ClientConnection:
             written = os.write(fd, data) if fd >= 0 else 0
         except OSError:  # would block, or broken: the writer task finds out which
             written = 0
-        if written:
-            self._last_progress = trio.current_time()
+        # Not progress for the heartbeat: a socket with room takes a write whether or not
+        # anyone is still at the other end. The writer's writes, which wait until the
+        # peer drains a full socket, are.
         if written == len(data):
             self.outbox.sent(count, nbytes)
         else:
