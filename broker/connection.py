@@ -149,19 +149,24 @@ class ClientConnection:
             async with trio.open_nursery() as nursery:
                 nursery.cancel_scope.deadline = self._deadline
                 self._nursery = nursery
-                if self.outbox.writer_running:  # asked for before the nursery was there
-                    nursery.start_soon(self._write_loop)
-                self.outbox.offer(
-                    text_frame(protocol.encode_welcome(self.client_id, self.server_name))
-                )
-                await pipeline.on_connect(self.client)
-                self._start_timers()
-                await self._read_loop()
-                if self._writer_done is not None:
-                    await self._writer_done.wait()
-                nursery.cancel_scope.cancel()
+                try:
+                    if self.outbox.writer_running:  # asked for before the nursery was there
+                        nursery.start_soon(self._write_loop)
+                    self.outbox.offer(
+                        text_frame(protocol.encode_welcome(self.client_id, self.server_name))
+                    )
+                    await pipeline.on_connect(self.client)
+                    self._start_timers()
+                    await self._read_loop()
+                    if self._writer_done is not None:
+                        await self._writer_done.wait()
+                    nursery.cancel_scope.cancel()
+                finally:
+                    # Forgotten before the nursery can close: it closes when its last
+                    # child ends, and other tasks (the flusher) run before this one
+                    # resumes; a writer they asked for then must not be started.
+                    self._nursery = None
         finally:
-            self._nursery = None
             for timer in (self._timer, self._expiry):
                 if timer is not None:
                     timer.cancel()

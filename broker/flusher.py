@@ -6,9 +6,12 @@ so everything queued meanwhile goes out together. A connection whose socket cann
 take it all hands the rest to its own writer task (see `broker.outbox`).
 """
 
+import logging
 from typing import Protocol
 
 import trio
+
+log = logging.getLogger("broker.flusher")
 
 
 class Flushable(Protocol):
@@ -31,4 +34,7 @@ class Flusher:
                 await self._wakeup.park()
             pending, self._pending = self._pending, {}
             for connection in pending:
-                connection.flush()
+                try:
+                    connection.flush()
+                except Exception:  # a bug for one connection must not stop every write
+                    log.exception("error flushing %r", connection)
