@@ -11,6 +11,7 @@ from pathlib import Path
 
 import trio
 
+from bench.soak import open_fds, rss_bytes
 from tests.daemon_process import Daemon
 from tests.test_hostile_frames import MASK, frame
 from tests.wsclient import WsClient
@@ -99,6 +100,8 @@ async def test_random_frames_leave_the_daemon_serving(tmp_path: Path) -> None:
     daemon = Daemon(config)
     try:
         port = daemon.wait_listening()
+        pid = daemon.process.pid
+        fds_before, rss_before = open_fds(pid), rss_bytes(pid)
         deadline = trio.current_time() + DURATION
 
         async def fuzzer(index: int) -> None:
@@ -128,6 +131,13 @@ async def test_random_frames_leave_the_daemon_serving(tmp_path: Path) -> None:
         assert reply.data == b"still there?"
         for client in (subscriber, publisher):
             await client.aclose()
+        # Every socket the fuzzing opened is given back (within handshake_timeout and
+        # close_timeout), and memory stays near where it started.
+        with trio.move_on_after(5):
+            while open_fds(pid) > fds_before:  # noqa: ASYNC110 (another process: no event)
+                await trio.sleep(0.05)
+        assert open_fds(pid) == fds_before, f"FUZZ_SEED={seed}: file descriptors leaked"
+        assert rss_bytes(pid) < rss_before + 20 * 2**20, f"FUZZ_SEED={seed}: RSS grew"
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait_exit() == 0
         problems = [line for line in daemon.log if "Traceback" in line or "internal" in line]
