@@ -116,7 +116,7 @@ async def test_sighup_under_load_loses_nothing_for_a_subscriber_that_keeps_readi
     daemon = Daemon(config)
     try:
         daemon.wait_listening()
-        clients = await open_clients(daemon.url, 200, opened)
+        clients = await open_clients(daemon.url, CLIENTS, opened)
         reader = clients[0]
         await reader.request({"op": "subscribe", "topic": "flood", "id": 1})
         publisher = await WsClient.connect(daemon.url)

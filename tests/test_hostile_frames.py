@@ -205,3 +205,54 @@ async def test_malformed_handshakes_get_400(broker: Broker, request_: bytes) -> 
             response = await stream.receive_some(4096)
     assert response.startswith(b"HTTP/1.1 400 "), response[:100]
     await assert_still_serving(broker)
+
+
+# --- What a conforming client may do (Autobahn categories 2, 5 and 7) ---------------------------
+
+
+async def test_a_ping_of_125_bytes_gets_its_payload_back(broker: Broker, connect: Connect) -> None:
+    client = await connect(broker)
+    payload = bytes(range(125))
+    await client.stream.send_all(frame(PING, payload))
+    reply = await client.recv_frame()
+    assert (reply.opcode.name, reply.data) == ("PONG", payload)
+
+
+async def test_an_unsolicited_pong_is_ignored(broker: Broker, connect: Connect) -> None:
+    client = await connect(broker)
+    await client.stream.send_all(frame(0xA, b"nobody asked"))
+    assert await client.request({"op": "ping", "id": 1}) == {"op": "pong", "id": 1}
+
+
+async def test_control_frames_inside_a_fragmented_message_are_answered(
+    broker: Broker, connect: Connect
+) -> None:
+    client = await connect(broker)
+    await client.stream.send_all(
+        frame(TEXT, b'{"op":"pi', fin=False)
+        + frame(PING, b"between")
+        + frame(CONTINUATION, b"", fin=False)  # an empty fragment is valid
+        + frame(0xA, b"unsolicited")
+        + frame(CONTINUATION, b'ng","id":7}')
+    )
+    first = await client.recv_frame()
+    assert (first.opcode.name, first.data) == ("PONG", b"between")
+    assert await client.recv() == {"op": "pong", "id": 7}
+
+
+async def test_a_close_in_the_middle_of_a_fragmented_message_is_answered(
+    broker: Broker, connect: Connect
+) -> None:
+    client = await connect(broker)
+    await client.stream.send_all(
+        frame(TEXT, b'{"op":', fin=False) + frame(CLOSE, close_payload(1000, b"done"))
+    )
+    assert await client.wait_closed() == (1000, "done")
+
+
+async def test_an_empty_close_is_answered_with_an_empty_close(
+    broker: Broker, connect: Connect
+) -> None:
+    client = await connect(broker)
+    await client.stream.send_all(frame(CLOSE))
+    assert (await client.wait_closed())[0] in (None, 1005)  # "no status", as RFC 6455 7.1.5
