@@ -3,6 +3,7 @@
 import contextlib
 import logging
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 import trio
@@ -11,6 +12,8 @@ from .plugin import Client, HandshakeRequest, Identity, Plugin, Publication, Ref
 from .topics import TopicError, check_topic
 
 log = logging.getLogger("broker.plugins")
+# Shared by every connection no plugin authenticates (immutable, claims included).
+_ANONYMOUS = Identity(claims=MappingProxyType({}))
 
 RESERVED_ENVELOPE_FIELDS = frozenset({"op", "topic", "data", "id"})
 
@@ -73,7 +76,7 @@ class Pipeline:
         return PluginFailure(f"{plugin.name}.{hook} returned a {type(result).__name__}")
 
     async def authenticate(self, request: HandshakeRequest) -> Identity:
-        identity = Identity()
+        identity = _ANONYMOUS
         for plugin in self._authenticators:
             result = await self._call(plugin, "authenticate", request, identity)
             if result is not None:
