@@ -2,7 +2,8 @@
 
 Every scenario runs against each broker, interleaved, --runs times; the tables show
 medians. The broker runs pinned to CPU 0 and the Node load generator to CPU 1 (when
-the machine has two), both on loopback. Results go to bench/results/latest.{json,md}.
+the machine has two), both on loopback. Results go to bench/results/latest.{json,md}
+(partial.{json,md} for --quick, --only or --brokers runs).
 
     python bench/run.py            # the full run (about 15 minutes on 2 cores)
     python bench/run.py --quick    # one run, shorter windows, for iterating
@@ -231,9 +232,11 @@ def main() -> None:
     results = {s: {b: medians(r) for b, r in by_broker.items()} for s, by_broker in raw.items()}
     out = BENCH / "results"
     out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps({"runs": raw, "medians": results}, indent=1))
+    # Only a full run replaces the published results; a partial one goes beside them.
+    name = "latest" if not (args.quick or args.only or args.brokers) else "partial"
+    (out / f"{name}.json").write_text(json.dumps({"runs": raw, "medians": results}, indent=1))
     table = markdown(results, args.runs)
-    (out / "latest.md").write_text(table)
+    (out / f"{name}.md").write_text(table)
     print(table)
 
 
