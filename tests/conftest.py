@@ -1,3 +1,4 @@
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -27,6 +28,25 @@ def make_config(plugins: list[dict[str, Any]] | None = None, **sections: dict[st
 
 def make_pipeline(config: Config) -> Pipeline:
     return build_pipeline(config, "<test>")
+
+
+# A valid upgrade request, without the blank line that ends it (add headers, then b"\r\n").
+UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+async def http_exchange(broker: Broker, request: bytes) -> bytes:
+    """Send raw bytes in place of a handshake; return all the broker answers before it closes."""
+    stream = await trio.open_tcp_stream("127.0.0.1", broker.port)
+    response = b""
+    async with stream:
+        await stream.send_all(request)
+        with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
+            while chunk := await stream.receive_some(4096):
+                response += chunk
+    return response
 
 
 def url(broker: Broker, path: str = "/ws") -> str:

@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from broker import Broker
-from tests.conftest import Connect, StartBroker
+from tests.conftest import UPGRADE, Connect, StartBroker, http_exchange
 from tests.wsclient import WsClient
 
 MASK = b"\x37\xfa\x21\x3d"
@@ -169,16 +169,8 @@ async def test_a_tcp_reset_in_the_middle_of_a_frame_releases_the_connection(
 
 
 async def test_headers_over_the_size_limit_get_431(broker: Broker) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", broker.port)
-    async with stream:
-        await stream.send_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            + b"".join(b"X-Padding-%d: %s\r\n" % (n, b"y" * 100) for n in range(100))
-            + b"\r\n"
-        )
-        with trio.fail_after(5):
-            response = await stream.receive_some(4096)
+    padding = b"".join(b"X-Padding-%d: %s\r\n" % (n, b"y" * 100) for n in range(100))
+    response = await http_exchange(broker, UPGRADE + padding + b"\r\n")
     assert response.startswith(b"HTTP/1.1 431 ")
     await assert_still_serving(broker)
 
@@ -198,11 +190,7 @@ async def test_headers_over_the_size_limit_get_431(broker: Broker) -> None:
     ids=["no key", "no upgrade header", "POST", "TLS hello", "binary garbage"],
 )
 async def test_malformed_handshakes_get_400(broker: Broker, request_: bytes) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", broker.port)
-    async with stream:
-        await stream.send_all(request_)
-        with trio.fail_after(5):
-            response = await stream.receive_some(4096)
+    response = await http_exchange(broker, request_)
     assert response.startswith(b"HTTP/1.1 400 "), response[:100]
     await assert_still_serving(broker)
 

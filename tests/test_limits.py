@@ -6,13 +6,8 @@ import trio.testing
 
 from broker.admission import AddressLimits, address_key
 from broker.token_bucket import TokenBucket
-from tests.conftest import Connect, StartBroker, url
+from tests.conftest import UPGRADE, Connect, StartBroker, http_exchange, url
 from tests.wsclient import Closed, Rejected, WsClient
-
-UPGRADE = (
-    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
 
 # --- The sans-IO parts ----------------------------------------------------------------------
 
@@ -118,13 +113,7 @@ async def test_handshakes_beyond_the_rate_get_429_with_retry_after(
     )
     await connect(broker)
     await connect(broker)
-    stream = await trio.open_tcp_stream("127.0.0.1", broker.port)
-    async with stream:
-        await stream.send_all(UPGRADE)
-        response = b""
-        with trio.fail_after(5):
-            while chunk := await stream.receive_some(4096):
-                response += chunk
+    response = await http_exchange(broker, UPGRADE + b"\r\n")
     assert response.startswith(b"HTTP/1.1 429 ")
     assert b"\r\nRetry-After: 1\r\n" in response
     assert b"too many new connections from 127.0.0.1" in response

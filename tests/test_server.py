@@ -8,7 +8,7 @@ import trio
 
 from broker import Broker, __version__
 from broker.router import LocalRouter
-from tests.conftest import Connect, StartBroker, make_config, url
+from tests.conftest import UPGRADE, Connect, StartBroker, http_exchange, make_config, url
 from tests.wsclient import Closed, Rejected, WsClient
 
 # --- Handshake -------------------------------------------------------------------------------
@@ -46,23 +46,12 @@ async def test_over_max_connections_gets_503(start_broker: StartBroker, connect:
 
 
 async def test_garbage_handshake_gets_400(broker: Broker) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", broker.port)
-    async with stream:
-        await stream.send_all(b"HELLO\r\n\r\n")
-        with trio.fail_after(5):
-            response = await stream.receive_some(4096)
-    assert response.startswith(b"HTTP/1.1 400 ")
+    assert (await http_exchange(broker, b"HELLO\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
 
 
 async def test_unsupported_websocket_version_gets_426(broker: Broker) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", broker.port)
-    async with stream:
-        await stream.send_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
-        )
-        with trio.fail_after(5):
-            response = await stream.receive_some(4096)
+    request = UPGRADE.replace(b"Version: 13", b"Version: 8") + b"\r\n"
+    response = await http_exchange(broker, request)
     assert response.startswith(b"HTTP/1.1 426 ")
     assert b"\r\nSec-WebSocket-Version: 13\r\n" in response
 
