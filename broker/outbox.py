@@ -11,7 +11,7 @@ system call per subscriber.
 
 Frames being written still count against the limits (``capacity`` frames and
 ``max_bytes`` bytes) until written, so "full" means the peer's socket has accepted
-nothing for a while, and ``full_since`` says for how long: that is what the
+nothing for a while, and ``_full_since`` says for how long: that is what the
 slow-consumer timeout measures.
 """
 
@@ -86,12 +86,16 @@ class Outbox:
         return self._bytes
 
     @property
-    def finishing(self) -> bool:
-        return self._finishing
-
-    @property
     def writer_running(self) -> bool:
         return self._writer_running
+
+    @property
+    def _full(self) -> bool:
+        return self._count >= self.capacity or self._bytes >= self.max_bytes
+
+    def _run_writer(self) -> None:
+        self._writer_running = True
+        self._start_writer()
 
     def _kick(self) -> None:
         """There is something to write: get it written."""
@@ -100,8 +104,7 @@ class Outbox:
         if self._request_flush is not None and not self._finishing:
             self._request_flush()
         else:
-            self._writer_running = True
-            self._start_writer()
+            self._run_writer()
 
     def offer(self, frame: bytes) -> bool:
         """Queue a data frame if there is room; return False when full.
@@ -121,7 +124,7 @@ class Outbox:
         self._data.append(frame)
         self._count += 1
         self._bytes += len(frame)
-        if self._count >= self.capacity or self._bytes >= self.max_bytes:
+        if self._full:
             self._full_since = trio.current_time()
         self._kick()
         return True
@@ -200,17 +203,12 @@ class Outbox:
     def direct_write_stalled(self, rest: bytes, count: int, nbytes: int) -> None:
         """The socket did not take all of a direct write: a writer sends ``rest`` first."""
         self._head, self._head_count, self._head_bytes = rest, count, nbytes
-        self._writer_running = True
-        self._start_writer()
+        self._run_writer()
 
     def sent(self, count: int, nbytes: int) -> None:
         """``count`` data frames of ``nbytes`` bytes were written: their room is free again."""
         self._count -= count
         self._bytes -= nbytes
-        if self._count < self.capacity and self._bytes < self.max_bytes:
+        if not self._full:
             self._full_since = None
             self._release_waiters()
-
-    @property
-    def full_since(self) -> float | None:
-        return self._full_since
