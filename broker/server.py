@@ -50,6 +50,15 @@ def _peer(stream: trio.SocketStream) -> tuple[str, str]:
     return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _address_limits(config: Config) -> tuple[int, float, int]:
+    limits = config.limits
+    return (
+        limits.max_connections_per_ip,
+        limits.handshake_rate_per_ip,
+        limits.handshake_burst_per_ip,
+    )
+
+
 def _tls_context(config: Config) -> ssl.SSLContext | None:
     return None if config.server.tls is None else tls.server_context(config.server.tls)
 
@@ -77,12 +86,7 @@ class Broker:
         self._handshakes: set[trio.CancelScope] = set()
         self._stop_requested = trio.Event()
         self._stopping = False
-        limits = config.limits
-        self._addresses = AddressLimits(
-            limits.max_connections_per_ip,
-            limits.handshake_rate_per_ip,
-            limits.handshake_burst_per_ip,
-        )
+        self._addresses = AddressLimits(*_address_limits(config))
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -106,12 +110,7 @@ class Broker:
         self._tls = _tls_context(config)  # the files are read again: renewed certificates
         self.pipeline = new_pipeline
         self.config = config
-        limits = config.limits
-        self._addresses.configure(
-            limits.max_connections_per_ip,
-            limits.handshake_rate_per_ip,
-            limits.handshake_burst_per_ip,
-        )
+        self._addresses.configure(*_address_limits(config))
 
     def stop(self) -> None:
         """Stop accepting and close every client with 1001 (see `serve`)."""
@@ -242,6 +241,7 @@ class Broker:
             if accepted is None:
                 return
             identity, ws = accepted
+            del accepted  # this frame lives as long as the connection: no spare tuple in it
             config = self.config
             connection = ClientConnection(
                 client,
@@ -257,7 +257,6 @@ class Broker:
                 timers=self.timers,
                 flusher=self.flusher,
             )
-            del accepted, identity, ws, config
             self._connections.add(connection)
             log.debug("client %s connected from %s", connection.client_id, remote)
             try:
