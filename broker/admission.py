@@ -39,9 +39,6 @@ class AddressLimits:
         self.burst = burst
         self._buckets.clear()
 
-    def open_count(self, address: str) -> int:
-        return self._open.get(address, 0)
-
     def admit(self, address: str, now: float) -> str | None:
         """Why ``address`` may not open another socket, or None: then call `release` later."""
         if self.max_open and self._open.get(address, 0) >= self.max_open:

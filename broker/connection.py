@@ -296,9 +296,9 @@ class ClientConnection:
         """
         incoming = self._incoming
         for event in self.ws.events():
-            if incoming is not None and not incoming.can_take(1, trio.current_time()):
-                await self._throttle(incoming)
             if incoming is not None:
+                if not incoming.can_take(1, trio.current_time()):
+                    await self._throttle(incoming)
                 incoming.take(1)
             if isinstance(event, CloseConnection):
                 if self.ws.state is ConnectionState.REMOTE_CLOSING:
