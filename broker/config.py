@@ -190,14 +190,14 @@ def _build_section(name: str, cls: type[Any], table: Any, errors: list[str]) -> 
             errors.append(f"{name}.{key}: {problem}")
         else:
             values[key] = converted
-    missing = [f for f in fields.values() if f.default is None and f.name not in values]
-    if missing:
-        for field in missing:
-            if field.metadata["section"] is None:
-                errors.append(f"{name}.{field.name}: required")
-        if any(field.metadata["section"] is None for field in missing):
-            return None
-    return cls(**values)
+    # A default of None means required, except for a whole optional table.
+    missing = [
+        key
+        for key, field in fields.items()
+        if field.default is None and field.metadata["section"] is None and key not in values
+    ]
+    errors.extend(f"{name}.{key}: required" for key in missing)
+    return None if missing else cls(**values)
 
 
 def _plugin_specs(tables: Any, errors: list[str]) -> tuple[PluginSpec, ...]:
