@@ -131,7 +131,8 @@ class Config:
 
 
 _SECTIONS: dict[str, type[Any]] = {"server": ServerConfig, "limits": LimitsConfig, "log": LogConfig}
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+# How errors name a kind of value (plugin options use them too).
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
 
 
 def _describe(value: Any) -> str:
@@ -150,7 +151,7 @@ def _convert(field: "attrs.Attribute[Any]", value: Any) -> tuple[Any, str | None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):  # type: ignore[arg-type]
-        return None, f"must be {_TYPE_NAMES[kind]}, got {_describe(value)}"  # type: ignore[index]
+        return None, f"must be {TYPE_NAMES[kind]}, got {_describe(value)}"  # type: ignore[index]
     meta = field.metadata
     if isinstance(value, float) and not math.isfinite(value):
         return None, f"must be a finite number, got {_describe(value)}"

@@ -13,24 +13,24 @@ import cattrs
 from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-T = TypeVar("T")
+from .config import TYPE_NAMES
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+T = TypeVar("T")
 
 
 def _kind_of(value: Any) -> str:
     """What a value is, never what it says: options hold secrets, and errors are logged."""
     for kind in (bool, int, float, str):
         if isinstance(value, kind):
-            return _TYPE_NAMES[kind]
+            return TYPE_NAMES[kind]
     if isinstance(value, list):
         return "a list"
     return "a table" if isinstance(value, Mapping) else type(value).__name__
 
 
 def _describe(kind: Any) -> str:
-    if kind in _TYPE_NAMES:
-        return _TYPE_NAMES[kind]
+    if kind in TYPE_NAMES:
+        return TYPE_NAMES[kind]
     if get_origin(kind) is list:
         return "a list"
     return "a table" if get_origin(kind) in (dict, Mapping) else str(kind)
@@ -47,7 +47,7 @@ def _scalar_hook(kind: type) -> Any:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise TypeError(f"must be {_TYPE_NAMES[kind]}, got {_kind_of(value)}")
+            raise TypeError(f"must be {TYPE_NAMES[kind]}, got {_kind_of(value)}")
         return value
 
     return structure
