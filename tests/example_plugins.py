@@ -64,6 +64,11 @@ class Recorder(Plugin):
         self._record("on_disconnect")
 
 
+def misbehave(hook: str, how: str, **more: Any) -> dict[str, Any]:
+    """A [[plugins]] table for `Misbehave`."""
+    return {"use": f"{__name__}:Misbehave", "hook": hook, "how": how, **more}
+
+
 class Misbehave(Plugin):
     """Misbehaves in one hook: ``how`` is refuse, raise, hang, garbage or drop."""
 

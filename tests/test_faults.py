@@ -13,6 +13,7 @@ import trio.testing
 from broker import Broker
 from tests.conftest import Connect, StartBroker
 from tests.daemon_process import Daemon
+from tests.example_plugins import misbehave
 from tests.wsclient import WsClient
 
 CLIENTS = 1000
@@ -169,12 +170,7 @@ async def test_a_misbehaving_plugin_under_load_harms_only_what_it_judged(
     # returns garbage; every other topic passes.
     broker: Broker = await start_broker(
         [
-            {
-                "use": "tests.example_plugins:Misbehave",
-                "hook": "authorize_publish",
-                "how": how,
-                "only_topic": f"bad/{how}",
-            }
+            misbehave("authorize_publish", how, only_topic=f"bad/{how}")
             for how in ("raise", "hang", "garbage")
         ],
         server={"plugin_timeout": 0.2},

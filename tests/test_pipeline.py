@@ -11,13 +11,10 @@ from broker.config import ConfigError
 from broker.plugin_loader import load_plugins, resolve
 from tests import example_plugins
 from tests.conftest import Connect, StartBroker, make_config, url
+from tests.example_plugins import misbehave
 from tests.wsclient import Rejected, WsClient
 
 EXAMPLE = "tests.example_plugins"
-
-
-def misbehave(hook: str, how: str, **more: Any) -> dict[str, Any]:
-    return {"use": f"{EXAMPLE}:Misbehave", "hook": hook, "how": how, **more}
 
 
 @pytest.fixture(autouse=True)
