@@ -124,8 +124,7 @@ async def test_random_frames_leave_the_daemon_serving(tmp_path: Path) -> None:
         }
         await publisher.send({"op": "publish", "topic": "after", "data": seed})
         assert await subscriber.recv() == {"op": "message", "topic": "after", "data": seed}
-        subscriber.protocol.send_ping(b"still there?")
-        await subscriber._flush()
+        await subscriber.send_ping(b"still there?")
         while (reply := await subscriber.recv_frame()).opcode.name != "PONG":
             pass
         assert reply.data == b"still there?"
