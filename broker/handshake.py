@@ -30,19 +30,6 @@ class HandshakeFailed(Exception):
         self.refusal = refusal
 
 
-def request_path(request: Request) -> str:
-    return urlsplit(request.target).path
-
-
-def header(request: Request, name: str) -> str | None:
-    """The first value of a header (``name`` in lower case), or None."""
-    wanted = name.encode("ascii")
-    for key, value in request.extra_headers:
-        if bytes(key).lower() == wanted:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 def plugin_view(request: Request, remote: str) -> HandshakeRequest:
     """The upgrade request as plugins see it."""
     target = urlsplit(request.target)

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection
-from wsproto.events import Request
 
 from . import handshake, tls
 from .admission import AddressLimits, address_key
@@ -20,7 +19,7 @@ from .flusher import Flusher
 from .handshake import HandshakeFailed, Refusal
 from .origins import origin_allowed
 from .pipeline import Pipeline, PluginFailure
-from .plugin import Identity, Refuse
+from .plugin import HandshakeRequest, Identity, Refuse
 from .plugin_loader import build_pipeline
 from .router import LocalRouter
 from .timers import Timers
@@ -156,16 +155,16 @@ class Broker:
             return Refusal(503, "too many connections")
         return None
 
-    def _origin_refusal(self, request: Request, config: Config) -> Refusal | None:
-        origin = handshake.header(request, "origin")
-        if origin_allowed(origin, request.host, config.server.allowed_origins):
+    def _origin_refusal(self, request: HandshakeRequest, config: Config) -> Refusal | None:
+        origin = request.origin
+        if origin_allowed(origin, request.header("host") or "", config.server.allowed_origins):
             return None
         assert origin is not None
         return Refusal(403, f"origin {origin[:100]!r} is not allowed")
 
-    async def _authenticate(self, request: Request, remote: str) -> Identity | Refusal:
+    async def _authenticate(self, request: HandshakeRequest) -> Identity | Refusal:
         try:
-            return await self.pipeline.authenticate(handshake.plugin_view(request, remote))
+            return await self.pipeline.authenticate(request)
         except Refuse as refusal:
             return Refusal(refusal.status, refusal.message)
         except PluginFailure:
@@ -188,15 +187,15 @@ class Broker:
             return None
         if request is None:
             return None
-        path = handshake.request_path(request)
+        view = handshake.plugin_view(request, remote)
         outcome = (
-            self._refusal(path, config)
-            or self._origin_refusal(request, config)
-            or await self._authenticate(request, remote)
+            self._refusal(view.path, config)
+            or self._origin_refusal(view, config)
+            or await self._authenticate(view)
         )
         # Checked again: other handshakes may have taken the last slots meanwhile.
         if isinstance(outcome, Identity):
-            outcome = self._refusal(path, config) or outcome
+            outcome = self._refusal(view.path, config) or outcome
         if isinstance(outcome, Refusal):
             log.info("refused %s: %d %s", remote, outcome.status, outcome.reason)
             await handshake.refuse(stream, outcome)
