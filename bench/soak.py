@@ -33,6 +33,7 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.run import rss_bytes  # noqa: E402
 from tests.daemon_process import Daemon  # noqa: E402
 from tests.wsclient import Closed, WsClient  # noqa: E402
 
@@ -52,13 +53,6 @@ STEADY_TOPICS = ["steady/a", "steady/b", "steady/c"]
 # peak: what would show a leak is growth once the churn is in full swing. The bound: RSS at
 # the end of the churn at most this times RSS a third of the way through it.
 RSS_GROWTH_BOUND = 1.25
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 def open_fds(pid: int) -> int:

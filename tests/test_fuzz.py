@@ -11,7 +11,8 @@ from pathlib import Path
 
 import trio
 
-from bench.soak import open_fds, rss_bytes
+from bench.run import rss_bytes
+from bench.soak import open_fds
 from tests.daemon_process import Daemon
 from tests.test_hostile_frames import MASK, frame
 from tests.wsclient import WsClient
