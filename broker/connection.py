@@ -205,14 +205,34 @@ class ClientConnection:
         now = trio.current_time()
         beat = heartbeat.check(now, self._last_progress, self._held_by_backpressure)
         if beat is Beat.DEAD:
-            log.info("client %s (%s): no pong, closing", self.client_id, self.remote)
-            self.close(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
+            log.info("client %s (%s): no pong, dropping it", self.client_id, self.remote)
+            self._drop(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
             return
         if beat is Beat.PING:
             if self.ws.state is not ConnectionState.OPEN:
                 return
             self.outbox.push_control(self.ws.send(Ping(payload=b"heartbeat")))
         self._timer = self._timers.call_at(heartbeat.due, self._beat)
+
+    def _drop(self, code: int, reason: str) -> None:
+        """End the connection now: nobody is there to complete a closing handshake with.
+
+        The close frame goes out only if the socket takes it without waiting; a writer
+        task, if one runs, holds a half-written frame, and the frame is not sent at all.
+        """
+        if (
+            self._socket is not None
+            and not self.outbox.writer_running
+            and self.ws.state is ConnectionState.OPEN
+        ):
+            frame = self.ws.send(CloseConnection(code=code, reason=reason))
+            fd = self._socket.fileno()
+            try:
+                if fd >= 0:
+                    os.write(fd, frame)
+            except OSError:
+                pass  # full or broken: it was only a courtesy
+        self.close(code, reason, deadline=trio.current_time())
 
     def _expire(self) -> None:
         log.info("client %s (%s): credentials expired", self.client_id, self.remote)

@@ -158,8 +158,8 @@ async def test_a_vanished_peer_is_found_by_the_heartbeat_and_released(
     with trio.fail_after(100):  # virtual seconds: the autojump clock skips the waits
         while await client.stream.receive_some(65536):
             pass  # read raw: the ping arrives, nobody answers it
-    # 30 s to the ping, 10 s for the pong, 5 s for a close handshake that never comes.
-    assert 45 <= trio.current_time() - started <= 46
+    # 30 s to the ping, 10 s for the pong; no close_timeout for a handshake that cannot come.
+    assert 40 <= trio.current_time() - started <= 41
     assert broker.connection_count == 0
 
 
