@@ -49,6 +49,16 @@ class _CompiledRule:
 
 
 def _compile(rule: Rule) -> _CompiledRule:
+    if not rule.redact and all(
+        check is None for check in (rule.max_data_bytes, rule.schema, rule.schema_file)
+    ):
+        raise ValueError(
+            f"rule for {rule.topic!r} checks nothing: "
+            "set max_data_bytes, schema, schema_file or redact"
+        )
+    if "" in rule.redact:
+        # An empty word matches at every word boundary.
+        raise ValueError(f"rule for {rule.topic!r}: redact holds an empty word")
     schema = rule.schema
     if rule.schema_file is not None:
         if schema is not None:

@@ -72,6 +72,11 @@ class JwtAuth(Plugin):
     def __init__(self, options: Options) -> None:
         super().__init__(options)
         sources = [options.secret, options.secret_file, options.public_key_file]
+        if options.audience == []:
+            raise ValueError(
+                "audience: an empty list accepts no token; leave it out to accept only tokens "
+                "without 'aud'"
+            )
         if sum(source is not None for source in sources) != 1:
             raise ValueError("set exactly one of 'secret', 'secret_file', 'public_key_file'")
         symmetric = bool(set(options.algorithms) & SYMMETRIC)

@@ -59,6 +59,10 @@ class RateLimit(Plugin):
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)
+        if not (options.per_connection or options.per_user):
+            raise ValueError("per_connection and per_user are both false: nothing is limited")
+        if options.bytes_burst is not None and options.bytes_per_second is None:
+            raise ValueError("bytes_burst needs bytes_per_second")
         self._connections: dict[str, _Entry] = {}
         self._users: dict[str, _Entry] = {}
         refill = options.burst / options.messages_per_second

@@ -53,6 +53,15 @@ class TokenAuth(Plugin):
         if not tokens:
             raise ValueError("no tokens: set 'tokens' or 'tokens_file'")
         self._known = [(_digest(t.token), t) for t in tokens]
+        # Else one of the two entries would silently lose: which user is that token?
+        seen: dict[bytes, int] = {}
+        for index, (digest, _) in enumerate(self._known):
+            if digest in seen:
+                raise ValueError(
+                    f"tokens {seen[digest]} and {index} are the same token "
+                    "(counting 'tokens' first, then 'tokens_file'): give each client its own"
+                )
+            seen[digest] = index
 
     @staticmethod
     def _read_file(path: Path) -> list[Token]:

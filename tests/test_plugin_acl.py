@@ -3,6 +3,7 @@ from typing import Any
 import pytest
 
 from broker.config import ConfigError
+from broker.plugin import Client, Identity, Publication, Refuse
 from broker.plugin_loader import load_plugins
 from tests.conftest import Connect, StartBroker, make_config
 from tests.wsclient import WsClient
@@ -104,6 +105,11 @@ async def test_default_allow(start_broker: StartBroker, connect: Connect) -> Non
         ({"default": "perhaps"}, "default"),
         ({"rules": [{"publish": "a"}]}, "must be a list"),
         ({"rules": [{"topics": ["a"]}]}, "unknown option(s): topics"),
+        # Looks like "admins may do anything", would decide nothing.
+        ({"rules": [{"role": "admin"}]}, "lists no 'subscribe' and no 'publish' filters"),
+        ({"rules": [{"user": "", "publish": ["a"]}]}, "user: empty, which matches nobody"),
+        ({"rules": [{"role": "", "publish": ["a"]}]}, "role: empty, which matches nobody"),
+        ({"rules": [{"publish": ["u/{username}/#"]}]}, "unknown placeholder {username}"),
     ],
 )
 def test_option_errors(options: dict[str, Any], error: str) -> None:
@@ -111,3 +117,45 @@ def test_option_errors(options: dict[str, Any], error: str) -> None:
         load_plugins(make_config([{"use": "acl", **options}]), "c.toml")
     assert "plugins[0] (acl)" in str(caught.value)
     assert error in str(caught.value)
+
+
+def _acl(*rules: dict[str, Any]) -> Any:
+    (plugin,) = load_plugins(make_config([{"use": "acl", "rules": list(rules)}]), "c.toml")
+    return plugin
+
+
+async def _may(plugin: Any, user: str | None, roles: tuple[str, ...], op: str, topic: str) -> bool:
+    client = Client("c1", Identity(user=user, roles=frozenset(roles)), "127.0.0.1:1")
+    try:
+        if op == "subscribe":
+            await plugin.authorize_subscribe(client, topic)
+        else:
+            await plugin.authorize_publish(client, Publication(topic, None))
+    except Refuse:
+        return False
+    return True
+
+
+async def test_a_star_user_is_every_authenticated_user_and_a_star_role_any_role() -> None:
+    plugin = _acl(
+        {"user": "*", "subscribe": ["members/#"]},
+        {"role": "*", "publish": ["staff/#"]},
+    )
+    assert await _may(plugin, "alice", (), "subscribe", "members/news")
+    assert await _may(plugin, "*", (), "subscribe", "members/news")
+    assert not await _may(plugin, None, (), "subscribe", "members/news")
+    assert await _may(plugin, "bob", ("ops",), "publish", "staff/desk")
+    assert await _may(plugin, None, ("ops",), "publish", "staff/desk")
+    assert not await _may(plugin, "alice", (), "publish", "staff/desk")
+
+
+async def test_a_star_user_rule_over_real_sockets(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    acl = {"use": "acl", "rules": [{"user": "*", "subscribe": ["#"], "publish": ["chat/#"]}]}
+    broker = await start_broker([{**AUTH, "required": False}, acl])
+    alice = await _client(broker, connect, "alice")
+    assert await _outcome(alice, "subscribe", "#") == "ok"
+    assert await _outcome(alice, "publish", "chat/lobby") == "ok"
+    anonymous = await connect(broker)
+    assert await _outcome(anonymous, "subscribe", "#") == "forbidden"

@@ -90,6 +90,8 @@ async def test_schema_file(start_broker: StartBroker, connect: Connect, tmp_path
         ([{"topic": "a", "schema": {}, "schema_file": "x"}], "not both"),
         ([{"topic": "a", "schema_file": "/nonexistent.json"}], "No such file"),
         ([{"topic": "a", "max_data_bytes": -1}], "'max_data_bytes' must be >= 0"),
+        ([{"topic": "a"}], "rule for 'a' checks nothing"),
+        ([{"topic": "a", "redact": ["darn", ""]}], "redact holds an empty word"),
     ],
 )
 def test_option_errors(rules: list[dict[str, Any]], error: str) -> None:

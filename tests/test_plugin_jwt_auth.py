@@ -130,6 +130,7 @@ async def test_connection_is_closed_when_the_token_expires(
         ({"public_key_file": "/nonexistent.pem", "algorithms": ["RS256"]}, "No such file"),
         ({"secret_file": "/nonexistent", "algorithms": ["HS256"]}, "No such file"),
         ({"public_key_file": "/x", "algorithms": ["HS256"]}, "HS* algorithms need"),
+        ({"secret": SECRET, "algorithms": ["HS256"], "audience": []}, "accepts no token"),
     ],
 )
 def test_option_errors(options: dict[str, Any], error: str) -> None:

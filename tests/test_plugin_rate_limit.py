@@ -92,6 +92,11 @@ async def test_client_far_over_the_limit_is_closed(
         ({"messages_per_second": 0}, "'messages_per_second' must be > 0"),
         ({"messages_per_second": 1, "burst": 0}, "'burst' must be >= 1"),
         ({"messages_per_second": 1, "bytes_per_second": -5}, "'bytes_per_second' must be > 0"),
+        (
+            {"messages_per_second": 1, "per_connection": False, "per_user": False},
+            "nothing is limited",
+        ),
+        ({"messages_per_second": 1, "bytes_burst": 100}, "bytes_burst needs bytes_per_second"),
     ],
 )
 def test_option_errors(options: dict[str, Any], error: str) -> None:

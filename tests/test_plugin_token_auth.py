@@ -75,6 +75,10 @@ async def test_tokens_file(start_broker: StartBroker, connect: Connect, tmp_path
         ({"tokens": [{"token": "short", "user": "u"}]}, "Length of 'token' must be >= 16"),
         ({"tokens": [{"token": ALICE}]}, "required option missing @ plugins[0].tokens[0].user"),
         ({"tokens_file": "/nonexistent.toml"}, "No such file"),
+        (
+            {"tokens": [{"token": ALICE, "user": "alice"}, {"token": ALICE, "user": "bob"}]},
+            "tokens 0 and 1 are the same token",
+        ),
     ],
 )
 def test_option_errors(options: dict[str, object], error: str) -> None:
