@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 CONFIG ?= etc/trio-broker.toml
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit services bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -38,8 +38,25 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy --strict broker plugins
 
-unit: $(VENV)/.installed-test
+unit: $(VENV)/.installed-test services
 	$(BIN)/pytest
+
+# Services some tests need (Debian package: command). Installed where that is possible (root
+# on Debian); elsewhere those tests skip, saying how to install them, unless
+# TRIO_BROKER_REQUIRE_SERVICES=1 (.ci/run) makes them fail.
+SERVICES := chromium:chromium
+
+services:
+	@missing=""; for entry in $(SERVICES); do \
+		command -v "$${entry#*:}" >/dev/null 2>&1 || missing="$$missing $${entry%%:*}"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian packages for the tests:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "not installed:$$missing (needs root on Debian: apt-get install$$missing); their tests skip"; \
+	fi
 
 test: lint typecheck unit
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 
 from . import daemon
-from .config import ConfigError
+from .config import ConfigError, config_warnings
 from .logs import configure_logging
 from .plugin_loader import load
 from .server import ListenError
@@ -52,10 +52,12 @@ def _leaves(group: BaseExceptionGroup[ListenError]) -> list[ListenError]:
 
 def _check_config(path: str) -> int:
     try:
-        load(path)
+        config, _ = load(path)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1
+    for warning in config_warnings(config):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     print(f"{path}: OK")
     return 0
 
@@ -67,6 +69,8 @@ def _serve(path: str) -> int:
         print(error, file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(config.log.level, config.log.format)
+    for warning in config_warnings(config):
+        log.warning("%s: %s", path, warning)
     failed = False
     try:
         trio.run(daemon.run, Path(path), config, pipeline)

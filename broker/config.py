@@ -3,14 +3,16 @@
 The sample file ``etc/trio-broker.toml`` documents every key; keep them in step.
 """
 
+import ipaddress
 import math
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
+
+from . import origins
 
 
 class ConfigError(Exception):
@@ -58,16 +60,10 @@ def _check_nonempty(value: str) -> str | None:
     return None if value else "must not be empty"
 
 
-_ORIGIN = re.compile(r"https?://(\*\.)?[a-z0-9.-]+(:[0-9]{1,5})?")
-
-
 def _check_origins(value: tuple[str, ...]) -> str | None:
     for origin in value:
-        if origin not in ("*", "null") and not _ORIGIN.fullmatch(origin):
-            return (
-                f"{origin[:80]!r} is not an origin: use scheme://host[:port] in lower case "
-                "(the host may start with '*.'), '*' or 'null'"
-            )
+        if not origins.is_valid_pattern(origin):
+            return f"{origin[:80]!r} is not an origin: {origins.PATTERN_HELP}"
     return None
 
 
@@ -254,6 +250,27 @@ def load_config(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc}"]) from None
     return parse_config(text, str(path))
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is valid but probably not meant: logged at start and reload, shown by check-config."""
+    server = config.server
+    development = [o for o in server.allowed_origins if origins.is_development_pattern(o)]
+    if development and not _is_loopback(server.host):
+        listed = ", ".join(repr(entry) for entry in development)
+        return [
+            f"server.allowed_origins admits pages of developers' machines ({listed}) while "
+            f"server.host = {server.host!r} is reachable from other machines: in production, "
+            "list only your application's origins"
+        ]
+    return []
 
 
 def restart_required(old: Config, new: Config) -> list[str]:

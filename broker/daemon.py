@@ -6,7 +6,7 @@ from pathlib import Path
 
 import trio
 
-from .config import Config, ConfigError, restart_required
+from .config import Config, ConfigError, config_warnings, restart_required
 from .logs import configure_logging
 from .pipeline import Pipeline
 from .plugin_loader import load
@@ -27,6 +27,8 @@ def _reload(path: Path, broker: Broker, notifier: Notifier) -> None:
             log.error("reload failed, keeping the running configuration:\n%s", error)
             return
         configure_logging(new.log.level, new.log.format)
+        for warning in config_warnings(new):
+            log.warning("%s: %s", path, warning)
         for key in restart_required(old, new):
             log.warning("%s changed; it takes effect after a restart", key)
         log.info("configuration reloaded from %s", path)

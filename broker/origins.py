@@ -5,7 +5,29 @@ connect anywhere, with the user's cookies. A handshake without ``Origin`` is not
 a browser and has no ambient credentials to abuse, so it is always allowed.
 """
 
+import re
 from urllib.parse import urlsplit
+
+# An ``allowed_origins`` entry besides "*" and "null": scheme://host[:port], where the
+# host may start with "*." (any subdomain) and the port may be "*" (any port).
+PATTERN = re.compile(r"(https?)://(\*\.)?(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::([0-9]{1,5}|\*))?")
+PATTERN_HELP = (
+    "use scheme://host[:port] in lower case (the host may start with '*.', the port may "
+    "be '*'), '*' or 'null'"
+)
+# Pages on the developer's own machine: a file or a sandboxed frame (Origin "null"), or
+# a development server on any port of a loopback host.
+DEVELOPMENT_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def is_valid_pattern(entry: str) -> bool:
+    return entry in ("*", "null") or PATTERN.fullmatch(entry) is not None
+
+
+def is_development_pattern(entry: str) -> bool:
+    """Whether ``entry`` admits pages only a developer's own machine serves."""
+    match = PATTERN.fullmatch(entry)
+    return entry == "null" or (match is not None and match.group(3) in DEVELOPMENT_HOSTS)
 
 
 def origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:
@@ -21,20 +43,20 @@ def origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> b
 def _matches(pattern: str, origin: str) -> bool:
     if pattern in ("*", origin):
         return True
-    scheme, separator, rest = pattern.partition("://*.")
-    if not separator:
+    match = PATTERN.fullmatch(pattern)
+    if match is None or "*" not in pattern:
         return False
-    # "https://*.example.com[:port]": any subdomain of example.com, same scheme and port.
+    scheme, any_subdomain, host, port = match.groups()
     try:
         parts = urlsplit(origin)
-        port = parts.port
+        origin_port = parts.port
     except ValueError:
         return False
-    suffix, _, wanted_port = rest.partition(":")
+    if parts.username is not None or parts.path or parts.query or parts.fragment:
+        return False  # an Origin is scheme://host[:port], nothing else
     hostname = parts.hostname or ""
-    return (
-        parts.scheme == scheme
-        and hostname.endswith("." + suffix)
-        and str(port or "") == wanted_port
-        and parts.netloc == hostname + (f":{port}" if port else "")  # no user@ or oddities
-    )
+    host = host.strip("[]")
+    host_matches = hostname.endswith("." + host) if any_subdomain else hostname == host
+    port_matches = port == "*" or str(origin_port or "") == (port or "")
+    return parts.scheme == scheme and host_matches and port_matches
+

@@ -157,10 +157,22 @@ class Broker:
 
     def _origin_refusal(self, request: HandshakeRequest, config: Config) -> Refusal | None:
         origin = request.origin
-        if origin_allowed(origin, request.header("host") or "", config.server.allowed_origins):
+        host = request.header("host") or ""
+        allowed = config.server.allowed_origins
+        if origin_allowed(origin, host, allowed):
             return None
         assert origin is not None
-        return Refusal(403, f"origin {origin[:100]!r} is not allowed")
+        # The browser shows only "403": this line in the log is what explains it.
+        if allowed:
+            policy = ", ".join(repr(entry) for entry in allowed)
+            policy = policy if len(policy) <= 200 else policy[:197] + "..."
+        else:
+            policy = f"empty: same host as the request's Host {host[:100]!r} only"
+        return Refusal(
+            403,
+            f"origin {origin[:100]!r} is not allowed by [server] allowed_origins ({policy}); "
+            "add it there if that page is yours",
+        )
 
     async def _authenticate(self, request: HandshakeRequest) -> Identity | Refusal:
         try:

@@ -1,6 +1,9 @@
 import contextlib
+import os
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,28 @@ from tests.wsclient import WsClient
 
 StartBroker = Callable[..., Awaitable[Broker]]
 Connect = Callable[..., Awaitable[WsClient]]
+
+ROOT = Path(__file__).parent.parent
+# Set by .ci/run: tests needing a real service (Chromium, ...) fail instead of skipping.
+SERVICES_REQUIRED = os.environ.get("TRIO_BROKER_REQUIRE_SERVICES") == "1"
+
+
+def require_service(name: str, found: bool, install: str) -> None:
+    """Skip (or, where services are required, fail) a test whose service is missing."""
+    if found:
+        return
+    message = f"{name} is not installed: {install}"
+    if SERVICES_REQUIRED:
+        pytest.fail(f"{message} (TRIO_BROKER_REQUIRE_SERVICES=1 makes it mandatory)")
+    pytest.skip(message)
+
+
+def doc_block(path: Path, marker: str, language: str) -> str:
+    """The code block of ``language`` that follows ``<!-- marker ... -->`` in ``path``."""
+    text = path.read_text()
+    found = re.search(rf"<!-- {marker}.*?-->\n```{language}\n(.*?)```", text, re.DOTALL)
+    assert found, f"no {language} block marked {marker!r} in {path}"
+    return found.group(1)
 
 
 def make_config(plugins: list[dict[str, Any]] | None = None, **sections: dict[str, Any]) -> Config:

@@ -73,6 +73,14 @@ def test_check_config_accepts_the_sample() -> None:
     assert "OK" in result.stdout
 
 
+def test_check_config_warns_of_valid_but_unlikely_settings(tmp_path: Path) -> None:
+    public = SAMPLE.read_text().replace('host = "127.0.0.1"', 'host = "0.0.0.0"')
+    path = write(tmp_path / "public.toml", public)
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 0
+    assert f"{path}: warning: server.allowed_origins admits pages of developers'" in result.stderr
+
+
 def test_check_config_lists_every_error(tmp_path: Path) -> None:
     path = write(tmp_path / "bad.toml", '[limits]\nmax_connections = "many"\nbogus = 1\n')
     result = run_cli("check-config", "--config", str(path))

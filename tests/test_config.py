@@ -5,7 +5,15 @@ from pathlib import Path
 import attrs
 import pytest
 
-from broker.config import Config, ConfigError, load_config, parse_config, restart_required
+from broker.config import (
+    Config,
+    ConfigError,
+    config_warnings,
+    load_config,
+    parse_config,
+    restart_required,
+)
+from broker.origins import is_development_pattern
 
 SAMPLE = Path(__file__).parent.parent / "etc" / "trio-broker.toml"
 
@@ -19,8 +27,13 @@ def test_sample_config_names_every_key_with_its_default() -> None:
     defaults = json.loads(json.dumps(attrs.asdict(Config())))  # tuples as TOML arrays
     assert defaults.pop("plugins") == []  # the sample shows plugin tables commented out
     assert defaults["server"].pop("tls") is None  # and [server.tls]
+    # Except one, on purpose: `make run` serves pages of the developer's own machine.
+    development = data["server"].pop("allowed_origins")
+    assert defaults["server"].pop("allowed_origins") == []
+    assert development and all(map(is_development_pattern, development))
     assert data == defaults
-    assert load_config(SAMPLE) == Config()
+    sample = load_config(SAMPLE)
+    assert attrs.evolve(sample, server=attrs.evolve(sample.server, allowed_origins=())) == Config()
 
 
 def test_values_are_read() -> None:
@@ -90,3 +103,13 @@ def test_restart_required_lists_listener_changes() -> None:
         "server.host",
         "server.port",
     ]
+
+
+def test_development_origins_on_a_public_address_are_warned_about() -> None:
+    sample = SAMPLE.read_text()
+    assert config_warnings(load_config(SAMPLE)) == []  # 127.0.0.1
+    public = parse_config(sample.replace('host = "127.0.0.1"', 'host = "0.0.0.0"'))
+    (warning,) = config_warnings(public)
+    assert "server.allowed_origins admits pages of developers' machines ('null'" in warning
+    production = '[server]\nhost = "0.0.0.0"\nallowed_origins = ["https://app.example.com"]'
+    assert config_warnings(parse_config(production)) == []

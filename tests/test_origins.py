@@ -32,6 +32,15 @@ from tests.wsclient import Rejected, WsClient
         ("https://a.example.com", "b", ("https://*.example.com:8443",), False),
         ("https://anything.net", "b", ("*",), True),
         ("null", "b", ("null",), True),
+        # Any port: development servers (Vite, webpack, ...) pick their own.
+        ("http://localhost:5173", "b", ("http://localhost:*",), True),
+        ("http://localhost", "b", ("http://localhost:*",), True),
+        ("https://localhost:5173", "b", ("http://localhost:*",), False),
+        ("http://localhost.evil.net:5173", "b", ("http://localhost:*",), False),
+        ("http://x@localhost:5173", "b", ("http://localhost:*",), False),
+        ("http://[::1]:3000", "b", ("http://[::1]:*",), True),
+        ("http://[::2]:3000", "b", ("http://[::1]:*",), False),
+        ("http://a.example.com:1234", "b", ("http://*.example.com:*",), True),
     ],
 )
 def test_origin_rules(
@@ -42,7 +51,15 @@ def test_origin_rules(
 
 @pytest.mark.parametrize(
     "origins",
-    ['["example.com"]', '["https://Example.com"]', '["https://a.com/path"]', '"*"', "[1]"],
+    [
+        '["example.com"]',
+        '["https://Example.com"]',
+        '["https://a.com/path"]',
+        '["https://a.com:*8"]',
+        '["https://a.com/"]',
+        '"*"',
+        "[1]",
+    ],
 )
 def test_bad_origin_entries_are_config_errors(origins: str) -> None:
     with pytest.raises(ConfigError, match=r"server\.allowed_origins"):

@@ -1,6 +1,5 @@
 """The plugin examples in README.md and docs/plugins.md, run as written."""
 
-import re
 import time
 import tomllib
 from pathlib import Path
@@ -10,25 +9,17 @@ import pytest
 
 from broker import Broker
 from broker.config import config_from_mapping
-from tests.conftest import Connect, make_pipeline, url
+from tests.conftest import ROOT, Connect, doc_block, make_pipeline, url
 from tests.wsclient import Rejected, WsClient
 
-ROOT = Path(__file__).parent.parent
 SECRET = "x" * 40
-
-
-def _block(path: Path, marker: str, language: str) -> str:
-    text = path.read_text()
-    found = re.search(rf"<!-- {marker}.*?-->\n```{language}\n(.*?)```", text, re.DOTALL)
-    assert found, f"no {language} block marked {marker!r} in {path}"
-    return found.group(1)
 
 
 async def test_example_plugin_from_the_docs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nursery: object, connect: Connect
 ) -> None:
     (tmp_path / "stamp_example.py").write_text(
-        _block(ROOT / "docs" / "plugins.md", "example-plugin", "python")
+        doc_block(ROOT / "docs" / "plugins.md", "example-plugin", "python")
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     config = config_from_mapping(
@@ -63,7 +54,7 @@ async def test_sample_config_from_the_readme(
 ) -> None:
     secret_file = tmp_path / "jwt.secret"
     secret_file.write_text(SECRET + "\n")
-    sample = _block(ROOT / "README.md", "sample-config", "toml")
+    sample = doc_block(ROOT / "README.md", "sample-config", "toml")
     data = tomllib.loads(sample.replace("/etc/trio-broker/jwt.secret", str(secret_file)))
     data["server"] = {"host": "127.0.0.1", "port": 0}
     config = config_from_mapping(data)

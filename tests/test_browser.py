@@ -1,0 +1,151 @@
+"""The README's browser quick start, run as written in Chromium against make run's config."""
+
+import functools
+import http.server
+import json
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser import ALLOW_LOCAL_NETWORK, chromium
+from tests.conftest import ROOT, doc_block
+from tests.daemon_process import Daemon
+
+SNIPPET = doc_block(ROOT / "README.md", "browser-quickstart", "js")
+README_URL = "ws://127.0.0.1:8080/ws"
+# Records what the snippet logs, as JSON, for the test to read back.
+RECORD_CONSOLE = """() => {
+  window.logged = [];
+  const log = console.log;
+  console.log = (...args) => { window.logged.push(JSON.stringify(args[0])); log(...args); };
+}"""
+
+
+def _expected_output() -> list[Any]:
+    """The snippet's comments: JavaScript object literals with "…" for anything."""
+    literals = [line[3:] for line in SNIPPET.splitlines() if line.startswith("// {")]
+    assert literals, "the README snippet no longer says what it prints"
+    return [json.loads(re.sub(r"([{,]\s*)(\w+):", r'\1"\2":', text)) for text in literals]
+
+
+def _like(expected: Any, actual: Any) -> bool:
+    if isinstance(expected, str) and "…" in expected:
+        pattern = ".+".join(map(re.escape, expected.split("…")))
+        return isinstance(actual, str) and re.fullmatch(pattern, actual) is not None
+    if isinstance(expected, dict):
+        return (
+            isinstance(actual, dict)
+            and expected.keys() == actual.keys()
+            and all(_like(value, actual[key]) for key, value in expected.items())
+        )
+    return bool(expected == actual)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]:
+    """A page of a "development server" on another port, and the same page as a file."""
+    root = tmp_path_factory.mktemp("site")
+    (root / "index.html").write_text("<!doctype html><title>my app</title>\n")
+    (root / "favicon.ico").write_bytes(b"")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root / "index.html", server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _start(config_text: str, tmp_path: Path) -> Daemon:
+    config = tmp_path / "trio-broker.toml"
+    config.write_text(config_text)
+    daemon = Daemon(config)
+    daemon.wait_listening()
+    return daemon
+
+
+def _stop(daemon: Daemon) -> None:
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        assert daemon.wait_exit() == 0
+    finally:
+        daemon.kill()
+    assert not [line for line in daemon.log if "ERROR" in line or "Traceback" in line]
+
+
+@pytest.fixture
+def make_run_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """`make run`'s config (etc/trio-broker.toml) as it is, but on a free port."""
+    sample = (ROOT / "etc" / "trio-broker.toml").read_text()
+    config, replaced = re.subn(r"(?m)^port = 8080$", "port = 0", sample)
+    assert replaced == 1, "etc/trio-broker.toml no longer sets port = 8080"
+    daemon = _start(config, tmp_path)
+    yield daemon
+    _stop(daemon)
+
+
+def _run_snippet(page: Any, port: int) -> list[str]:
+    """Run the README snippet on ``page``; what the console shows meanwhile."""
+    assert README_URL in SNIPPET
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    page.evaluate(RECORD_CONSOLE)
+    page.add_script_tag(content=SNIPPET.replace(README_URL, f"ws://127.0.0.1:{port}/ws"))
+    return console
+
+
+@pytest.mark.parametrize("where", ["blank tab", "file", "development server"])
+def test_the_quick_start_works_as_written_on_make_runs_config(
+    make_run_daemon: Daemon, site: tuple[Path, int], where: str
+) -> None:
+    page_file, site_port = site
+    url = {
+        "blank tab": "about:blank",
+        "file": page_file.as_uri(),
+        "development server": f"http://localhost:{site_port}/index.html",
+    }[where]
+    flags = [ALLOW_LOCAL_NETWORK] if where == "blank tab" else []
+    expected = _expected_output()
+    with chromium(*flags) as browser:
+        page = browser.new_page()
+        page.goto(url)
+        console = _run_snippet(page, make_run_daemon.port)
+        try:
+            page.wait_for_function(f"window.logged.length >= {len(expected)}", timeout=10_000)
+        except Exception as timeout:
+            message = f"the snippet did not print its output; console: {console}"
+            raise AssertionError(message) from timeout
+        logged = [json.loads(text) for text in page.evaluate("window.logged")]
+    assert len(logged) == len(expected), logged
+    for want, got in zip(expected, logged, strict=True):
+        assert _like(want, got), f"README says {want}, the browser printed {got}"
+
+
+def test_an_empty_config_refuses_other_pages_and_the_log_says_why(
+    tmp_path: Path, site: tuple[Path, int]
+) -> None:
+    daemon = _start("[server]\nport = 0\n", tmp_path)
+    try:
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(f"http://localhost:{site[1]}/index.html")
+            with page.expect_console_message(
+                lambda message: "Unexpected response code: 403" in message.text, timeout=10_000
+            ):
+                _run_snippet(page, daemon.port)
+            refused = daemon.wait_for(r"refused .*: 403 (.*)").group(1)
+    finally:
+        _stop(daemon)
+    assert refused == (
+        f"origin 'http://localhost:{site[1]}' is not allowed by [server] allowed_origins "
+        f"(empty: same host as the request's Host '127.0.0.1:{daemon.port}' only); "
+        "add it there if that page is yours"
+    )
