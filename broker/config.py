@@ -100,8 +100,8 @@ class LimitsConfig:
     max_queued_messages: int = _setting(1000, min=1, max=1_000_000)
     max_queued_bytes: int = _setting(1_048_576, min=1024, max=2**40)
     slow_consumer_timeout: float = _setting(5.0, positive=True, max=3600)
-    max_incoming_rate: float = _setting(1000.0, min=0, max=10_000_000)
-    incoming_burst: int = _setting(1000, min=1, max=10_000_000)
+    max_incoming_rate: float = _setting(10_000.0, min=0, max=10_000_000)
+    incoming_burst: int = _setting(10_000, min=1, max=10_000_000)
 
 
 @attrs.frozen

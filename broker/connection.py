@@ -98,6 +98,7 @@ class ClientConnection:
         self._timer: Timer | None = None  # the heartbeat's
         self._expiry: Timer | None = None
         self._held_by_backpressure = False
+        self._throttled = False  # logged the first time only
         self._incoming: TokenBucket | None = None
         if limits.max_incoming_rate:
             self._incoming = TokenBucket(
@@ -346,6 +347,17 @@ class ClientConnection:
 
     async def _throttle(self, incoming: TokenBucket) -> None:
         """Wait until the client may send again; meanwhile TCP holds it back."""
+        if not self._throttled:
+            self._throttled = True
+            log.warning(
+                "client %s (%s): sends faster than [limits] max_incoming_rate (%g frames/s "
+                "after a burst of %d): reading it more slowly; raise the limit if this is a "
+                "backend publishing on purpose",
+                self.client_id,
+                self.remote,
+                self.limits.max_incoming_rate,
+                self.limits.incoming_burst,
+            )
         # Not reading means its pongs wait unread too: not its fault.
         self._held_by_backpressure = True
         try:

@@ -4,6 +4,7 @@ import pytest
 import trio
 import trio.testing
 
+from broker import Broker
 from broker.admission import AddressLimits, address_key
 from broker.token_bucket import TokenBucket
 from tests.conftest import UPGRADE, Connect, StartBroker, http_exchange, url
@@ -120,7 +121,7 @@ async def test_handshakes_beyond_the_rate_get_429_with_retry_after(
 
 
 async def test_a_client_over_the_incoming_rate_is_slowed_down_not_dropped(
-    start_broker: StartBroker, connect: Connect
+    start_broker: StartBroker, connect: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker = await start_broker(limits={"max_incoming_rate": 1000.0, "incoming_burst": 10})
     flooder = await connect(broker)
@@ -135,6 +136,31 @@ async def test_a_client_over_the_incoming_rate_is_slowed_down_not_dropped(
         assert await flooder.recv() == {"op": "pong", "id": n}
     # 500 requests past the burst at 1000/s: no faster than 0.5 s, from the first send.
     assert trio.current_time() - started >= 0.45
+    # Said once, not once per frame held back.
+    (throttled,) = [r for r in caplog.records if "max_incoming_rate" in r.getMessage()]
+    assert throttled.levelname == "WARNING"
+    assert "sends faster than [limits] max_incoming_rate (1000 frames/s" in throttled.getMessage()
+
+
+async def test_the_default_incoming_rate_lets_a_backend_publish_20000_messages_at_once(
+    broker: Broker, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher = await connect(broker)
+    count = 20_000
+
+    async def publish_all() -> None:
+        for n in range(count):
+            await publisher.send({"op": "publish", "topic": "t", "data": n, "id": n})
+            if n % 500 == 0:
+                await trio.lowlevel.checkpoint()
+
+    # A limit of 1000 frames/s (the old default) takes 19 s here; the broker alone, about 2.
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish_all)
+            for n in range(count):
+                assert await publisher.recv() == {"op": "ack", "id": n}
+    assert not [r for r in caplog.records if "max_incoming_rate" in r.getMessage()]
 
 
 async def test_the_byte_bound_on_an_outbox_cuts_off_a_stalled_consumer(
