@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from . import origins
+from . import forwarding, origins
 
 
 class ConfigError(Exception):
@@ -67,6 +67,15 @@ def _check_origins(value: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_networks(value: tuple[str, ...]) -> str | None:
+    for entry in value:
+        try:
+            forwarding.TrustedProxies([entry])
+        except ValueError as error:
+            return f"{entry[:80]!r} is not an address or network (10.0.0.0/8, ::1): {error}"
+    return None
+
+
 @attrs.frozen
 class TlsConfig:
     cert_file: str = _setting(None, check=_check_nonempty)
@@ -85,15 +94,18 @@ class ServerConfig:
     close_timeout: float = _setting(5.0, positive=True, max=3600)
     plugin_timeout: float = _setting(5.0, positive=True, max=3600)
     allowed_origins: tuple[str, ...] = _setting((), check=_check_origins)
+    trusted_proxies: tuple[str, ...] = _setting((), check=_check_networks)
+    proxy_header: str = _setting("X-Forwarded-For", choices=forwarding.HEADERS)
     tls: TlsConfig | None = _setting(None, section=TlsConfig)
 
 
 @attrs.frozen
 class LimitsConfig:
     max_connections: int = _setting(10_000, min=1, max=10_000_000)
-    max_connections_per_ip: int = _setting(1000, min=0, max=10_000_000)
-    handshake_rate_per_ip: float = _setting(20.0, min=0, max=1_000_000)
-    handshake_burst_per_ip: int = _setting(100, min=1, max=10_000_000)
+    # Off, or generous: one address may be a NAT or a proxy in front of thousands of users.
+    max_connections_per_ip: int = _setting(0, min=0, max=10_000_000)
+    handshake_rate_per_ip: float = _setting(100.0, min=0, max=1_000_000)
+    handshake_burst_per_ip: int = _setting(10_000, min=1, max=10_000_000)
     max_message_size: int = _setting(65_536, min=256, max=64 * 1024 * 1024)
     max_subscriptions: int = _setting(100, min=1, max=1_000_000)
     max_topic_length: int = _setting(256, min=1, max=65_536)

@@ -58,6 +58,7 @@ class ClientConnection:
         client_id: str,
         remote: str,
         identity: Identity,
+        remote_address: str | None = None,
         router: LocalRouter,
         pipeline: Callable[[], Pipeline],
         server: ServerConfig,
@@ -70,7 +71,8 @@ class ClientConnection:
         self.ws = ws
         self.client_id = client_id
         self.remote = remote
-        self.client = Client(client_id, identity, remote)
+        # For plugins: the client's address, which a trusted proxy may have forwarded.
+        self.client = Client(client_id, identity, remote_address or remote)
         self.router = router
         # Read at each operation: after a reload, the next one goes through the new plugins.
         self.pipeline = pipeline

@@ -59,4 +59,3 @@ def _matches(pattern: str, origin: str) -> bool:
     host_matches = hostname.endswith("." + host) if any_subdomain else hostname == host
     port_matches = port == "*" or str(origin_port or "") == (port or "")
     return parts.scheme == scheme and host_matches and port_matches
-

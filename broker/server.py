@@ -7,6 +7,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import attrs
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection
@@ -16,6 +17,7 @@ from .admission import AddressLimits, address_key
 from .config import Config
 from .connection import ClientConnection, CloseCode
 from .flusher import Flusher
+from .forwarding import IPAddress, TrustedProxies, client_address, parse_address
 from .handshake import HandshakeFailed, Refusal
 from .origins import origin_allowed
 from .pipeline import Pipeline, PluginFailure
@@ -37,6 +39,19 @@ class ListenError(OSError):
 
     def __init__(self, host: str, port: int, cause: OSError) -> None:
         super().__init__(cause.errno, f"cannot listen on {host}:{port}: {cause.strerror or cause}")
+
+
+@attrs.frozen
+class _Accepted:
+    identity: Identity
+    ws: Connection
+    remote: str  # for logs
+    remote_address: str  # for plugins: the client's, as a trusted proxy forwarded it
+    address: str | None  # the key it was admitted under, when a trusted proxy forwarded it
+
+
+def _limit_refusal(reason: str) -> Refusal:
+    return Refusal(429, reason, (("Retry-After", "1"),))
 
 
 def _peer(stream: trio.SocketStream) -> tuple[str, str]:
@@ -86,6 +101,8 @@ class Broker:
         self._stop_requested = trio.Event()
         self._stopping = False
         self._addresses = AddressLimits(*_address_limits(config))
+        self._proxies = TrustedProxies(config.server.trusted_proxies)
+        self._warned_of_missing_proxy_header = False
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -110,6 +127,7 @@ class Broker:
         self.pipeline = new_pipeline
         self.config = config
         self._addresses.configure(*_address_limits(config))
+        self._proxies = TrustedProxies(config.server.trusted_proxies)
 
     def stop(self) -> None:
         """Stop accepting and close every client with 1001 (see `serve`)."""
@@ -183,12 +201,14 @@ class Broker:
             return Refusal(500, "authentication failed")
 
     async def _handshake(
-        self, stream: trio.abc.Stream, config: Config, remote: str
-    ) -> tuple[Identity, Connection] | None:
-        """The client's identity and frame layer once it is accepted (and holds a slot).
+        self, stream: trio.abc.Stream, config: Config, remote: str, proxy: IPAddress | None
+    ) -> _Accepted | None:
+        """The client once it is accepted (and holds a slot).
 
         Only wsproto's frame layer is kept: the handshake's state (an h11 parser and
-        its buffers) would otherwise stay for the whole life of the connection.
+        its buffers) would otherwise stay for the whole life of the connection. From a
+        trusted ``proxy``, the client's address comes from the request, and the
+        per-address limits are checked here, on that address.
         """
         ws = WSConnection(ConnectionType.SERVER)
         try:
@@ -200,6 +220,51 @@ class Broker:
         if request is None:
             return None
         view = handshake.plugin_view(request, remote)
+        address = None
+        if proxy is not None:
+            client = self._forwarded_client(view, config, proxy, remote)
+            view = attrs.evolve(view, remote_address=client)
+            remote = f"{client} via {remote}"
+            address = address_key(client)
+            refused = self._addresses.admit(address, trio.current_time())
+            if refused is not None:
+                log.info("refused %s: 429 %s", remote, refused)
+                await handshake.refuse(stream, _limit_refusal(refused))
+                return None
+        accepted = None
+        try:
+            outcome = await self._decide(stream, ws, view, config, remote)
+            if outcome is not None:
+                accepted = _Accepted(outcome[0], outcome[1], remote, view.remote_address, address)
+            return accepted
+        finally:
+            if accepted is None and address is not None:
+                self._addresses.release(address)
+
+    def _forwarded_client(
+        self, view: HandshakeRequest, config: Config, proxy: IPAddress, remote: str
+    ) -> str:
+        header = config.server.proxy_header
+        values = [value for name, value in view.headers if name == header.lower()]
+        if not values and not self._warned_of_missing_proxy_header:
+            self._warned_of_missing_proxy_header = True
+            log.warning(
+                "trusted proxy %s sent no %s header: the clients behind it count as the "
+                "proxy's own address (have the proxy set it, see README)",
+                remote,
+                header,
+            )
+        return str(client_address(proxy, header, values, self._proxies))
+
+    async def _decide(
+        self,
+        stream: trio.abc.Stream,
+        ws: WSConnection,
+        view: HandshakeRequest,
+        config: Config,
+        remote: str,
+    ) -> tuple[Identity, Connection] | None:
+        """Refuse or accept the request; the identity and frame layer if accepted."""
         outcome = (
             self._refusal(view.path, config)
             or self._origin_refusal(view, config)
@@ -222,12 +287,12 @@ class Broker:
         return outcome, ws.connection
 
     async def _handshake_in_time(
-        self, stream: trio.abc.Stream, config: Config, remote: str
-    ) -> tuple[Identity, Connection] | None:
+        self, stream: trio.abc.Stream, config: Config, remote: str, proxy: IPAddress | None
+    ) -> _Accepted | None:
         with trio.move_on_after(config.server.handshake_timeout) as scope:
             self._handshakes.add(scope)
             try:
-                return await self._handshake(stream, config, remote)
+                return await self._handshake(stream, config, remote, proxy)
             finally:
                 self._handshakes.discard(scope)
         log.debug("handshake from %s did not complete in time", remote)
@@ -237,29 +302,35 @@ class Broker:
         # One function from accept to close: every coroutine frame in this chain is
         # held by every idle connection for as long as it lives.
         host, remote = _peer(stream)
-        address = address_key(host)
         client: trio.abc.Stream = stream
         if self._tls is not None:
             # The TLS handshake runs on the first read, within handshake_timeout.
             client = trio.SSLStream(stream, self._tls, server_side=True, https_compatible=True)
-        refused = self._addresses.admit(address, trio.current_time())
-        if refused is not None:
-            await self._refuse_early(client, remote, refused)
-            await trio.aclose_forcefully(client)
-            return
+        # A trusted proxy's clients are counted by the address its request names.
+        proxy = parse_address(host)
+        if not self._proxies.trusts(proxy):
+            proxy = None
+        address = None if proxy else address_key(host)
+        if address is not None:
+            refused = self._addresses.admit(address, trio.current_time())
+            if refused is not None:
+                await self._refuse_early(client, remote, refused)
+                await trio.aclose_forcefully(client)
+                return
         try:
-            accepted = await self._handshake_in_time(client, self.config, remote)
+            accepted = await self._handshake_in_time(client, self.config, remote, proxy)
             if accepted is None:
                 return
-            identity, ws = accepted
-            del accepted  # this frame lives as long as the connection: no spare tuple in it
+            address = address or accepted.address
+            remote = accepted.remote
             config = self.config
             connection = ClientConnection(
                 client,
-                ws,
+                accepted.ws,
                 client_id=secrets.token_urlsafe(12),
                 remote=remote,
-                identity=identity,
+                remote_address=accepted.remote_address,
+                identity=accepted.identity,
                 router=self.router,
                 pipeline=self._current_pipeline,
                 server=config.server,
@@ -268,6 +339,7 @@ class Broker:
                 timers=self.timers,
                 flusher=self.flusher,
             )
+            del accepted  # this frame lives as long as the connection: nothing spare in it
             self._connections.add(connection)
             log.debug("client %s connected from %s", connection.client_id, remote)
             try:
@@ -288,7 +360,8 @@ class Broker:
         except* Exception:
             log.exception("internal error on the connection from %s", remote)
         finally:
-            self._addresses.release(address)
+            if address is not None:
+                self._addresses.release(address)
             await trio.aclose_forcefully(client)
 
     async def _refuse_early(self, stream: trio.abc.Stream, remote: str, reason: str) -> None:
@@ -304,7 +377,7 @@ class Broker:
         with trio.move_on_after(timeout), contextlib.suppress(*broken):
             with contextlib.suppress(HandshakeFailed):
                 await handshake.receive_request(stream, WSConnection(ConnectionType.SERVER))
-            await handshake.refuse(stream, Refusal(429, reason, (("Retry-After", "1"),)))
+            await handshake.refuse(stream, _limit_refusal(reason))
 
 
 @asynccontextmanager

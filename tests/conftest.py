@@ -1,3 +1,4 @@
+import collections
 import contextlib
 import os
 import re
@@ -72,6 +73,38 @@ async def http_exchange(broker: Broker, request: bytes) -> bytes:
             while chunk := await stream.receive_some(4096):
                 response += chunk
     return response
+
+
+async def upgrade_all_at_once(
+    port: int, headers: list[bytes], *, timeout: float = 60
+) -> collections.Counter[int]:
+    """Open one socket per entry of ``headers`` (extra header lines) at once, send each an
+    upgrade request, hold every socket open until all were answered; count the statuses."""
+    statuses: collections.Counter[int] = collections.Counter()
+    answered = trio.Event()
+    pending = len(headers)
+
+    async def upgrade(extra: bytes) -> None:
+        nonlocal pending
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(UPGRADE + extra + b"\r\n")
+            response = b""
+            while b"\r\n\r\n" not in response:
+                chunk = await stream.receive_some(4096)
+                assert chunk, f"closed after {response!r}"
+                response += chunk
+            statuses[int(response.split(b" ", 2)[1])] += 1
+            pending -= 1
+            if not pending:
+                answered.set()
+            await answered.wait()
+
+    with trio.fail_after(timeout):
+        async with trio.open_nursery() as nursery:
+            for extra in headers:
+                nursery.start_soon(upgrade, extra)
+    return statuses
 
 
 def url(broker: Broker, path: str = "/ws") -> str:

@@ -18,6 +18,13 @@ class StampSender(Plugin):
         return attrs.evolve(publication, meta={**publication.meta, "from": client.identity.user})
 
 
+class StampAddress(Plugin):
+    """Every message says the address its publisher connected from."""
+
+    async def authorize_publish(self, client: Client, publication: Publication) -> Publication:
+        return attrs.evolve(publication, meta={"address": client.remote_address})
+
+
 class HeaderAuth(Plugin):
     """Trusts an X-User header (tests only!); X-Roles is comma-separated."""
 

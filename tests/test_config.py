@@ -57,6 +57,18 @@ def test_values_are_read() -> None:
         ("[server]\nport = -1", "server.port: must be at least 0"),
         ('[server]\npath = "ws"', "server.path: must start with '/'"),
         ('[server]\npath = "/ws?x"', "server.path: must be a plain ASCII URL path"),
+        (
+            '[server]\ntrusted_proxies = ["10.0.0.1/8"]',
+            "server.trusted_proxies: '10.0.0.1/8' is not an address or network",
+        ),
+        (
+            '[server]\ntrusted_proxies = ["proxy.internal"]',
+            "server.trusted_proxies: 'proxy.internal' is not an address or network",
+        ),
+        (
+            '[server]\nproxy_header = "X-Real-IP"',
+            "server.proxy_header: must be one of 'X-Forwarded-For', 'Forwarded'",
+        ),
         ('[server]\nhost = ""', "server.host: must not be empty"),
         ("[server]\nshutdown_timeout = 0", "server.shutdown_timeout: must be greater than 0"),
         ("[server]\nheartbeat_timeout = nan", "must be a finite number"),
