@@ -4,6 +4,7 @@ import http
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
+import h11
 import trio
 from wsproto import WSConnection
 from wsproto.events import AcceptConnection, Request
@@ -42,9 +43,33 @@ def plugin_view(request: Request, remote: str) -> HandshakeRequest:
     return HandshakeRequest(target.path, query, tuple(headers), remote)
 
 
+# A browser's address bar or curl, not a WebSocket client: say what the endpoint is.
+NOT_WEBSOCKET = Refusal(
+    426,
+    "this is a WebSocket endpoint: connect with a WebSocket client, for example "
+    'new WebSocket("ws://HOST:PORT/ws") in a browser\'s JavaScript',
+    (("Upgrade", "websocket"),),
+)
+
+
+def _is_plain_get(request: bytes) -> bool:
+    """Whether the head of ``request`` is a GET that asks for no upgrade at all."""
+    parser = h11.Connection(h11.SERVER)
+    parser.receive_data(request)
+    try:
+        event = parser.next_event()
+    except h11.RemoteProtocolError:
+        return False
+    if not isinstance(event, h11.Request) or event.method != b"GET":
+        return False
+    connection = b",".join(value for name, value in event.headers if name == b"connection")
+    upgrade = any(name == b"upgrade" for name, _ in event.headers)
+    return not upgrade and b"upgrade" not in connection.lower()
+
+
 async def receive_request(stream: trio.abc.ReceiveStream, ws: WSConnection) -> Request | None:
     """The client's upgrade request, or None if it hung up first."""
-    received = 0
+    received = b""
     while True:
         for event in ws.events():
             if isinstance(event, Request):
@@ -52,13 +77,15 @@ async def receive_request(stream: trio.abc.ReceiveStream, ws: WSConnection) -> R
         data = await stream.receive_some(RECEIVE_SIZE)
         if not data:
             return None
-        received += len(data)
-        if received > MAX_REQUEST_SIZE:
+        received += data
+        if len(received) > MAX_REQUEST_SIZE:
             reason = f"request headers larger than {MAX_REQUEST_SIZE} bytes"
             raise HandshakeFailed(Refusal(431, reason))
         try:
             ws.receive_data(bytes(data))
         except RemoteProtocolError as exc:
+            if _is_plain_get(received):
+                raise HandshakeFailed(NOT_WEBSOCKET) from None
             hint = exc.event_hint
             status = getattr(hint, "status_code", 400)
             headers = tuple(

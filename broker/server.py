@@ -1,6 +1,7 @@
 """The broker server: listens, runs the handshake, owns every connection task."""
 
 import contextlib
+import errno
 import logging
 import secrets
 import ssl
@@ -38,7 +39,11 @@ class ListenError(OSError):
     """The configured address cannot be listened on (in use, not local, no permission)."""
 
     def __init__(self, host: str, port: int, cause: OSError) -> None:
-        super().__init__(cause.errno, f"cannot listen on {host}:{port}: {cause.strerror or cause}")
+        message = f"cannot listen on {host}:{port}: {cause.strerror or cause}"
+        if cause.errno == errno.EADDRINUSE:
+            message += " (another process, perhaps another trio-broker, has it: stop it or set "
+            message += "[server] port)"
+        super().__init__(cause.errno, message)
 
 
 @attrs.frozen

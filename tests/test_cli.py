@@ -111,7 +111,7 @@ def test_serve_reports_a_busy_port(tmp_path: Path) -> None:
         path = write(tmp_path / "c.toml", f'[server]\nhost = "127.0.0.1"\nport = {port}\n')
         result = run_cli("serve", "--config", str(path))
     assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use (another" in result.stderr
 
 
 # --- Serving and signals ---------------------------------------------------------------------

@@ -56,6 +56,17 @@ async def test_unsupported_websocket_version_gets_426(broker: Broker) -> None:
     assert b"\r\nSec-WebSocket-Version: 13\r\n" in response
 
 
+@pytest.mark.parametrize("path", [b"/ws", b"/", b"/favicon.ico"])
+async def test_a_browser_address_bar_or_curl_is_told_this_is_a_websocket_endpoint(
+    broker: Broker, path: bytes
+) -> None:
+    request = b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n\r\n"
+    response = await http_exchange(broker, request)
+    assert response.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+    assert b"\r\nUpgrade: websocket\r\n" in response
+    assert b"this is a WebSocket endpoint: connect with a WebSocket client" in response
+
+
 async def test_unfinished_handshake_is_dropped(start_broker: StartBroker) -> None:
     broker = await start_broker(server={"handshake_timeout": 0.2})
     stream = await trio.open_tcp_stream("127.0.0.1", broker.port)
