@@ -20,7 +20,7 @@ import trio
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from . import protocol
+from . import protocol, publishing
 from .config import LimitsConfig, ServerConfig
 from .flusher import Flusher
 from .frames import text_frame
@@ -28,12 +28,13 @@ from .heartbeat import Beat, Heartbeat
 from .messages import MessageAssembler, MessageTooBig, Received
 from .outbox import Outbox, chunks
 from .pipeline import Pipeline, PluginFailure
-from .plugin import Client, Identity, Publication, Refuse
+from .plugin import Client, Identity, Refuse
 from .protocol import ErrorCode, ProtocolError
-from .router import LocalRouter, Subscriber
+from .router import LocalRouter
+from .stats import Stats
 from .timers import Timer, Timers
 from .token_bucket import TokenBucket
-from .topics import TopicError, check_filter, check_topic, is_reserved
+from .topics import TopicError, check_filter
 
 log = logging.getLogger("broker.connection")
 
@@ -66,6 +67,7 @@ class ClientConnection:
         server_name: str,
         timers: Timers,
         flusher: Flusher | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.stream = stream
         self.ws = ws
@@ -81,6 +83,7 @@ class ClientConnection:
         self.limits = limits
         self.server_name = server_name
         self._timers = timers
+        self._stats = stats if stats is not None else Stats()
         # Direct writes need the socket itself (not there under TLS).
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._flusher = flusher if self._socket is not None else None
@@ -120,6 +123,7 @@ class ClientConnection:
     async def deliver(self, frame: bytes) -> None:
         if not await self.outbox.put(frame, self.limits.slow_consumer_timeout):
             log.warning("client %s (%s): slow consumer, closing", self.client_id, self.remote)
+            self._stats.slow_consumer_disconnects += 1
             self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
 
     # Life cycle.
@@ -351,6 +355,7 @@ class ClientConnection:
         """Wait until the client may send again; meanwhile TCP holds it back."""
         if not self._throttled:
             self._throttled = True
+            self._stats.throttled_connections += 1
             log.warning(
                 "client %s (%s): sends faster than [limits] max_incoming_rate (%g frames/s "
                 "after a burst of %d): reading it more slowly; raise the limit if this is a "
@@ -394,21 +399,25 @@ class ClientConnection:
             if request.id is not None:
                 await self._send(protocol.encode_ack(request.id))
         except ProtocolError as error:
-            await self._send(protocol.encode_error(error.code, error.message, error.request_id))
+            if error.request_id is not None:  # a request that did not parse has no id yet
+                request_id = error.request_id
+            await self._send_error(error.code, error.message, request_id)
         except Refuse as refusal:
-            await self._send(protocol.encode_error(refusal.code, refusal.message, request_id))
+            await self._send_error(refusal.code, refusal.message, request_id)
             if refusal.close_code is not None:
                 # Drained, so that the error explaining the close arrives first.
                 self.close(refusal.close_code, refusal.message[:100], drain=True)
         except PluginFailure:  # logged with the plugin's name
-            await self._send(
-                protocol.encode_error(ErrorCode.INTERNAL, "internal error", request_id)
-            )
+            await self._send_error(ErrorCode.INTERNAL, "internal error", request_id)
         except Exception:
             log.exception("client %s (%s): error handling a request", self.client_id, self.remote)
-            await self._send(
-                protocol.encode_error(ErrorCode.INTERNAL, "internal error", request_id)
-            )
+            await self._send_error(ErrorCode.INTERNAL, "internal error", request_id)
+
+    async def _send_error(
+        self, code: ErrorCode, message: str, request_id: protocol.RequestId | None
+    ) -> None:
+        self._stats.errors[code.value] += 1
+        await self._send(protocol.encode_error(code, message, request_id))
 
     def _check_filter(self, request: protocol.Subscribe | protocol.Unsubscribe) -> None:
         try:
@@ -439,32 +448,17 @@ class ClientConnection:
             self.router.unsubscribe(request.topic, self)
 
     async def _publish(self, request: protocol.Publish) -> None:
-        try:
-            check_topic(request.topic, self.limits.max_topic_length)
-        except TopicError as error:
-            raise ProtocolError(ErrorCode.INVALID_TOPIC, str(error), request.id) from None
-        if is_reserved(request.topic):
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN,
-                "topics starting with '$' are reserved for the broker",
-                request.id,
-            )
-        pipeline = self.pipeline()
-        publication = await pipeline.authorize_publish(
-            self.client, Publication(request.topic, request.data), self.limits.max_topic_length
-        )
-        if publication is None:
-            return  # dropped by a plugin: acked, not delivered
-        payload = protocol.encode_message(publication.topic, publication.data, publication.meta)
-        accepts = None
-        if pipeline.filters_deliveries:
-            chosen = publication
-
-            async def accepts(subscriber: Subscriber) -> bool:
-                return await pipeline.filter_delivery(subscriber.client, chosen)
-
+        # Meanwhile nothing is read, pongs included: the wait is not the client's fault.
         self._held_by_backpressure = True
         try:
-            await self.router.publish(publication.topic, text_frame(payload), accepts)
+            await publishing.publish(
+                self.client,
+                request.topic,
+                request.data,
+                pipeline=self.pipeline(),
+                router=self.router,
+                max_topic_length=self.limits.max_topic_length,
+                stats=self._stats,
+            )
         finally:
             self._held_by_backpressure = False

@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import trio
 
 from .plugin import Client, HandshakeRequest, Identity, Plugin, Publication, Refuse
+from .stats import Stats
 from .topics import TopicError, check_topic
 
 log = logging.getLogger("broker.plugins")
@@ -42,6 +44,8 @@ class Pipeline:
     def __init__(self, plugins: Sequence[Plugin] = (), timeout: float = 5.0) -> None:
         self.plugins = list(plugins)
         self.timeout = timeout
+        # The broker's, once it runs this pipeline: refusals and time spent per plugin.
+        self.stats = Stats()
 
         def having(hook: str) -> list[Plugin]:
             return [plugin for plugin in self.plugins if _overrides(plugin, hook)]
@@ -59,10 +63,12 @@ class Pipeline:
 
     async def _call(self, plugin: Plugin, hook: str, *args: Any) -> Any:
         """Refuse passes through; anything else going wrong becomes PluginFailure."""
+        started = time.perf_counter()
         try:
             with trio.fail_after(self.timeout):
                 return await getattr(plugin, hook)(*args)
         except Refuse:
+            self.stats.plugin_refusals[plugin.name] += 1
             raise
         except trio.TooSlowError:
             log.error("plugin %s: %s took longer than %ss", plugin.name, hook, self.timeout)
@@ -70,6 +76,8 @@ class Pipeline:
         except Exception as exc:
             log.exception("plugin %s: %s raised", plugin.name, hook)
             raise PluginFailure(f"{plugin.name}.{hook} raised") from exc
+        finally:
+            self.stats.plugin_call(plugin.name, hook, time.perf_counter() - started)
 
     def _wrong_type(self, plugin: Plugin, hook: str, result: Any) -> PluginFailure:
         log.error("plugin %s: %s returned %.100r", plugin.name, hook, result)

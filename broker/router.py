@@ -24,20 +24,28 @@ class Subscriber(Protocol):
 class LocalRouter:
     def __init__(self) -> None:
         self._index: SubscriptionIndex[Subscriber] = SubscriptionIndex()
+        # Connections subscribe to a filter once and unsubscribe only what they hold.
+        self.subscription_count = 0
 
     def subscribe(self, topic_filter: str, subscriber: Subscriber) -> None:
         self._index.add(topic_filter, subscriber)
+        self.subscription_count += 1
 
     def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> None:
         self._index.remove(topic_filter, subscriber)
+        self.subscription_count -= 1
+
+    def filter_count(self) -> int:
+        """Distinct filters someone subscribes to."""
+        return self._index.filter_count()
 
     async def publish(
         self,
         topic: str,
         frame: bytes,
         accepts: Callable[[Subscriber], Awaitable[bool]] | None = None,
-    ) -> None:
-        """Hand one encoded frame to every matching subscriber, once each.
+    ) -> int:
+        """Hand one encoded frame to every matching subscriber, once each; how many.
 
         ``accepts`` (plugins' delivery filters) may withhold it from some. Subscribers
         with room get it at once; then the publisher waits for the full ones, each for
@@ -50,3 +58,4 @@ class LocalRouter:
         full = [s for s in subscribers if not s.offer(frame)]
         for subscriber in full:
             await subscriber.deliver(frame)
+        return len(subscribers)

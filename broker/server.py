@@ -25,6 +25,7 @@ from .pipeline import Pipeline, PluginFailure
 from .plugin import HandshakeRequest, Identity, Refuse
 from .plugin_loader import build_pipeline
 from .router import LocalRouter
+from .stats import Stats
 from .timers import Timers
 from .version import __version__
 
@@ -92,7 +93,9 @@ class Broker:
     def __init__(self, config: Config, pipeline: Pipeline | None = None) -> None:
         """``pipeline`` defaults to the plugins of ``config`` (ConfigError if invalid)."""
         self.config = config
+        self.stats = Stats()
         self.pipeline = pipeline or build_pipeline(config)
+        self.pipeline.stats = self.stats
         self._tls = _tls_context(config)
         self.router = LocalRouter()
         self.flusher = Flusher()
@@ -129,6 +132,7 @@ class Broker:
         """
         new_pipeline = pipeline or build_pipeline(config)
         self._tls = _tls_context(config)  # the files are read again: renewed certificates
+        new_pipeline.stats = self.stats
         self.pipeline = new_pipeline
         self.config = config
         self._addresses.configure(*_address_limits(config))
@@ -220,7 +224,7 @@ class Broker:
             request = await handshake.receive_request(stream, ws)
         except HandshakeFailed as failure:
             log.debug("bad handshake from %s: %s", remote, failure.refusal.reason)
-            await handshake.refuse(stream, failure.refusal)
+            await self._refuse(stream, failure.refusal)
             return None
         if request is None:
             return None
@@ -234,7 +238,7 @@ class Broker:
             refused = self._addresses.admit(address, trio.current_time())
             if refused is not None:
                 log.info("refused %s: 429 %s", remote, refused)
-                await handshake.refuse(stream, _limit_refusal(refused))
+                await self._refuse(stream, _limit_refusal(refused))
                 return None
         accepted = None
         try:
@@ -280,7 +284,7 @@ class Broker:
             outcome = self._refusal(view.path, config) or outcome
         if isinstance(outcome, Refusal):
             log.info("refused %s: %d %s", remote, outcome.status, outcome.reason)
-            await handshake.refuse(stream, outcome)
+            await self._refuse(stream, outcome)
             return None
         self._slots_taken += 1
         try:
@@ -343,6 +347,7 @@ class Broker:
                 server_name=SERVER_NAME,
                 timers=self.timers,
                 flusher=self.flusher,
+                stats=self.stats,
             )
             del accepted  # this frame lives as long as the connection: nothing spare in it
             self._connections.add(connection)
@@ -369,6 +374,10 @@ class Broker:
                 self._addresses.release(address)
             await trio.aclose_forcefully(client)
 
+    async def _refuse(self, stream: trio.abc.SendStream, refusal: Refusal) -> None:
+        self.stats.handshake_refusals[refusal.status] += 1
+        await handshake.refuse(stream, refusal)
+
     async def _refuse_early(self, stream: trio.abc.Stream, remote: str, reason: str) -> None:
         """429 for an address over its limits, after reading its request.
 
@@ -382,7 +391,7 @@ class Broker:
         with trio.move_on_after(timeout), contextlib.suppress(*broken):
             with contextlib.suppress(HandshakeFailed):
                 await handshake.receive_request(stream, WSConnection(ConnectionType.SERVER))
-            await handshake.refuse(stream, _limit_refusal(reason))
+            await self._refuse(stream, _limit_refusal(reason))
 
 
 @asynccontextmanager

@@ -100,3 +100,13 @@ class SubscriptionIndex(Generic[S]):
 
     def __len__(self) -> int:
         return self._wildcards + sum(len(s) for s in self._exact.values())
+
+    def filter_count(self) -> int:
+        """Distinct filters with at least one subscriber (walks the trie: for statistics)."""
+        count = len(self._exact)
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            count += bool(node.exact) + bool(node.below)
+            stack.extend(node.children.values())
+        return count

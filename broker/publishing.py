@@ -1,0 +1,64 @@
+"""A publish, from whoever it comes (a WebSocket client, the HTTP API): the same rules.
+
+Validate the topic, run the plugins' publish hooks, encode and frame the delivery
+once, fan it out, count it.
+"""
+
+from typing import Any
+
+from . import protocol
+from .frames import text_frame
+from .pipeline import Pipeline
+from .plugin import Client, Publication
+from .protocol import ErrorCode, ProtocolError
+from .router import LocalRouter, Subscriber
+from .stats import Stats
+from .topics import TopicError, check_topic, is_reserved
+
+
+def check_publish_topic(topic: str, max_topic_length: int) -> None:
+    """Raise ProtocolError unless clients may publish to ``topic``."""
+    try:
+        check_topic(topic, max_topic_length)
+    except TopicError as error:
+        raise ProtocolError(ErrorCode.INVALID_TOPIC, str(error)) from None
+    if is_reserved(topic):
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN, "topics starting with '$' are reserved for the broker"
+        )
+
+
+async def publish(
+    client: Client,
+    topic: str,
+    data: Any,
+    *,
+    pipeline: Pipeline,
+    router: LocalRouter,
+    max_topic_length: int,
+    stats: Stats,
+) -> int | None:
+    """Publish as ``client``: the number of subscribers reached, None if a plugin dropped it.
+
+    Raises ProtocolError (no request id), Refuse or PluginFailure; waits while
+    subscribers' queues are full (backpressure).
+    """
+    check_publish_topic(topic, max_topic_length)
+    publication = await pipeline.authorize_publish(
+        client, Publication(topic, data), max_topic_length
+    )
+    if publication is None:
+        return None  # dropped by a plugin: acked, not delivered
+    frame = text_frame(
+        protocol.encode_message(publication.topic, publication.data, publication.meta)
+    )
+    accepts = None
+    if pipeline.filters_deliveries:
+        chosen = publication
+
+        async def accepts(subscriber: Subscriber) -> bool:
+            return await pipeline.filter_delivery(subscriber.client, chosen)
+
+    reached = await router.publish(publication.topic, frame, accepts)
+    stats.delivered(reached, len(frame))
+    return reached
