@@ -8,7 +8,7 @@ import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import attrs
 
@@ -33,10 +33,18 @@ def _setting(
     choices: tuple[str, ...] = (),
     check: Any = None,
     section: type[Any] | None = None,
+    tables: type[Any] | None = None,
+    optional: bool = False,
+    secret: bool = False,
 ) -> Any:
-    """A key; ``default`` None makes it required, ``section`` a table of that class."""
+    """A key; ``default`` None makes it required unless ``optional``.
+
+    ``section``: a table of that class; ``tables``: an array of tables of that class.
+    A ``secret`` value never appears in an error message.
+    """
     return attrs.field(
         default=default,
+        repr=not secret,
         metadata={
             "min": min,
             "max": max,
@@ -44,6 +52,9 @@ def _setting(
             "choices": choices,
             "check": check,
             "section": section,
+            "tables": tables,
+            "optional": optional,
+            "secret": secret,
         },
     )
 
@@ -93,9 +104,38 @@ class ServerConfig:
     heartbeat_timeout: float = _setting(10.0, positive=True, max=3600)
     close_timeout: float = _setting(5.0, positive=True, max=3600)
     plugin_timeout: float = _setting(5.0, positive=True, max=3600)
+    lame_duck_duration: float = _setting(30.0, positive=True, max=86400)
     allowed_origins: tuple[str, ...] = _setting((), check=_check_origins)
     trusted_proxies: tuple[str, ...] = _setting((), check=_check_networks)
     proxy_header: str = _setting("X-Forwarded-For", choices=forwarding.HEADERS)
+    tls: TlsConfig | None = _setting(None, section=TlsConfig)
+
+
+@attrs.frozen
+class ApiKey:
+    """One ``[admin] api_keys`` entry: a key (inline or in a file) and whom it stands for."""
+
+    user: str = _setting(None, check=_check_nonempty)
+    roles: tuple[str, ...] = _setting(())
+    key: str | None = _setting(None, optional=True, secret=True)
+    key_file: str | None = _setting(None, optional=True, check=_check_nonempty)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.key is None) == (self.key_file is None):
+            raise ValueError(f"set exactly one of 'key' and 'key_file' for user {self.user!r}")
+
+
+@attrs.frozen
+class AdminConfig:
+    enabled: bool = _setting(False)
+    host: str = _setting("127.0.0.1", check=_check_nonempty)
+    port: int = _setting(8081, min=0, max=65535)
+    api_keys: tuple[ApiKey, ...] = _setting((), tables=ApiKey)
+    # Bounds on what one HTTP client may make the broker hold.
+    max_connections: int = _setting(100, min=1, max=1_000_000)
+    max_request_size: int = _setting(1_048_576, min=1024, max=2**30)
+    request_timeout: float = _setting(10.0, positive=True, max=3600)
+    idle_timeout: float = _setting(60.0, positive=True, max=86400)
     tls: TlsConfig | None = _setting(None, section=TlsConfig)
 
 
@@ -133,12 +173,18 @@ class PluginSpec:
 @attrs.frozen
 class Config:
     server: ServerConfig = attrs.field(factory=ServerConfig)
+    admin: AdminConfig = attrs.field(factory=AdminConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
     plugins: tuple[PluginSpec, ...] = ()
 
 
-_SECTIONS: dict[str, type[Any]] = {"server": ServerConfig, "limits": LimitsConfig, "log": LogConfig}
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "admin": AdminConfig,
+    "limits": LimitsConfig,
+    "log": LogConfig,
+}
 # How errors name a kind of value (plugin options use them too).
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
 
@@ -151,6 +197,17 @@ def _describe(value: Any) -> str:
 def _convert(field: "attrs.Attribute[Any]", value: Any) -> tuple[Any, str | None]:
     """Return the value as the field's type, or an error message."""
     kind = field.type
+    if field.metadata["optional"]:
+        (kind,) = (member for member in get_args(kind) if member is not type(None))
+    if field.metadata["secret"]:
+        converted, problem = _convert_value(field, kind, value)
+        if problem:
+            problem = problem.partition(", got ")[0]  # says nothing of the value
+        return converted, problem
+    return _convert_value(field, kind, value)
+
+
+def _convert_value(field: "attrs.Attribute[Any]", kind: Any, value: Any) -> tuple[Any, str | None]:
     if kind == tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             return None, f"must be an array of strings, got {_describe(value)}"
@@ -158,8 +215,8 @@ def _convert(field: "attrs.Attribute[Any]", value: Any) -> tuple[Any, str | None
         kind = tuple
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):  # type: ignore[arg-type]
-        return None, f"must be {TYPE_NAMES[kind]}, got {_describe(value)}"  # type: ignore[index]
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        return None, f"must be {TYPE_NAMES[kind]}, got {_describe(value)}"
     meta = field.metadata
     if isinstance(value, float) and not math.isfinite(value):
         return None, f"must be a finite number, got {_describe(value)}"
@@ -182,7 +239,7 @@ def _convert(field: "attrs.Attribute[Any]", value: Any) -> tuple[Any, str | None
 def _build_section(name: str, cls: type[Any], table: Any, errors: list[str]) -> Any:
     if not isinstance(table, Mapping):
         errors.append(f"[{name}] must be a table, got {_describe(table)}")
-        return cls()
+        return None
     fields = {field.name: field for field in attrs.fields(cls)}
     values: dict[str, Any] = {}
     for key, value in table.items():
@@ -194,6 +251,9 @@ def _build_section(name: str, cls: type[Any], table: Any, errors: list[str]) -> 
         if field.metadata["section"] is not None:
             values[key] = _build_section(f"{name}.{key}", field.metadata["section"], value, errors)
             continue
+        if field.metadata["tables"] is not None:
+            values[key] = _build_tables(f"{name}.{key}", field.metadata["tables"], value, errors)
+            continue
         converted, problem = _convert(field, value)
         if problem:
             errors.append(f"{name}.{key}: {problem}")
@@ -203,10 +263,29 @@ def _build_section(name: str, cls: type[Any], table: Any, errors: list[str]) -> 
     missing = [
         key
         for key, field in fields.items()
-        if field.default is None and field.metadata["section"] is None and key not in values
+        if field.default is None
+        and field.metadata["section"] is None
+        and not field.metadata["optional"]
+        and key not in values
     ]
     errors.extend(f"{name}.{key}: required" for key in missing)
-    return None if missing else cls(**values)
+    if missing or any(value is None for value in values.values()):
+        return None  # an error was reported: there is nothing to build
+    try:
+        return cls(**values)
+    except ValueError as problem:  # what the class checks across its keys
+        errors.append(f"{name}: {problem}")
+        return None
+
+
+def _build_tables(name: str, cls: type[Any], tables: Any, errors: list[str]) -> Any:
+    if not isinstance(tables, list):
+        errors.append(f"{name}: must be an array of tables, got {_describe(tables)}")
+        return None
+    built = [
+        _build_section(f"{name}[{index}]", cls, table, errors) for index, table in enumerate(tables)
+    ]
+    return None if None in built else tuple(built)
 
 
 def _plugin_specs(tables: Any, errors: list[str]) -> tuple[PluginSpec, ...]:
@@ -271,24 +350,40 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# The sample config's key, for `make run`: published, so never to be trusted.
+SAMPLE_API_KEY = "dev-key-from-the-sample-config"
+
+
 def config_warnings(config: Config) -> list[str]:
     """What is valid but probably not meant: logged at start and reload, shown by check-config."""
+    warnings = []
     server = config.server
     development = [o for o in server.allowed_origins if origins.is_development_pattern(o)]
     if development and not _is_loopback(server.host):
         listed = ", ".join(repr(entry) for entry in development)
-        return [
+        warnings.append(
             f"server.allowed_origins admits pages of developers' machines ({listed}) while "
             f"server.host = {server.host!r} is reachable from other machines: in production, "
             "list only your application's origins"
-        ]
-    return []
+        )
+    for index, key in enumerate(config.admin.api_keys):
+        if key.key == SAMPLE_API_KEY:
+            warnings.append(
+                f"admin.api_keys[{index}] is the sample config's development key, which "
+                "anyone can read: use a key_file of your own outside development"
+            )
+    return warnings
 
 
 def restart_required(old: Config, new: Config) -> list[str]:
     """Keys whose new value only takes effect after a restart."""
-    return [
+    changed = [
         f"server.{key}"
         for key in ("host", "port")
         if getattr(old.server, key) != getattr(new.server, key)
+    ]
+    return changed + [
+        f"admin.{key}"
+        for key in ("enabled", "host", "port")
+        if getattr(old.admin, key) != getattr(new.admin, key)
     ]

@@ -52,12 +52,16 @@ async def _serve(
 async def run(path: Path, config: Config, pipeline: Pipeline) -> None:
     """Serve until SIGTERM or SIGINT; SIGHUP reloads ``path``."""
     notifier = Notifier.from_environment()
-    broker = Broker(config, pipeline)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    broker = Broker(config, pipeline, config_file=str(path))
+    signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
+    with trio.open_signal_receiver(*signums) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(_serve, broker, nursery)
             addresses = ", ".join(f"{host}:{port}" for host, port in broker.addresses)
             log.info("listening on %s, path %s", addresses, config.server.path)
+            if broker.admin_listeners:
+                admin = ", ".join(f"{h}:{p}" for h, p in broker.admin_addresses)
+                log.info("admin listening on %s (/healthz, /readyz, /metrics, /api/)", admin)
             notifier.ready(f"listening on {addresses}")
             interval = watchdog_interval()
             if interval is not None:
@@ -65,6 +69,11 @@ async def run(path: Path, config: Config, pipeline: Pipeline) -> None:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     _reload(path, broker, notifier)
+                    continue
+                if signum == signal.SIGUSR2:
+                    log.info("SIGUSR2 received: lame duck")
+                    notifier.notify("STOPPING=1", "STATUS=lame duck: closing clients")
+                    broker.enter_lame_duck()
                     continue
                 log.info("%s received, shutting down", signal.Signals(signum).name)
                 notifier.stopping()

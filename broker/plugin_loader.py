@@ -5,6 +5,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from . import tls
+from .api_keys import load_api_keys
 from .config import Config, ConfigError, PluginSpec, load_config
 from .options import OptionsError, structure_options
 from .pipeline import Pipeline
@@ -88,9 +89,12 @@ def build_pipeline(config: Config, source: str = "<config>") -> Pipeline:
 
 
 def load(path: str | Path) -> tuple[Config, Pipeline]:
-    """Read and validate a config file (TLS files included) and build its plugin pipeline."""
+    """Read and validate a config file (TLS and key files included), build its pipeline."""
     config = load_config(path)
     pipeline = build_pipeline(config, str(path))
     if config.server.tls is not None:
         tls.server_context(config.server.tls, str(path))
+    if config.admin.tls is not None:
+        tls.server_context(config.admin.tls, str(path), key="admin.tls")
+    load_api_keys(config.admin, str(path))
     return config, pipeline

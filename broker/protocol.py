@@ -121,7 +121,8 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _decode(text: str) -> Any:
+def decode_json(text: str) -> Any:
+    """JSON as clients may send it (no NaN, no duplicate keys, bounded nesting)."""
     too_deep = ProtocolError(
         ErrorCode.BAD_REQUEST, f"JSON nests arrays and objects more than {MAX_JSON_DEPTH} deep"
     )
@@ -152,9 +153,22 @@ def _request_id(obj: dict[str, Any]) -> RequestId | None:
     )
 
 
+def _refuse_unknown_fields(
+    obj: dict[str, Any],
+    allowed: frozenset[str] | set[str],
+    where: str,
+    request_id: RequestId | None = None,
+) -> None:
+    unknown = obj.keys() - allowed
+    if unknown:
+        names = ", ".join(repr(name[:40]) for name in sorted(unknown)[:5])
+        message = f"unknown field(s) {where}: {names}"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, message, request_id)
+
+
 def parse_request(text: str) -> Request:
     """Parse one text frame into a request; raise ProtocolError if it is not one."""
-    obj = _decode(text)
+    obj = decode_json(text)
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a request must be a JSON object")
     request_id = _request_id(obj)
@@ -164,11 +178,7 @@ def parse_request(text: str) -> Request:
     allowed = _FIELDS.get(op)
     if allowed is None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown op {op[:40]!r}", request_id)
-    unknown = obj.keys() - allowed
-    if unknown:
-        names = ", ".join(repr(name[:40]) for name in sorted(unknown)[:5])
-        message = f"unknown field(s) for {op}: {names}"
-        raise ProtocolError(ErrorCode.BAD_REQUEST, message, request_id)
+    _refuse_unknown_fields(obj, allowed, f"for {op}", request_id)
     if op == "ping":
         return Ping(request_id)
     topic = obj.get("topic")
@@ -181,6 +191,18 @@ def parse_request(text: str) -> Request:
     if "data" not in obj:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "missing field 'data'", request_id)
     return Publish(topic, obj["data"], request_id)
+
+
+def parse_publish(obj: Any, where: str = "the body") -> Publish:
+    """A publish without the envelope (the HTTP API's): ``{"topic": ..., "data": ...}``."""
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{where} must be a JSON object")
+    _refuse_unknown_fields(obj, {"topic", "data"}, f"in {where}")
+    if not isinstance(obj.get("topic"), str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"missing string field 'topic' in {where}")
+    if "data" not in obj:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"missing field 'data' in {where}")
+    return Publish(obj["topic"], obj["data"])
 
 
 # Made once: json.dumps with any non-default option builds a new encoder per call.

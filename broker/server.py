@@ -13,13 +13,16 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection
 
-from . import handshake, tls
+from . import handshake, http_server, tls
+from .admin_api import AdminApi
 from .admission import AddressLimits, address_key
+from .api_keys import load_api_keys
 from .config import Config
 from .connection import ClientConnection, CloseCode
 from .flusher import Flusher
 from .forwarding import IPAddress, TrustedProxies, client_address, parse_address
 from .handshake import HandshakeFailed, Refusal
+from .http_server import HttpLimits
 from .origins import origin_allowed
 from .pipeline import Pipeline, PluginFailure
 from .plugin import HandshakeRequest, Identity, Refuse
@@ -56,8 +59,18 @@ class _Accepted:
     address: str | None  # the key it was admitted under, when a trusted proxy forwarded it
 
 
+_RETRY_AFTER = (("Retry-After", "1"),)
+
+
 def _limit_refusal(reason: str) -> Refusal:
-    return Refusal(429, reason, (("Retry-After", "1"),))
+    return Refusal(429, reason, _RETRY_AFTER)
+
+
+async def _listen(host: str, port: int) -> list[trio.SocketListener]:
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as error:
+        raise ListenError(host, port, error) from error
 
 
 def _peer(stream: trio.SocketStream) -> tuple[str, str]:
@@ -79,8 +92,18 @@ def _address_limits(config: Config) -> tuple[int, float, int]:
     )
 
 
-def _tls_context(config: Config) -> ssl.SSLContext | None:
-    return None if config.server.tls is None else tls.server_context(config.server.tls)
+def _tls_contexts(config: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """The WebSocket listener's and the admin listener's (files read now)."""
+    server, admin = config.server.tls, config.admin.tls
+    return (
+        None if server is None else tls.server_context(server),
+        None if admin is None else tls.server_context(admin, key="admin.tls"),
+    )
+
+
+def _http_limits(config: Config) -> HttpLimits:
+    admin = config.admin
+    return HttpLimits(admin.max_request_size, admin.request_timeout, admin.idle_timeout)
 
 
 class Broker:
@@ -90,13 +113,23 @@ class Broker:
     when ``shutdown_timeout`` ran out.
     """
 
-    def __init__(self, config: Config, pipeline: Pipeline | None = None) -> None:
+    def __init__(
+        self, config: Config, pipeline: Pipeline | None = None, *, config_file: str | None = None
+    ) -> None:
         """``pipeline`` defaults to the plugins of ``config`` (ConfigError if invalid)."""
         self.config = config
+        self.config_file = config_file
         self.stats = Stats()
         self.pipeline = pipeline or build_pipeline(config)
         self.pipeline.stats = self.stats
-        self._tls = _tls_context(config)
+        self._tls, self._admin_tls = _tls_contexts(config)
+        self.api_keys = load_api_keys(config.admin)
+        self.admin_listeners: list[trio.SocketListener] = []
+        self._admin_api = AdminApi(self)
+        self._admin_addresses = AddressLimits(*_address_limits(config))
+        self._admin_connections = 0
+        self._lame_duck_requested = trio.Event()
+        self._lame_duck = False
         self.router = LocalRouter()
         self.flusher = Flusher()
         self.timers = Timers()
@@ -117,6 +150,14 @@ class Broker:
         return [listener.socket.getsockname()[:2] for listener in self.listeners]
 
     @property
+    def admin_addresses(self) -> list[tuple[str, int]]:
+        return [listener.socket.getsockname()[:2] for listener in self.admin_listeners]
+
+    @property
+    def admin_port(self) -> int:
+        return self.admin_addresses[0][1]
+
+    @property
     def port(self) -> int:
         return self.addresses[0][1]
 
@@ -131,29 +172,57 @@ class Broker:
         through the new pipeline (by default, built from ``config``).
         """
         new_pipeline = pipeline or build_pipeline(config)
-        self._tls = _tls_context(config)  # the files are read again: renewed certificates
+        # Files are read again: renewed certificates, changed keys.
+        self._tls, self._admin_tls = _tls_contexts(config)
+        self.api_keys = load_api_keys(config.admin)
         new_pipeline.stats = self.stats
         self.pipeline = new_pipeline
         self.config = config
         self._addresses.configure(*_address_limits(config))
+        self._admin_addresses.configure(*_address_limits(config))
         self._proxies = TrustedProxies(config.server.trusted_proxies)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def unready_reason(self) -> str | None:
+        """Why load balancers should send no new clients here (None: they may)."""
+        if self._stopping:
+            return "shutting down"
+        if self._lame_duck:
+            return "lame duck"
+        return None
+
+    def enter_lame_duck(self) -> None:
+        """Stop accepting, close clients spread over ``lame_duck_duration``, then stop."""
+        self._lame_duck_requested.set()
 
     def stop(self) -> None:
         """Stop accepting and close every client with 1001 (see `serve`)."""
         self._stop_requested.set()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        server = self.config.server
-        try:
-            self.listeners = await trio.open_tcp_listeners(server.port, host=server.host)
-        except OSError as error:
-            raise ListenError(server.host, server.port, error) from error
+        server, admin = self.config.server, self.config.admin
+        self.listeners = await _listen(server.host, server.port)
+        if admin.enabled:
+            try:
+                self.admin_listeners = await _listen(admin.host, admin.port)
+            except ListenError:
+                for listener in self.listeners:
+                    await listener.aclose()
+                raise
         async with trio.open_nursery() as outer:
             outer.start_soon(self.flusher.run)
             outer.start_soon(self.timers.run)
+            if self.admin_listeners:
+                # Serves through the shutdown (health, metrics) until the last client left.
+                outer.start_soon(self._serve_admin)
             async with trio.open_nursery() as nursery:
                 accepting = trio.CancelScope()
                 nursery.start_soon(self._accept, accepting, nursery)
+                outer.start_soon(self._lame_duck_when_asked, accepting)
                 task_status.started()
                 await self._stop_requested.wait()
                 self._stopping = True
@@ -167,6 +236,61 @@ class Broker:
                     )
                 nursery.cancel_scope.deadline = deadline
             outer.cancel_scope.cancel()  # every connection is gone: nothing left to flush or time
+
+    async def _lame_duck_when_asked(self, accepting: trio.CancelScope) -> None:
+        await self._lame_duck_requested.wait()
+        if self._stopping:
+            return
+        self._lame_duck = True
+        accepting.cancel()  # the listeners close: load balancers send clients elsewhere
+        duration = self.config.server.lame_duck_duration
+        leaving = list(self._connections)
+        log.info("lame duck: closing %d clients over %g s", len(leaving), duration)
+        # Evenly spread, so that clients reconnecting elsewhere do not come all at once.
+        started = trio.current_time()
+        for index, connection in enumerate(leaving):
+            await trio.sleep_until(started + duration * index / len(leaving))
+            connection.close(CloseCode.GOING_AWAY, "lame duck", drain=True)
+        self.stop()
+
+    async def _serve_admin(self) -> None:
+        async with trio.open_nursery() as handlers:
+            await trio.serve_listeners(
+                self._handle_admin_stream, self.admin_listeners, handler_nursery=handlers
+            )
+
+    async def _handle_admin_stream(self, stream: trio.SocketStream) -> None:
+        host, remote = _peer(stream)
+        client: trio.abc.Stream = stream
+        if self._admin_tls is not None:
+            client = trio.SSLStream(stream, self._admin_tls, server_side=True)
+        address = address_key(host)
+        refused = self._addresses_refusal(self._admin_addresses, address)
+        if refused is None and self._admin_connections >= self.config.admin.max_connections:
+            self._admin_addresses.release(address)
+            refused = Refusal(503, "too many admin connections", _RETRY_AFTER)
+        if refused is not None:
+            await self._refuse_early(client, remote, refused)
+            await trio.aclose_forcefully(client)
+            return
+        self._admin_connections += 1
+        try:
+            await http_server.serve_connection(
+                client, self._admin_api.handle, _http_limits(self.config), remote, SERVER_NAME
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            log.debug("admin connection from %s broke: %r", remote, error)
+        except Exception:
+            log.exception("internal error on the admin connection from %s", remote)
+        finally:
+            self._admin_connections -= 1
+            self._admin_addresses.release(address)
+            await trio.aclose_forcefully(client)
+
+    def _addresses_refusal(self, limits: AddressLimits, address: str) -> Refusal | None:
+        """Admit ``address`` (release it later) or say why not."""
+        reason = limits.admit(address, trio.current_time())
+        return None if reason is None else _limit_refusal(reason)
 
     async def _accept(self, scope: trio.CancelScope, nursery: trio.Nursery) -> None:
         with scope:
@@ -235,10 +359,10 @@ class Broker:
             view = attrs.evolve(view, remote_address=client)
             remote = f"{client} via {remote}"
             address = address_key(client)
-            refused = self._addresses.admit(address, trio.current_time())
+            refused = self._addresses_refusal(self._addresses, address)
             if refused is not None:
-                log.info("refused %s: 429 %s", remote, refused)
-                await self._refuse(stream, _limit_refusal(refused))
+                log.info("refused %s: %d %s", remote, refused.status, refused.reason)
+                await self._refuse(stream, refused)
                 return None
         accepted = None
         try:
@@ -321,8 +445,9 @@ class Broker:
             proxy = None
         address = None if proxy else address_key(host)
         if address is not None:
-            refused = self._addresses.admit(address, trio.current_time())
+            refused = self._addresses_refusal(self._addresses, address)
             if refused is not None:
+                self.stats.handshake_refusals[refused.status] += 1
                 await self._refuse_early(client, remote, refused)
                 await trio.aclose_forcefully(client)
                 return
@@ -378,20 +503,20 @@ class Broker:
         self.stats.handshake_refusals[refusal.status] += 1
         await handshake.refuse(stream, refusal)
 
-    async def _refuse_early(self, stream: trio.abc.Stream, remote: str, reason: str) -> None:
-        """429 for an address over its limits, after reading its request.
+    async def _refuse_early(self, stream: trio.abc.Stream, remote: str, refusal: Refusal) -> None:
+        """Refuse a client over a limit, after reading its request (not counted here).
 
         Read first: closing a socket with unread data sends a reset, which can reach
         the client before the answer. The short deadline keeps a flood of refused
         sockets from piling up.
         """
-        log.info("refused %s: 429 %s", remote, reason)
+        log.info("refused %s: %d %s", remote, refusal.status, refusal.reason)
         timeout = min(REFUSAL_READ_TIMEOUT, self.config.server.handshake_timeout)
         broken = (trio.BrokenResourceError, trio.ClosedResourceError)
         with trio.move_on_after(timeout), contextlib.suppress(*broken):
             with contextlib.suppress(HandshakeFailed):
                 await handshake.receive_request(stream, WSConnection(ConnectionType.SERVER))
-            await self._refuse(stream, _limit_refusal(reason))
+            await handshake.refuse(stream, refusal)
 
 
 @asynccontextmanager

@@ -1,11 +1,13 @@
-"""The server's TLS context, from ``[server.tls]``."""
+"""The listeners' TLS contexts, from ``[server.tls]`` and ``[admin.tls]``."""
 
 import ssl
 
 from .config import ConfigError, TlsConfig
 
 
-def server_context(tls: TlsConfig, source: str = "<config>") -> ssl.SSLContext:
+def server_context(
+    tls: TlsConfig, source: str = "<config>", key: str = "server.tls"
+) -> ssl.SSLContext:
     """A context for wss://; ConfigError if the files cannot be used."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -16,6 +18,6 @@ def server_context(tls: TlsConfig, source: str = "<config>") -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(
             source,
-            [f"server.tls: cannot use {tls.cert_file!r} and {tls.key_file!r}: {exc}"],
+            [f"{key}: cannot use {tls.cert_file!r} and {tls.key_file!r}: {exc}"],
         ) from None
     return context

@@ -6,13 +6,12 @@ same ``[[tokens]]`` tables), read when the config is loaded. The client sends on
 compared in constant time against every known token, and never logged.
 """
 
-import hashlib
-import hmac
 import tomllib
 from pathlib import Path
 
 import attrs
 
+from broker.keys import DuplicateKey, KeyTable
 from broker.options import OptionsError, structure_options
 from broker.plugin import HandshakeRequest, Identity, Plugin, Refuse
 
@@ -29,10 +28,6 @@ class Token:
 @attrs.frozen
 class TokensFile:
     tokens: list[Token]
-
-
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
 
 
 class TokenAuth(Plugin):
@@ -52,16 +47,13 @@ class TokenAuth(Plugin):
             tokens += self._read_file(Path(options.tokens_file))
         if not tokens:
             raise ValueError("no tokens: set 'tokens' or 'tokens_file'")
-        self._known = [(_digest(t.token), t) for t in tokens]
-        # Else one of the two entries would silently lose: which user is that token?
-        seen: dict[bytes, int] = {}
-        for index, (digest, _) in enumerate(self._known):
-            if digest in seen:
-                raise ValueError(
-                    f"tokens {seen[digest]} and {index} are the same token "
-                    "(counting 'tokens' first, then 'tokens_file'): give each client its own"
-                )
-            seen[digest] = index
+        try:
+            self._known = KeyTable((t.token, t) for t in tokens)
+        except DuplicateKey as twins:
+            raise ValueError(
+                f"tokens {twins.first} and {twins.second} are the same token "
+                "(counting 'tokens' first, then 'tokens_file'): give each client its own"
+            ) from None
 
     @staticmethod
     def _read_file(path: Path) -> list[Token]:
@@ -74,21 +66,13 @@ class TokenAuth(Plugin):
         except OptionsError as error:
             raise ValueError(f"tokens_file: {error}") from None
 
-    def _lookup(self, presented: str) -> Token | None:
-        digest = _digest(presented)
-        found = None
-        for known_digest, token in self._known:  # no early exit: constant time
-            if hmac.compare_digest(known_digest, digest):
-                found = token
-        return found
-
     async def authenticate(self, request: HandshakeRequest, identity: Identity) -> Identity | None:
         presented = bearer_token(request)
         if presented is None:
             if self.options.required:
                 raise Refuse("missing token", status=401)
             return None
-        token = self._lookup(presented)
+        token = self._known.lookup(presented)
         if token is None:
             raise Refuse("invalid token", status=401)
         return Identity(user=token.user, roles=frozenset(token.roles))

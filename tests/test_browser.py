@@ -83,10 +83,10 @@ def _stop(daemon: Daemon) -> None:
 
 @pytest.fixture
 def make_run_daemon(tmp_path: Path) -> Iterator[Daemon]:
-    """`make run`'s config (etc/trio-broker.toml) as it is, but on a free port."""
+    """`make run`'s config (etc/trio-broker.toml) as it is, but on free ports."""
     sample = (ROOT / "etc" / "trio-broker.toml").read_text()
-    config, replaced = re.subn(r"(?m)^port = 8080$", "port = 0", sample)
-    assert replaced == 1, "etc/trio-broker.toml no longer sets port = 8080"
+    config, replaced = re.subn(r"(?m)^port = 808[01]$", "port = 0", sample)
+    assert replaced == 2, "etc/trio-broker.toml no longer sets port = 8080 and 8081"
     daemon = _start(config, tmp_path)
     yield daemon
     _stop(daemon)

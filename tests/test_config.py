@@ -6,6 +6,7 @@ import attrs
 import pytest
 
 from broker.config import (
+    SAMPLE_API_KEY,
     Config,
     ConfigError,
     config_warnings,
@@ -27,13 +28,26 @@ def test_sample_config_names_every_key_with_its_default() -> None:
     defaults = json.loads(json.dumps(attrs.asdict(Config())))  # tuples as TOML arrays
     assert defaults.pop("plugins") == []  # the sample shows plugin tables commented out
     assert defaults["server"].pop("tls") is None  # and [server.tls]
-    # Except one, on purpose: `make run` serves pages of the developer's own machine.
+    assert defaults["admin"].pop("tls") is None
+    # Except, on purpose, what `make run` needs: it serves pages of the developer's own
+    # machine, and the admin listener with a development key.
     development = data["server"].pop("allowed_origins")
     assert defaults["server"].pop("allowed_origins") == []
     assert development and all(map(is_development_pattern, development))
+    assert (data["admin"].pop("enabled"), defaults["admin"].pop("enabled")) == (True, False)
+    (key,) = data["admin"].pop("api_keys")
+    assert defaults["admin"].pop("api_keys") == []
+    assert key["key"] == SAMPLE_API_KEY
     assert data == defaults
     sample = load_config(SAMPLE)
-    assert attrs.evolve(sample, server=attrs.evolve(sample.server, allowed_origins=())) == Config()
+    assert (
+        attrs.evolve(
+            sample,
+            server=attrs.evolve(sample.server, allowed_origins=()),
+            admin=attrs.evolve(sample.admin, enabled=False, api_keys=()),
+        )
+        == Config()
+    )
 
 
 def test_values_are_read() -> None:
@@ -119,9 +133,10 @@ def test_restart_required_lists_listener_changes() -> None:
 
 def test_development_origins_on_a_public_address_are_warned_about() -> None:
     sample = SAMPLE.read_text()
-    assert config_warnings(load_config(SAMPLE)) == []  # 127.0.0.1
+    (development_key,) = config_warnings(load_config(SAMPLE))  # on 127.0.0.1: only the key
+    assert "admin.api_keys[0] is the sample config's development key" in development_key
     public = parse_config(sample.replace('host = "127.0.0.1"', 'host = "0.0.0.0"'))
-    (warning,) = config_warnings(public)
+    warning, _ = config_warnings(public)
     assert "server.allowed_origins admits pages of developers' machines ('null'" in warning
     production = '[server]\nhost = "0.0.0.0"\nallowed_origins = ["https://app.example.com"]'
     assert config_warnings(parse_config(production)) == []
