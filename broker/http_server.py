@@ -89,6 +89,12 @@ async def _read_request(
     if isinstance(head, h11.ConnectionClosed):
         return None
     assert isinstance(head, h11.Request)
+    # h11 bounds a head still arriving; one that came whole in a read is measured here.
+    size = len(head.method) + len(head.target) + sum(len(k) + len(v) + 4 for k, v in head.headers)
+    if size > MAX_HEAD_SIZE:
+        raise _Refused(
+            error_response(431, "bad_request", f"request headers over {MAX_HEAD_SIZE} bytes")
+        )
     headers = tuple(
         (bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in head.headers
     )
@@ -124,7 +130,10 @@ async def _send(
         ("Content-Length", str(len(response.body))),
         *response.headers,
     ]
-    data = connection.send(h11.Response(status_code=response.status, headers=headers))
+    reason = HTTPStatus(response.status).phrase.encode()
+    data = connection.send(
+        h11.Response(status_code=response.status, headers=headers, reason=reason)
+    )
     data += connection.send(h11.Data(data=response.body)) if response.body else b""
     data += connection.send(h11.EndOfMessage())
     await stream.send_all(data)

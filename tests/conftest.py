@@ -63,9 +63,11 @@ UPGRADE = (
 )
 
 
-async def http_exchange(broker: Broker, request: bytes) -> bytes:
-    """Send raw bytes in place of a handshake; return all the broker answers before it closes."""
-    stream = await trio.open_tcp_stream("127.0.0.1", broker.port)
+async def http_exchange(target: Broker | int, request: bytes) -> bytes:
+    """Send raw bytes in place of a handshake (to the broker's port or another port);
+    return all the broker answers before it closes."""
+    port = target if isinstance(target, int) else target.port
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
     response = b""
     async with stream:
         await stream.send_all(request)
