@@ -46,6 +46,7 @@ class Daemon:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.port = 0
+        self.admin_port = 0
 
     def _read(self) -> None:
         assert self.process.stderr is not None
