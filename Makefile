@@ -41,10 +41,10 @@ typecheck: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test services
 	$(BIN)/pytest
 
-# Services some tests need (Debian package: command). Installed where that is possible (root
+# What some tests need (Debian package:command). Installed where that is possible (root
 # on Debian); elsewhere those tests skip, saying how to install them, unless
 # TRIO_BROKER_REQUIRE_SERVICES=1 (.ci/run) makes them fail.
-SERVICES := chromium:chromium
+SERVICES := chromium:chromium curl:curl
 
 services:
 	@missing=""; for entry in $(SERVICES); do \
