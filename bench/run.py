@@ -18,7 +18,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,13 @@ max_connections_per_ip = 0
 handshake_rate_per_ip = 0
 max_incoming_rate = 0
 """
+# The same, with the admin listener on: a scraper reads /metrics every second meanwhile.
+METRICS_CONFIG = TRIO_BROKER_CONFIG + "[admin]\nenabled = true\nport = 0\n"
+SCRAPED = "trio-broker, /metrics scraped 1/s"
+METRICS_CONFIG_NAME = "bench-metrics.toml"
+SCRAPE_INTERVAL = 1.0
+# Brokers a scenario runs against, unless it names its own.
+DEFAULT_BROKERS = ("trio-broker", "naive trio-websocket", "node ws")
 
 SCENARIOS: list[dict[str, Any]] = [
     {"name": "saturation, S=100", "mode": "saturate", "subscribers": 100},
@@ -62,12 +71,21 @@ SCENARIOS: list[dict[str, Any]] = [
         "topics": 10000,
     },
     {"name": "idle, 10k connections", "mode": "idle", "subscribers": 10000},
+    {
+        # Counting must cost nothing on the hot path: the same broker, admin off and on.
+        "name": "saturation, S=100, metrics",
+        "mode": "saturate",
+        "subscribers": 100,
+        "brokers": ("trio-broker", SCRAPED),
+    },
 ]
 
 
-def broker_commands(config_path: Path) -> dict[str, list[str]]:
+def broker_commands(config_path: Path, metrics_config_path: Path) -> dict[str, list[str]]:
+    serve = [str(VENV_BIN / "trio-broker"), "serve", "--config"]
     return {
-        "trio-broker": [str(VENV_BIN / "trio-broker"), "serve", "--config", str(config_path)],
+        "trio-broker": [*serve, str(config_path)],
+        SCRAPED: [*serve, str(metrics_config_path)],
         "naive trio-websocket": [sys.executable, str(BENCH / "peers" / "naive_trio_broker.py")],
         "node ws": ["node", str(BENCH / "peers" / "node_ws_broker.js")],
     }
@@ -84,6 +102,22 @@ def cpu_seconds(pid: int) -> float:
 
 def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+
+
+class Scraper(threading.Thread):
+    """GET /metrics every SCRAPE_INTERVAL seconds, as Prometheus would, until stopped."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.stopped = threading.Event()
+        self.scrapes = 0
+
+    def run(self) -> None:
+        while not self.stopped.wait(SCRAPE_INTERVAL):
+            with urllib.request.urlopen(self.url, timeout=5) as response:
+                assert b"trio_broker_deliveries_total" in response.read()
+            self.scrapes += 1
 
 
 class Broker:
@@ -107,8 +141,20 @@ class Broker:
         else:
             raise RuntimeError(f"broker did not start: {command}")
         self.pid = self.process.pid
+        self.scraper = None
+        if METRICS_CONFIG_NAME in " ".join(command):
+            admin = re.search(
+                r"admin listening on 127\.0\.0\.1:(\d+)", self.process.stdout.readline()
+            )
+            if admin is None:
+                raise RuntimeError(f"no admin listener: {command}")
+            self.scraper = Scraper(int(admin.group(1)))
+            self.scraper.start()
 
     def stop(self) -> None:
+        if self.scraper is not None:
+            self.scraper.stopped.set()
+            self.scraper.join()
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(10)
@@ -118,7 +164,7 @@ class Broker:
 
 
 def run_load(broker: Broker, scenario: dict[str, Any], duration: float) -> dict[str, Any]:
-    options = {k: v for k, v in scenario.items() if k != "name"}
+    options = {k: v for k, v in scenario.items() if k not in ("name", "brokers")}
     options.setdefault("duration", duration)
     command = [
         "node",
@@ -210,7 +256,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.toml"
         config.write_text(TRIO_BROKER_CONFIG)
-        commands = broker_commands(config)
+        metrics_config = Path(tmp) / METRICS_CONFIG_NAME
+        metrics_config.write_text(METRICS_CONFIG)
+        commands = broker_commands(config, metrics_config)
         if args.brokers:
             commands = {k: v for k, v in commands.items() if k in args.brokers.split(",")}
         scenarios = [s for s in SCENARIOS if not args.only or args.only in s["name"]]
@@ -218,11 +266,15 @@ def main() -> None:
         for run in range(args.runs):
             for scenario in scenarios:
                 for name, command in commands.items():
+                    if name not in scenario.get("brokers", DEFAULT_BROKERS):
+                        continue
                     broker = Broker(command)
                     try:
                         outcome = run_load(broker, scenario, args.duration)
                     finally:
                         broker.stop()
+                    if broker.scraper is not None:
+                        outcome["scrapes"] = broker.scraper.scrapes
                     raw.setdefault(scenario["name"], {}).setdefault(name, []).append(outcome)
                     print(
                         f"run {run + 1}, {scenario['name']}, {name}: "
