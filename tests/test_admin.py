@@ -1,7 +1,9 @@
 """The admin listener over real sockets: health, readiness, metrics, HTTP publish, stats."""
 
+import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,6 +12,8 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker import Broker
+from broker.config import ConfigError
+from broker.plugin_loader import load
 from tests.conftest import Connect, StartBroker, url
 from tests.wsclient import Rejected, WsClient
 
@@ -341,3 +345,53 @@ async def test_no_key_appears_in_logs_or_responses(
     for key in (KEY, OTHER_KEY):
         assert key not in logged
         assert not any(key in body for body in bodies)
+
+
+# --- Keys in the config --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keys", "error"),
+    [
+        ([{"key": "short-secret", "user": "b"}], "admin.api_keys[0]: the key must be at least 16"),
+        ([{"key": 12345678901234567, "user": "b"}], "admin.api_keys[0].key: must be a string"),
+        ([{"key": KEY, "key_file": "/x", "user": "b"}], "set exactly one of 'key' and 'key_file'"),
+        ([{"user": "b"}], "set exactly one of 'key' and 'key_file'"),
+        ([{"key": KEY}], "admin.api_keys[0].user: required"),
+        ([{"key_file": "/nonexistent/key", "user": "b"}], "cannot read '/nonexistent/key'"),
+        (
+            [{"key": KEY, "user": "a"}, {"key": KEY, "user": "b"}],
+            "entries 0 and 1 are the same key",
+        ),
+    ],
+)
+def test_bad_keys_are_config_errors_that_never_quote_a_key(
+    tmp_path: Path, keys: list[dict[str, Any]], error: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[admin]\napi_keys = {toml_array(keys)}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert error in str(caught.value)
+    assert KEY not in str(caught.value) and "short-secret" not in str(caught.value)
+    assert "12345678901234567" not in str(caught.value)
+
+
+def toml_array(tables: list[dict[str, Any]]) -> str:
+    def value(v: Any) -> str:
+        return json.dumps(v)
+
+    inline = ["{ " + ", ".join(f"{k} = {value(v)}" for k, v in t.items()) + " }" for t in tables]
+    return "[" + ", ".join(inline) + "]"
+
+
+async def test_a_key_file_is_read(
+    start_broker: StartBroker, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text("f" * 40 + "\n")
+    broker = await start_admin(
+        start_broker, admin={"api_keys": [{"key_file": str(key_file), "user": "backend"}]}
+    )
+    stats = admin_url(broker, "/api/stats")
+    assert (await http.get(stats, headers={"Authorization": "Bearer " + "f" * 40})).is_success
