@@ -159,3 +159,28 @@ async def connect() -> AsyncIterator[Connect]:
     yield open_client
     for client in clients:
         await trio.aclose_forcefully(client.stream)
+
+
+@pytest.fixture
+async def opened() -> AsyncIterator[list[WsClient]]:
+    """Clients to close at the end of the test."""
+    clients: list[WsClient] = []
+    yield clients
+    for client in clients:
+        await trio.aclose_forcefully(client.stream)
+
+
+async def open_clients(url: str, count: int, clients: list[WsClient]) -> list[WsClient]:
+    """Open ``count`` clients (a multiple of 20) 20 at a time; each has had its welcome."""
+
+    async def open_some(n: int) -> None:
+        for _ in range(n):
+            client = await WsClient.connect(url, timeout=30)
+            assert (await client.recv())["op"] == "welcome"
+            clients.append(client)
+
+    before = len(clients)
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(open_some, count // 20)
+    return clients[before:]

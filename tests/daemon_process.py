@@ -21,6 +21,16 @@ def cli() -> list[str]:
     return [found] if found else [sys.executable, "-m", "broker"]
 
 
+def make_run_config(directory: Path) -> Path:
+    """`make run`'s config (etc/trio-broker.toml) as it is, but on free ports."""
+    sample = (Path(__file__).parent.parent / "etc" / "trio-broker.toml").read_text()
+    config, replaced = re.subn(r"(?m)^port = 808[01]$", "port = 0", sample)
+    assert replaced == 2, "etc/trio-broker.toml no longer sets port = 8080 and 8081"
+    path = directory / "make-run.toml"
+    path.write_text(config)
+    return path
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*cli(), *args], capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False
@@ -71,6 +81,11 @@ class Daemon:
     def wait_listening(self) -> int:
         self.port = int(self.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1))
         return self.port
+
+    def wait_admin_listening(self) -> int:
+        """Call after `wait_listening`: the admin listener is logged next."""
+        self.admin_port = int(self.wait_for(r"admin listening on 127\.0\.0\.1:(\d+)").group(1))
+        return self.admin_port
 
     @property
     def url(self) -> str:

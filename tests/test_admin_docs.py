@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from tests.conftest import ROOT, doc_block
-from tests.daemon_process import Daemon
+from tests.daemon_process import Daemon, make_run_config
 from tests.wsclient import WsClient
 
 BLOCK = doc_block(ROOT / "README.md", "admin-curl", "sh")
@@ -30,14 +30,10 @@ def _commands() -> list[tuple[str, str | None]]:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    sample = (ROOT / "etc" / "trio-broker.toml").read_text()
-    config, replaced = re.subn(r"(?m)^port = 808[01]$", "port = 0", sample)
-    assert replaced == 2
-    (tmp_path / "c.toml").write_text(config)
-    daemon = Daemon(tmp_path / "c.toml")
+    daemon = Daemon(make_run_config(tmp_path))
     try:
         daemon.wait_listening()
-        daemon.admin_port = int(daemon.wait_for(r"admin listening on 127\.0\.0\.1:(\d+)").group(1))
+        daemon.wait_admin_listening()
         yield daemon
     finally:
         daemon.kill()

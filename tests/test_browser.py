@@ -14,7 +14,7 @@ import pytest
 
 from tests.browser import ALLOW_LOCAL_NETWORK, chromium
 from tests.conftest import ROOT, doc_block
-from tests.daemon_process import Daemon
+from tests.daemon_process import Daemon, make_run_config
 
 SNIPPET = doc_block(ROOT / "README.md", "browser-quickstart", "js")
 README_URL = "ws://127.0.0.1:8080/ws"
@@ -83,11 +83,9 @@ def _stop(daemon: Daemon) -> None:
 
 @pytest.fixture
 def make_run_daemon(tmp_path: Path) -> Iterator[Daemon]:
-    """`make run`'s config (etc/trio-broker.toml) as it is, but on free ports."""
-    sample = (ROOT / "etc" / "trio-broker.toml").read_text()
-    config, replaced = re.subn(r"(?m)^port = 808[01]$", "port = 0", sample)
-    assert replaced == 2, "etc/trio-broker.toml no longer sets port = 8080 and 8081"
-    daemon = _start(config, tmp_path)
+    """`make run`'s config, on free ports."""
+    daemon = Daemon(make_run_config(tmp_path))
+    daemon.wait_listening()
     yield daemon
     _stop(daemon)
 

@@ -3,7 +3,7 @@ connected and a publisher floods, peers that vanish, plugins that misbehave."""
 
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from broker import Broker
-from tests.conftest import Connect, StartBroker
+from tests.conftest import Connect, StartBroker, open_clients
 from tests.daemon_process import Daemon
 from tests.example_plugins import misbehave
 from tests.wsclient import WsClient
@@ -38,30 +38,6 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     process.wait_listening()
     yield process
     process.kill()
-
-
-@pytest.fixture
-async def opened() -> AsyncIterator[list[WsClient]]:
-    """Clients to close at the end of the test."""
-    clients: list[WsClient] = []
-    yield clients
-    for client in clients:
-        await trio.aclose_forcefully(client.stream)
-
-
-async def open_clients(url: str, count: int, clients: list[WsClient]) -> list[WsClient]:
-
-    async def open_some(n: int) -> None:
-        for _ in range(n):
-            client = await WsClient.connect(url, timeout=30)
-            assert (await client.recv())["op"] == "welcome"
-            clients.append(client)
-
-    before = len(clients)
-    async with trio.open_nursery() as nursery:
-        for _ in range(20):
-            nursery.start_soon(open_some, count // 20)
-    return clients[before:]
 
 
 async def flood(publisher: WsClient, topic: str, stop: trio.Event) -> int:

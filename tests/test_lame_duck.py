@@ -1,13 +1,14 @@
 """Lame duck (SIGUSR2) on the daemon: stop accepting, close clients spread out, exit 0."""
 
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
 
+from tests.conftest import open_clients
 from tests.daemon_process import Daemon
 from tests.wsclient import WsClient
 
@@ -33,29 +34,10 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     daemon = Daemon(config)
     try:
         daemon.wait_listening()
-        daemon.admin_port = int(daemon.wait_for(r"admin listening on 127\.0\.0\.1:(\d+)").group(1))
+        daemon.wait_admin_listening()
         yield daemon
     finally:
         daemon.kill()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[WsClient]]:
-    opened: list[WsClient] = []
-    yield opened
-    for client in opened:
-        await trio.aclose_forcefully(client.stream)
-
-
-async def _connect_all(daemon: Daemon, clients: list[WsClient]) -> None:
-    async def one() -> None:
-        client = await WsClient.connect(daemon.url)
-        clients.append(client)
-        await client.recv()  # the welcome: the broker counts it
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(CLIENTS):
-            nursery.start_soon(one)
 
 
 async def _readiness(daemon: Daemon) -> tuple[int, dict[str, str]]:
@@ -71,9 +53,9 @@ async def _lame_duck(daemon: Daemon) -> None:
 
 
 async def test_lame_duck_closes_every_client_spread_over_the_duration(
-    daemon: Daemon, clients: list[WsClient]
+    daemon: Daemon, opened: list[WsClient]
 ) -> None:
-    await _connect_all(daemon, clients)
+    clients = await open_clients(daemon.url, CLIENTS, opened)
     assert await _readiness(daemon) == (200, {"status": "ready"})
     closed_after: list[float] = []
     codes: set[tuple[int | None, str | None]] = set()
@@ -102,9 +84,9 @@ async def test_lame_duck_closes_every_client_spread_over_the_duration(
 
 
 async def test_sigterm_during_lame_duck_stops_at_once(
-    daemon: Daemon, clients: list[WsClient]
+    daemon: Daemon, opened: list[WsClient]
 ) -> None:
-    await _connect_all(daemon, clients)
+    clients = await open_clients(daemon.url, CLIENTS, opened)
     await _lame_duck(daemon)
     started = trio.current_time()
     daemon.send_signal(signal.SIGTERM)
