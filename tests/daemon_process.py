@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 TIMEOUT = 15.0
@@ -107,3 +109,16 @@ class Daemon:
             self.process.wait(TIMEOUT)
         if self.process.stderr is not None:
             self.process.stderr.close()
+
+
+@contextmanager
+def serving(config: Path, *, admin: bool = False) -> Iterator[Daemon]:
+    """A daemon listening (and its admin listener, with ``admin``), killed at the end."""
+    daemon = Daemon(config)
+    try:
+        daemon.wait_listening()
+        if admin:
+            daemon.wait_admin_listening()
+        yield daemon
+    finally:
+        daemon.kill()

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from tests.conftest import ROOT, doc_block
-from tests.daemon_process import Daemon, make_run_config
+from tests.daemon_process import Daemon, make_run_config, serving
 from tests.wsclient import WsClient
 
 BLOCK = doc_block(ROOT / "README.md", "admin-curl", "sh")
@@ -30,13 +30,8 @@ def _commands() -> list[tuple[str, str | None]]:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    daemon = Daemon(make_run_config(tmp_path))
-    try:
-        daemon.wait_listening()
-        daemon.wait_admin_listening()
+    with serving(make_run_config(tmp_path), admin=True) as daemon:
         yield daemon
-    finally:
-        daemon.kill()
 
 
 async def test_the_readme_curl_commands_answer_as_shown(daemon: Daemon) -> None:

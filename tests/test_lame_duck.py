@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from tests.conftest import open_clients
-from tests.daemon_process import Daemon
+from tests.daemon_process import Daemon, serving
 from tests.wsclient import WsClient
 
 CLIENTS = 500
@@ -31,13 +31,8 @@ port = 0
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     config = tmp_path / "c.toml"
     config.write_text(CONFIG)
-    daemon = Daemon(config)
-    try:
-        daemon.wait_listening()
-        daemon.wait_admin_listening()
+    with serving(config, admin=True) as daemon:
         yield daemon
-    finally:
-        daemon.kill()
 
 
 async def _readiness(daemon: Daemon) -> tuple[int, dict[str, str]]:
