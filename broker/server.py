@@ -172,9 +172,12 @@ class Broker:
         through the new pipeline (by default, built from ``config``).
         """
         new_pipeline = pipeline or build_pipeline(config)
-        # Files are read again: renewed certificates, changed keys.
-        self._tls, self._admin_tls = _tls_contexts(config)
-        self.api_keys = load_api_keys(config.admin)
+        # Files are read again: renewed certificates, changed keys. All of it before
+        # anything changes: a failure (ConfigError) leaves the broker as it was.
+        tls_contexts = _tls_contexts(config)
+        api_keys = load_api_keys(config.admin)
+        self._tls, self._admin_tls = tls_contexts
+        self.api_keys = api_keys
         new_pipeline.stats = self.stats
         self.pipeline = new_pipeline
         self.config = config
