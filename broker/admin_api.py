@@ -116,8 +116,8 @@ class AdminApi:
                 "config_file": broker.config_file,
                 "ready": broker.unready_reason is None,
                 "connections": broker.connection_count,
-                "subscriptions": broker.router.subscription_count,
-                "topics": broker.router.filter_count(),
+                "subscriptions": broker.engine.subscription_count,
+                "topics": broker.engine.filter_count(),
                 "counts": {
                     "messages_published": stats.published,
                     "deliveries": stats.deliveries,
@@ -157,7 +157,7 @@ class AdminApi:
                 message.topic,
                 message.data,
                 pipeline=broker.pipeline,
-                router=broker.router,
+                engine=broker.engine,
                 max_topic_length=limits.max_topic_length,
                 stats=broker.stats,
             )

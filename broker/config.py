@@ -13,6 +13,7 @@ from typing import Any, get_args
 import attrs
 
 from . import forwarding, origins
+from .topics import TopicError, check_filter
 
 
 class ConfigError(Exception):
@@ -111,6 +112,25 @@ class ServerConfig:
     tls: TlsConfig | None = _setting(None, section=TlsConfig)
 
 
+def _check_topic_filter(value: str) -> str | None:
+    try:
+        check_filter(value, 65_536)
+    except TopicError as error:
+        return str(error)
+    return None
+
+
+@attrs.frozen
+class TopicConfig:
+    """One ``[[topics]]`` table: options for the topics its ``filter`` matches."""
+
+    filter: str = _setting(None, check=_check_topic_filter)
+    history_size: int = _setting(0, min=0, max=1_000_000)
+    history_ttl: float = _setting(0.0, min=0, max=365 * 86400)
+    presence: bool = _setting(False)
+    join_leave: bool = _setting(False)
+
+
 @attrs.frozen
 class ApiKey:
     """One ``[admin] api_keys`` entry: a key (inline or in a file) and whom it stands for."""
@@ -154,6 +174,8 @@ class LimitsConfig:
     slow_consumer_timeout: float = _setting(5.0, positive=True, max=3600)
     max_incoming_rate: float = _setting(10_000.0, min=0, max=10_000_000)
     incoming_burst: int = _setting(10_000, min=1, max=10_000_000)
+    max_history_bytes: int = _setting(64 * 2**20, min=0, max=2**40)
+    max_history_request: int = _setting(1000, min=1, max=1_000_000)
 
 
 @attrs.frozen
@@ -176,6 +198,7 @@ class Config:
     admin: AdminConfig = attrs.field(factory=AdminConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
+    topics: tuple[TopicConfig, ...] = ()
     plugins: tuple[PluginSpec, ...] = ()
 
 
@@ -242,6 +265,7 @@ def _build_section(name: str, cls: type[Any], table: Any, errors: list[str]) -> 
         return None
     fields = {field.name: field for field in attrs.fields(cls)}
     values: dict[str, Any] = {}
+    reported = len(errors)
     for key, value in table.items():
         field = fields.get(key)
         if field is None:
@@ -266,11 +290,11 @@ def _build_section(name: str, cls: type[Any], table: Any, errors: list[str]) -> 
         if field.default is None
         and field.metadata["section"] is None
         and not field.metadata["optional"]
-        and key not in values
+        and key not in table
     ]
     errors.extend(f"{name}.{key}: required" for key in missing)
-    if missing or any(value is None for value in values.values()):
-        return None  # an error was reported: there is nothing to build
+    if len(errors) > reported:
+        return None  # there is nothing valid to build
     try:
         return cls(**values)
     except ValueError as problem:  # what the class checks across its keys
@@ -315,9 +339,12 @@ def config_from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Co
         if name == "plugins":
             sections[name] = _plugin_specs(table, errors)
             continue
+        if name == "topics":
+            sections[name] = _build_tables(name, TopicConfig, table, errors)
+            continue
         cls = _SECTIONS.get(name)
         if cls is None:
-            known = ", ".join([*_SECTIONS, "plugins"])
+            known = ", ".join([*_SECTIONS, "topics", "plugins"])
             errors.append(f"[{name}]: unknown section (known sections: {known})")
             continue
         sections[name] = _build_section(name, cls, table, errors)

@@ -14,27 +14,29 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
+import attrs
 import trio
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from . import protocol, publishing
+from . import protocol
 from .config import LimitsConfig, ServerConfig
+from .engine import Engine
 from .flusher import Flusher
 from .frames import text_frame
 from .heartbeat import Beat, Heartbeat
-from .messages import MessageAssembler, MessageTooBig, Received
+from .messages import MessageAssembler, MessageTooBig
+from .ops import dispatch
 from .outbox import Outbox, chunks
-from .pipeline import Pipeline, PluginFailure
-from .plugin import Client, Identity, Refuse
-from .protocol import ErrorCode, ProtocolError
-from .router import LocalRouter
+from .pipeline import Pipeline
+from .plugin import Client, Identity
 from .stats import Stats
 from .timers import Timer, Timers
 from .token_bucket import TokenBucket
-from .topics import TopicError, check_filter
+from .topics import has_wildcard
 
 log = logging.getLogger("broker.connection")
 
@@ -60,7 +62,7 @@ class ClientConnection:
         remote: str,
         identity: Identity,
         remote_address: str | None = None,
-        router: LocalRouter,
+        engine: Engine,
         pipeline: Callable[[], Pipeline],
         server: ServerConfig,
         limits: LimitsConfig,
@@ -75,7 +77,7 @@ class ClientConnection:
         self.remote = remote
         # For plugins: the client's address, which a trusted proxy may have forwarded.
         self.client = Client(client_id, identity, remote_address or remote)
-        self.router = router
+        self.engine = engine
         # Read at each operation: after a reload, the next one goes through the new plugins.
         self.pipeline = pipeline
         # A snapshot: a reload applies new limits to new connections only.
@@ -83,7 +85,7 @@ class ClientConnection:
         self.limits = limits
         self.server_name = server_name
         self._timers = timers
-        self._stats = stats if stats is not None else Stats()
+        self.stats = stats if stats is not None else Stats()
         # Direct writes need the socket itself (not there under TLS).
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._flusher = flusher if self._socket is not None else None
@@ -121,10 +123,7 @@ class ClientConnection:
         return self.outbox.offer(frame)
 
     async def deliver(self, frame: bytes) -> None:
-        if not await self.outbox.put(frame, self.limits.slow_consumer_timeout):
-            log.warning("client %s (%s): slow consumer, closing", self.client_id, self.remote)
-            self._stats.slow_consumer_disconnects += 1
-            self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
+        await self.send_frame(frame)
 
     # Life cycle.
 
@@ -159,9 +158,10 @@ class ClientConnection:
                 try:
                     if self.outbox.writer_running:  # asked for before the nursery was there
                         nursery.start_soon(self._write_loop)
-                    self.outbox.offer(
-                        text_frame(protocol.encode_welcome(self.client_id, self.server_name))
+                    welcome = protocol.encode_welcome(
+                        self.client_id, self.server_name, self.client.identity.expires_at
                     )
+                    self.outbox.offer(text_frame(welcome))
                     await pipeline.on_connect(self.client)
                     self._start_timers()
                     await self._read_loop()
@@ -178,10 +178,15 @@ class ClientConnection:
                 if timer is not None:
                     timer.cancel()
             for topic_filter in self.subscriptions:
-                self.router.unsubscribe(topic_filter, self)
+                self.engine.unsubscribe(topic_filter, self)
             # Releases publishers waiting for room in this outbox.
             self.outbox.finish(None, drain=False)
             with trio.CancelScope(shield=True):
+                # Everyone hears of a client leaving, unless they all leave (a shutdown).
+                announce = self.close_code != CloseCode.GOING_AWAY
+                for topic in self.subscriptions:
+                    if not has_wildcard(topic):
+                        await self.engine.leave(topic, self.client, announce=announce)
                 await pipeline.on_disconnect(self.client)
 
     def _request_flush(self) -> None:
@@ -200,6 +205,9 @@ class ClientConnection:
                 self.server.heartbeat_interval, self.server.heartbeat_timeout, now
             )
             self._timer = self._timers.call_at(self._heartbeat.due, self._beat)
+        self._schedule_expiry(now)
+
+    def _schedule_expiry(self, now: float) -> None:
         expires_at = self.client.identity.expires_at
         if expires_at is not None:
             self._expiry = self._timers.call_at(
@@ -348,14 +356,14 @@ class ClientConnection:
                     self.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
                     continue
                 if message is not None:
-                    await self._handle(message)
+                    await dispatch.handle(self, message, self._close_after_refusal)
         return False
 
     async def _throttle(self, incoming: TokenBucket) -> None:
         """Wait until the client may send again; meanwhile TCP holds it back."""
         if not self._throttled:
             self._throttled = True
-            self._stats.throttled_connections += 1
+            self.stats.throttled_connections += 1
             log.warning(
                 "client %s (%s): sends faster than [limits] max_incoming_rate (%g frames/s "
                 "after a burst of %d): reading it more slowly; raise the limit if this is a "
@@ -372,93 +380,65 @@ class ClientConnection:
         finally:
             self._held_by_backpressure = False
 
-    # Requests.
+    # Requests: each op is a module of `broker.ops`; this is the `Session` they use.
 
-    async def _send(self, payload: bytes) -> None:
-        await self.deliver(text_frame(payload))
+    async def send(self, payload: bytes) -> None:
+        await self.send_frame(text_frame(payload))
 
-    async def _handle(self, message: Received) -> None:
-        request_id = None
-        try:
-            if isinstance(message.payload, bytes):
-                raise ProtocolError(
-                    ErrorCode.BAD_REQUEST, "binary frames are not supported: send JSON text frames"
-                )
-            request = protocol.parse_request(message.payload)
-            request_id = request.id
-            match request:
-                case protocol.Publish():
-                    await self._publish(request)
-                case protocol.Subscribe():
-                    await self._subscribe(request)
-                case protocol.Unsubscribe():
-                    self._unsubscribe(request)
-                case protocol.Ping():
-                    await self._send(protocol.encode_pong(request.id))
-                    return
-            if request.id is not None:
-                await self._send(protocol.encode_ack(request.id))
-        except ProtocolError as error:
-            if error.request_id is not None:  # a request that did not parse has no id yet
-                request_id = error.request_id
-            await self._send_error(error.code, error.message, request_id)
-        except Refuse as refusal:
-            await self._send_error(refusal.code, refusal.message, request_id)
-            if refusal.close_code is not None:
-                # Drained, so that the error explaining the close arrives first.
-                self.close(refusal.close_code, refusal.message[:100], drain=True)
-        except PluginFailure:  # logged with the plugin's name
-            await self._send_error(ErrorCode.INTERNAL, "internal error", request_id)
-        except Exception:
-            log.exception("client %s (%s): error handling a request", self.client_id, self.remote)
-            await self._send_error(ErrorCode.INTERNAL, "internal error", request_id)
+    async def send_frame(self, frame: bytes) -> None:
+        if not await self.outbox.put(frame, self.limits.slow_consumer_timeout):
+            self._slow_consumer()
 
-    async def _send_error(
-        self, code: ErrorCode, message: str, request_id: protocol.RequestId | None
-    ) -> None:
-        self._stats.errors[code.value] += 1
-        await self._send(protocol.encode_error(code, message, request_id))
+    def _slow_consumer(self) -> None:
+        if not self.closing:
+            log.warning("client %s (%s): slow consumer, closing", self.client_id, self.remote)
+            self.stats.slow_consumer_disconnects += 1
+            self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
 
-    def _check_filter(self, request: protocol.Subscribe | protocol.Unsubscribe) -> None:
-        try:
-            check_filter(request.topic, self.limits.max_topic_length)
-        except TopicError as error:
-            raise ProtocolError(ErrorCode.INVALID_TOPIC, str(error), request.id) from None
-
-    async def _subscribe(self, request: protocol.Subscribe) -> None:
-        self._check_filter(request)
-        if request.topic in self.subscriptions:
-            return
-        if len(self.subscriptions) >= self.limits.max_subscriptions:
-            raise ProtocolError(
-                ErrorCode.LIMIT_EXCEEDED,
-                f"at most {self.limits.max_subscriptions} subscriptions per connection",
-                request.id,
-            )
-        await self.pipeline().authorize_subscribe(self.client, request.topic)
-        if self.closing or request.topic in self.subscriptions:
-            return
-        self.subscriptions.add(request.topic)
-        self.router.subscribe(request.topic, self)
-
-    def _unsubscribe(self, request: protocol.Unsubscribe) -> None:
-        self._check_filter(request)
-        if request.topic in self.subscriptions:
-            self.subscriptions.discard(request.topic)
-            self.router.unsubscribe(request.topic, self)
-
-    async def _publish(self, request: protocol.Publish) -> None:
-        # Meanwhile nothing is read, pongs included: the wait is not the client's fault.
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
         self._held_by_backpressure = True
         try:
-            await publishing.publish(
-                self.client,
-                request.topic,
-                request.data,
-                pipeline=self.pipeline(),
-                router=self.router,
-                max_topic_length=self.limits.max_topic_length,
-                stats=self._stats,
-            )
+            yield
         finally:
             self._held_by_backpressure = False
+
+    @asynccontextmanager
+    async def catching_up(self) -> AsyncIterator[None]:
+        """Live deliveries wait aside while the block sends a replay, then follow it.
+
+        The router's `offer` and `deliver` are shadowed by instance attributes for that
+        time, so that the usual path costs nothing. The deliveries waiting aside are
+        bounded like the outbox; a client that lets more pile up is a slow consumer.
+        """
+        waiting: list[bytes] = []
+
+        def offer(frame: bytes) -> bool:
+            if len(waiting) >= self.limits.max_queued_messages:
+                self._slow_consumer()
+                return True  # dropped: the connection is going away
+            waiting.append(frame)
+            return True
+
+        async def deliver(frame: bytes) -> None:
+            offer(frame)
+
+        self.offer = offer  # type: ignore[method-assign]
+        self.deliver = deliver  # type: ignore[method-assign]
+        try:
+            yield
+            while waiting:  # what arrives meanwhile joins the end of the line
+                await self.send_frame(waiting.pop(0))
+        finally:
+            del self.offer, self.deliver
+
+    def _close_after_refusal(self, code: int, reason: str) -> None:
+        # Drained, so that the error explaining the close arrives first.
+        self.close(code, reason, drain=True)
+
+    def renew(self, identity: Identity) -> None:
+        self.client = attrs.evolve(self.client, identity=identity)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self._schedule_expiry(trio.current_time())

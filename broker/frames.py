@@ -20,3 +20,9 @@ def text_frame(payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", _FIN_TEXT, 127, length)
     return header + payload
+
+
+def frame_payload(frame: bytes) -> bytes:
+    """The payload of a frame made by `text_frame`."""
+    length = frame[1]
+    return frame[2 + (2 if length == 126 else 8 if length == 127 else 0) :]

@@ -18,7 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from .router import LocalRouter
+from .engine import Engine
 from .stats import Stats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -29,7 +29,7 @@ class Observed(Protocol):
     """What the metrics read of a broker."""
 
     stats: Stats
-    router: LocalRouter
+    engine: Engine
 
     @property
     def connection_count(self) -> int: ...
@@ -58,7 +58,7 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily(
             PREFIX + "subscriptions",
             "Subscriptions held by all connections.",
-            value=broker.router.subscription_count,
+            value=broker.engine.subscription_count,
         )
         yield _counter("messages_published", "Publishes fanned out.", stats.published)
         yield _counter("deliveries", "Messages handed to subscribers.", stats.deliveries)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
 
+import attrs
 import trio
 
 from .plugin import Client, HandshakeRequest, Identity, Plugin, Publication, Refuse
@@ -17,7 +18,7 @@ log = logging.getLogger("broker.plugins")
 # Shared by every connection no plugin authenticates (immutable, claims included).
 _ANONYMOUS = Identity(claims=MappingProxyType({}))
 
-RESERVED_ENVELOPE_FIELDS = frozenset({"op", "topic", "data", "id"})
+RESERVED_ENVELOPE_FIELDS = frozenset({"op", "topic", "data", "id", "pos"})
 
 
 class PluginFailure(Exception):
@@ -54,12 +55,17 @@ class Pipeline:
         self._subscribe_authorizers = having("authorize_subscribe")
         self._publish_authorizers = having("authorize_publish")
         self._delivery_filters = having("filter_delivery")
+        self._refreshers = having("refresh")
         self._connect_listeners = having("on_connect")
         self._disconnect_listeners = having("on_disconnect")
 
     @property
     def filters_deliveries(self) -> bool:
         return bool(self._delivery_filters)
+
+    @property
+    def refreshes(self) -> bool:
+        return bool(self._refreshers)
 
     async def _call(self, plugin: Plugin, hook: str, *args: Any) -> Any:
         """Refuse passes through; anything else going wrong becomes PluginFailure."""
@@ -108,6 +114,20 @@ class Pipeline:
                 raise self._wrong_type(plugin, "authorize_publish", result)
             publication = result
         return publication
+
+    async def refresh(self, client: Client, token: str) -> Identity:
+        """The client's new identity; Refuse if no plugin accepted the token."""
+        identity = None
+        for plugin in self._refreshers:
+            result = await self._call(plugin, "refresh", client, token)
+            if result is not None:
+                if not isinstance(result, Identity):
+                    raise self._wrong_type(plugin, "refresh", result)
+                identity = result
+                client = attrs.evolve(client, identity=result)
+        if identity is None:
+            raise Refuse("the token was not accepted")
+        return identity
 
     async def filter_delivery(self, client: Client, publication: Publication) -> bool:
         """Whether to deliver; a failing filter withholds the delivery (fails closed)."""

@@ -147,6 +147,15 @@ class Plugin:
         """
         return publication
 
+    async def refresh(self, client: Client, token: str) -> Identity | None:
+        """New credentials (the ``refresh`` request) for a connected client.
+
+        Return its new identity, or None if this plugin does not judge such tokens;
+        raise Refuse to refuse (the connection keeps its identity). Its ``expires_at``
+        replaces the old one.
+        """
+        return None
+
     async def filter_delivery(self, client: Client, publication: Publication) -> bool:
         """Whether ``client`` (a subscriber) receives ``publication``."""
         return True

@@ -44,6 +44,7 @@ class ProtocolError(Exception):
 class Subscribe:
     topic: str
     id: RequestId | None = None
+    since: str | None = None  # a position to recover from (opaque: checked by the broker)
 
 
 @attrs.frozen
@@ -64,14 +65,38 @@ class Ping:
     id: RequestId | None = None
 
 
-Request = Subscribe | Unsubscribe | Publish | Ping
+@attrs.frozen
+class History:
+    topic: str
+    limit: int | None = None
+    id: RequestId | None = None
+
+
+@attrs.frozen
+class Presence:
+    topic: str
+    id: RequestId | None = None
+
+
+@attrs.frozen
+class Refresh:
+    token: str = attrs.field(repr=False)
+    id: RequestId | None = None
+
+
+Request = Subscribe | Unsubscribe | Publish | Ping | History | Presence | Refresh
 
 _FIELDS: dict[str, frozenset[str]] = {
-    "subscribe": frozenset({"op", "id", "topic"}),
+    "subscribe": frozenset({"op", "id", "topic", "since"}),
     "unsubscribe": frozenset({"op", "id", "topic"}),
     "publish": frozenset({"op", "id", "topic", "data"}),
     "ping": frozenset({"op", "id"}),
+    "history": frozenset({"op", "id", "topic", "limit"}),
+    "presence": frozenset({"op", "id", "topic"}),
+    "refresh": frozenset({"op", "id", "token"}),
 }
+# Tokens are long (JWTs with claims), but not unbounded.
+MAX_TOKEN_LENGTH = 16_384
 
 
 def _reject_constant(name: str) -> Any:
@@ -181,13 +206,35 @@ def parse_request(text: str) -> Request:
     _refuse_unknown_fields(obj, allowed, f"for {op}", request_id)
     if op == "ping":
         return Ping(request_id)
+    if op == "refresh":
+        token = obj.get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+            message = f"'token' must be a string of 1 to {MAX_TOKEN_LENGTH} characters"
+            raise ProtocolError(ErrorCode.BAD_REQUEST, message, request_id)
+        return Refresh(token, request_id)
     topic = obj.get("topic")
     if not isinstance(topic, str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "missing string field 'topic'", request_id)
     if op == "subscribe":
-        return Subscribe(topic, request_id)
+        since = obj.get("since")
+        if since is not None and request_id is None:
+            message = "'since' needs an 'id': the ack says whether the recovery was complete"
+            raise ProtocolError(ErrorCode.BAD_REQUEST, message)
+        if since is not None and not isinstance(since, str):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "'since' must be a string", request_id)
+        return Subscribe(topic, request_id, since)
     if op == "unsubscribe":
         return Unsubscribe(topic, request_id)
+    if op == "presence":
+        return Presence(topic, request_id)
+    if op == "history":
+        limit = obj.get("limit")
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
+        ):
+            message = "'limit' must be a whole number, 0 or more"
+            raise ProtocolError(ErrorCode.BAD_REQUEST, message, request_id)
+        return History(topic, limit, request_id)
     if "data" not in obj:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "missing field 'data'", request_id)
     return Publish(topic, obj["data"], request_id)
@@ -224,12 +271,16 @@ def _with_id(obj: dict[str, Any], request_id: RequestId | None) -> dict[str, Any
     return obj
 
 
-def encode_welcome(client_id: str, server: str) -> bytes:
-    return encode_json({"op": "welcome", "client_id": client_id, "server": server})
+def encode_welcome(client_id: str, server: str, expires_at: float | None = None) -> bytes:
+    welcome: dict[str, Any] = {"op": "welcome", "client_id": client_id, "server": server}
+    if expires_at is not None:
+        welcome["expires_at"] = int(expires_at)
+    return encode_json(welcome)
 
 
-def encode_ack(request_id: RequestId) -> bytes:
-    return encode_json({"op": "ack", "id": request_id})
+def encode_ack(request_id: RequestId, **fields: Any) -> bytes:
+    """An ack; ``fields`` (recovered, pos, expires_at) go beside ``op`` and ``id``."""
+    return encode_json({"op": "ack", "id": request_id, **fields})
 
 
 def encode_pong(request_id: RequestId | None) -> bytes:
@@ -241,8 +292,39 @@ def encode_error(code: ErrorCode, message: str, request_id: RequestId | None = N
     return encode_json(_with_id(reply, request_id))
 
 
-def encode_message(topic: str, data: Any, meta: Mapping[str, Any] | None = None) -> bytes:
-    """A delivery; ``meta`` adds envelope fields set by plugins (never op, topic, data)."""
-    if meta:
-        return encode_json({**meta, "op": "message", "topic": topic, "data": data})
-    return encode_json({"op": "message", "topic": topic, "data": data})
+def encode_message(
+    topic: str, data: Any, meta: Mapping[str, Any] | None = None, pos: str | None = None
+) -> bytes:
+    """A delivery; ``meta`` adds envelope fields set by plugins (never op, topic, data,
+    pos); ``pos`` is its position, on topics with history."""
+    message = (
+        {**meta, "op": "message", "topic": topic, "data": data}
+        if meta
+        else {
+            "op": "message",
+            "topic": topic,
+            "data": data,
+        }
+    )
+    if pos is not None:
+        message["pos"] = pos
+    return encode_json(message)
+
+
+def encode_history(
+    request_id: RequestId | None, messages: list[dict[str, Any]], pos: str | None
+) -> bytes:
+    reply = _with_id({"op": "history", "messages": messages}, request_id)
+    if pos is not None:
+        reply["pos"] = pos
+    return encode_json(reply)
+
+
+def encode_presence(request_id: RequestId | None, clients: list[dict[str, Any]]) -> bytes:
+    return encode_json(_with_id({"op": "presence", "clients": clients}, request_id))
+
+
+def encode_membership(op: str, topic: str, client_id: str, user: str | None) -> bytes:
+    """A ``join`` or ``leave`` event for the subscribers of ``topic``."""
+    client = {"client_id": client_id, "user": user}
+    return encode_json({"op": op, "topic": topic, "client": client})

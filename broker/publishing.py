@@ -1,17 +1,16 @@
 """A publish, from whoever it comes (a WebSocket client, the HTTP API): the same rules.
 
-Validate the topic, run the plugins' publish hooks, encode and frame the delivery
-once, fan it out, count it.
+Validate the topic, run the plugins' publish hooks, hand it to the engine (which
+frames it once and fans it out), count it.
 """
 
 from typing import Any
 
-from . import protocol
-from .frames import text_frame
+from .engine import Engine
 from .pipeline import Pipeline
 from .plugin import Client, Publication
 from .protocol import ErrorCode, ProtocolError
-from .router import LocalRouter, Subscriber
+from .router import Subscriber
 from .stats import Stats
 from .topics import TopicError, check_topic, is_reserved
 
@@ -34,7 +33,7 @@ async def publish(
     data: Any,
     *,
     pipeline: Pipeline,
-    router: LocalRouter,
+    engine: Engine,
     max_topic_length: int,
     stats: Stats,
 ) -> int | None:
@@ -49,9 +48,6 @@ async def publish(
     )
     if publication is None:
         return None  # dropped by a plugin: acked, not delivered
-    frame = text_frame(
-        protocol.encode_message(publication.topic, publication.data, publication.meta)
-    )
     accepts = None
     if pipeline.filters_deliveries:
         chosen = publication
@@ -59,6 +55,6 @@ async def publish(
         async def accepts(subscriber: Subscriber) -> bool:
             return await pipeline.filter_delivery(subscriber.client, chosen)
 
-    reached = await router.publish(publication.topic, frame, accepts)
-    stats.delivered(reached, len(frame))
+    reached, frame_bytes = await engine.publish(publication, accepts)
+    stats.delivered(reached, frame_bytes)
     return reached

@@ -35,6 +35,11 @@ class LocalRouter:
         self._index.remove(topic_filter, subscriber)
         self.subscription_count -= 1
 
+    def offer_all(self, topic: str, frame: bytes) -> None:
+        """Hand ``frame`` to every subscriber with room; the others miss it (no waiting)."""
+        for subscriber in self._index.match(topic):
+            subscriber.offer(frame)
+
     def filter_count(self) -> int:
         """Distinct filters someone subscribes to."""
         return self._index.filter_count()

@@ -19,15 +19,16 @@ from .admission import AddressLimits, address_key
 from .api_keys import load_api_keys
 from .config import Config
 from .connection import ClientConnection, CloseCode
+from .engine import Engine
 from .flusher import Flusher
 from .forwarding import IPAddress, TrustedProxies, client_address, parse_address
 from .handshake import HandshakeFailed, Refusal
 from .http_server import HttpLimits
+from .memory_engine import MemoryEngine
 from .origins import origin_allowed
 from .pipeline import Pipeline, PluginFailure
 from .plugin import HandshakeRequest, Identity, Refuse
 from .plugin_loader import build_pipeline
-from .router import LocalRouter
 from .stats import Stats
 from .timers import Timers
 from .version import __version__
@@ -130,9 +131,9 @@ class Broker:
         self._admin_connections = 0
         self._lame_duck_requested = trio.Event()
         self._lame_duck = False
-        self.router = LocalRouter()
         self.flusher = Flusher()
         self.timers = Timers()
+        self.engine: Engine = MemoryEngine(config, self.timers)
         # One for every connection: they ask it for the pipeline at each operation.
         self._current_pipeline = lambda: self.pipeline
         self.listeners: list[trio.SocketListener] = []
@@ -181,6 +182,7 @@ class Broker:
         new_pipeline.stats = self.stats
         self.pipeline = new_pipeline
         self.config = config
+        self.engine.configure(config)
         self._addresses.configure(*_address_limits(config))
         self._admin_addresses.configure(*_address_limits(config))
         self._proxies = TrustedProxies(config.server.trusted_proxies)
@@ -468,7 +470,7 @@ class Broker:
                 remote=remote,
                 remote_address=accepted.remote_address,
                 identity=accepted.identity,
-                router=self.router,
+                engine=self.engine,
                 pipeline=self._current_pipeline,
                 server=config.server,
                 limits=config.limits,

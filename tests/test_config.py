@@ -9,6 +9,7 @@ from broker.config import (
     SAMPLE_API_KEY,
     Config,
     ConfigError,
+    TopicConfig,
     config_warnings,
     load_config,
     parse_config,
@@ -38,6 +39,10 @@ def test_sample_config_names_every_key_with_its_default() -> None:
     (key,) = data["admin"].pop("api_keys")
     assert defaults["admin"].pop("api_keys") == []
     assert key["key"] == SAMPLE_API_KEY
+    # and an example of [[topics]], with every key.
+    (chat,) = data.pop("topics")
+    assert defaults.pop("topics") == []
+    assert chat.keys() == attrs.asdict(TopicConfig(filter="x")).keys()
     assert data == defaults
     sample = load_config(SAMPLE)
     assert (
@@ -45,6 +50,7 @@ def test_sample_config_names_every_key_with_its_default() -> None:
             sample,
             server=attrs.evolve(sample.server, allowed_origins=()),
             admin=attrs.evolve(sample.admin, enabled=False, api_keys=()),
+            topics=(),
         )
         == Config()
     )

@@ -1,0 +1,68 @@
+"""The engine: fan-out, history and presence, behind one interface.
+
+Everything that nodes of a cluster must share goes through an engine: who is
+subscribed to what, the positions and retained messages of topics with history,
+and who is present on a topic. `broker.memory_engine.MemoryEngine` keeps it all in
+this process; a Redis engine keeps it in Redis, with the same contract:
+
+- `subscribe` and `publish` are atomic with respect to each other: a message whose
+  position is after `Recovery.position` reaches the subscriber live, one at or
+  before it is in `Recovery.frames` (when asked for) or was never meant for it.
+- `publish` hands one frame to each matching subscriber once, waits for full ones
+  (backpressure), and says how many it reached and how large the frame was.
+- Join and leave events never wait: a subscriber whose queue is full misses them.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import attrs
+
+from .config import Config
+from .plugin import Client, Publication
+from .router import Subscriber
+
+
+@attrs.frozen
+class Recovery:
+    frames: list[bytes]  # the retained deliveries after `since`, oldest first
+    recovered: bool  # all of them: nothing after `since` was dropped
+    position: str | None  # now, for the ack; None when the filter covers no history
+
+
+class Engine(Protocol):
+    def configure(self, config: Config) -> None:
+        """A reloaded config: new [[topics]] tables and history bounds."""
+
+    async def subscribe(
+        self, topic_filter: str, subscriber: Subscriber, since: str | None
+    ) -> Recovery: ...
+
+    def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> None: ...
+
+    async def publish(
+        self,
+        publication: Publication,
+        accepts: Callable[[Subscriber], Awaitable[bool]] | None,
+    ) -> tuple[int, int]:
+        """Subscribers reached, and the size of the frame each got."""
+
+    async def history(
+        self, topic_filter: str, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The newest ``limit`` retained messages (oldest first) and the position now."""
+
+    def has_presence(self, topic: str) -> bool: ...
+
+    async def presence(self, topic: str) -> list[dict[str, Any]]: ...
+
+    async def join(self, topic: str, client: Client) -> None:
+        """``client`` subscribed to exactly ``topic``: presence and join events."""
+
+    async def leave(self, topic: str, client: Client, *, announce: bool = True) -> None:
+        """It unsubscribed or disconnected; ``announce`` False: no leave event."""
+
+    @property
+    def subscription_count(self) -> int: ...
+
+    def filter_count(self) -> int: ...

@@ -1,0 +1,154 @@
+"""The engine of a single broker: everything in this process's memory."""
+
+import json
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from . import protocol
+from .config import Config
+from .engine import Recovery
+from .frames import frame_payload, text_frame
+from .history import HistoryStore, Retained
+from .plugin import Client, Publication
+from .positions import Position, new_epoch, parse_position
+from .presence import PresenceTable
+from .router import LocalRouter, Subscriber
+from .timers import Timer, Timers
+from .topic_rules import TopicRules
+
+
+def _as_message(retained: Retained) -> dict[str, Any]:
+    """A retained delivery as the history reply lists it: the envelope without ``op``."""
+    message: dict[str, Any] = json.loads(frame_payload(retained.frame))
+    del message["op"]
+    return message
+
+
+class MemoryEngine:
+    def __init__(self, config: Config, timers: Timers) -> None:
+        self.router = LocalRouter()
+        self.epoch = new_epoch()
+        self.store = HistoryStore(config.limits.max_history_bytes)
+        self.rules = TopicRules(config.topics)
+        self._presence = PresenceTable()
+        self._timers = timers
+        self._expiry: Timer | None = None
+
+    def configure(self, config: Config) -> None:
+        self.rules = TopicRules(config.topics)
+        self.store.max_bytes = config.limits.max_history_bytes
+
+    def _position(self, offset: int) -> str:
+        return str(Position(self.epoch, offset))
+
+    # Fan-out and history.
+
+    async def subscribe(
+        self, topic_filter: str, subscriber: Subscriber, since: str | None
+    ) -> Recovery:
+        # No await until the snapshot is taken: nothing can fall between it and the live
+        # stream, which starts with the next offset.
+        self.router.subscribe(topic_filter, subscriber)
+        if not self.rules.history_possible(topic_filter):
+            return Recovery([], since is None, None)
+        now_at = self.store.offset
+        position = self._position(now_at)
+        if since is None:
+            return Recovery([], True, position)
+        asked = parse_position(since)
+        now = trio.current_time()
+        if asked is None or asked.epoch != self.epoch or asked.offset > now_at:
+            retained, _ = self.store.after(topic_filter, 0, now)
+            return Recovery([r.frame for r in retained], False, position)
+        retained, complete = self.store.after(topic_filter, asked.offset, now)
+        return Recovery([r.frame for r in retained], complete, position)
+
+    def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> None:
+        self.router.unsubscribe(topic_filter, subscriber)
+
+    async def publish(
+        self,
+        publication: Publication,
+        accepts: Callable[[Subscriber], Awaitable[bool]] | None,
+    ) -> tuple[int, int]:
+        topic = publication.topic
+        options = self.rules.lookup(topic)
+        if options is None or not options.history_size:
+            frame = text_frame(protocol.encode_message(topic, publication.data, publication.meta))
+            return await self.router.publish(topic, frame, accepts), len(frame)
+        offset = self.store.next_offset()
+        payload = protocol.encode_message(
+            topic, publication.data, publication.meta, self._position(offset)
+        )
+        frame = text_frame(payload)
+        # Kept before it is fanned out: a subscriber recovering meanwhile finds it there.
+        self.store.append(
+            topic, offset, frame, options.history_size, options.history_ttl, trio.current_time()
+        )
+        self._schedule_expiry()
+        return await self.router.publish(topic, frame, accepts), len(frame)
+
+    def _schedule_expiry(self) -> None:
+        due = self.store.next_expiry
+        if due == math.inf or (self._expiry is not None and self._expiry.when <= due):
+            return
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = self._timers.call_at(due, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        self.store.expire(trio.current_time())
+        self._schedule_expiry()
+
+    async def history(
+        self, topic_filter: str, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        if not self.rules.history_possible(topic_filter):
+            return [], None
+        retained = self.store.newest(topic_filter, limit, trio.current_time())
+        return [_as_message(r) for r in retained], self._position(self.store.offset)
+
+    # Presence.
+
+    def has_presence(self, topic: str) -> bool:
+        options = self.rules.lookup(topic)
+        return options is not None and options.presence
+
+    async def presence(self, topic: str) -> list[dict[str, Any]]:
+        return self._presence.members(topic)
+
+    async def join(self, topic: str, client: Client) -> None:
+        await self._membership("join", topic, client)
+
+    async def leave(self, topic: str, client: Client, *, announce: bool = True) -> None:
+        await self._membership("leave", topic, client, announce)
+
+    async def _membership(self, op: str, topic: str, client: Client, announce: bool = True) -> None:
+        options = self.rules.lookup(topic)
+        if options is None:
+            return
+        user = client.identity.user
+        if options.presence:
+            changed = (
+                self._presence.join(topic, client.client_id, user)
+                if op == "join"
+                else self._presence.leave(topic, client.client_id)
+            )
+            if not changed:
+                return
+        if options.join_leave and announce:
+            frame = text_frame(protocol.encode_membership(op, topic, client.client_id, user))
+            self.router.offer_all(topic, frame)
+
+    # Statistics.
+
+    @property
+    def subscription_count(self) -> int:
+        return self.router.subscription_count
+
+    def filter_count(self) -> int:
+        return self.router.filter_count()

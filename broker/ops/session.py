@@ -1,0 +1,49 @@
+"""What request handlers need of a connection: the IO shell around them."""
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from ..config import LimitsConfig
+from ..engine import Engine
+from ..pipeline import Pipeline
+from ..plugin import Client, Identity
+from ..stats import Stats
+
+
+class Replied:
+    """What a handler returns when it sent its reply itself."""
+
+
+REPLIED = Replied()
+
+
+class Session(Protocol):
+    client: Client
+    subscriptions: set[str]  # the filters held
+    limits: LimitsConfig
+    engine: Engine
+    stats: Stats
+
+    @property
+    def closing(self) -> bool: ...
+
+    def pipeline(self) -> Pipeline:
+        """The current plugins (a reload swaps them between two requests)."""
+
+    async def send(self, payload: bytes) -> None:
+        """Queue one message for the client, waiting while its queue is full."""
+
+    def offer(self, frame: bytes) -> bool:
+        """Queue one framed delivery if there is room (the router's `Subscriber`)."""
+
+    async def deliver(self, frame: bytes) -> None:
+        """Queue one framed delivery, waiting while the queue is full."""
+
+    def catching_up(self) -> AbstractAsyncContextManager[None]:
+        """Meanwhile live deliveries wait aside, to follow what the block sends."""
+
+    def held(self) -> AbstractAsyncContextManager[None]:
+        """Meanwhile the heartbeat knows the client is held up, not gone."""
+
+    def renew(self, identity: Identity) -> None:
+        """New credentials: a new identity and expiry."""
