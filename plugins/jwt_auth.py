@@ -3,7 +3,8 @@
 The user is the ``sub`` claim, the roles the ``roles`` claim (a list of strings).
 Optional ``subscribe`` and ``publish`` claims (lists of topic filters) restrict what
 the token may do. A missing, invalid or expired token is refused with HTTP 401; a
-connection outliving its token's ``exp`` is closed with 4001 "token expired".
+connection outliving its token's ``exp`` is closed with 4001 "token expired", unless
+it sent a new token for the same ``sub`` in a ``refresh`` request before.
 """
 
 from pathlib import Path
@@ -98,6 +99,17 @@ class JwtAuth(Plugin):
         token = bearer_token(request)
         if token is None:
             raise Refuse("missing token", status=401)
+        return self._identity(token)
+
+    async def refresh(self, client: Client, token: str) -> Identity:
+        """A new token for the same ``sub``: its claims and expiry take over."""
+        identity = self._identity(token)
+        if identity.user != client.identity.user:
+            raise Refuse("the new token is for another user")
+        return identity
+
+    def _identity(self, token: str) -> Identity:
+        """Who the token says; Refuse (HTTP 401 at a handshake) if it says nothing valid."""
         options = self.options
         try:
             claims = jwt.decode(

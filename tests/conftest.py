@@ -42,11 +42,15 @@ def doc_block(path: Path, marker: str, language: str) -> str:
     return found.group(1)
 
 
-def make_config(plugins: list[dict[str, Any]] | None = None, **sections: dict[str, Any]) -> Config:
-    """A config on 127.0.0.1, a free port, with the given sections' keys overridden."""
+def make_config(plugins: list[dict[str, Any]] | None = None, **sections: Any) -> Config:
+    """A config on 127.0.0.1, a free port, with the given sections' keys overridden
+    (an array of tables, such as ``topics``, is given whole)."""
     data: dict[str, Any] = {"server": {"host": "127.0.0.1", "port": 0}}
     for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
+        if isinstance(values, list):
+            data[name] = values
+        else:
+            data.setdefault(name, {}).update(values)
     if plugins is not None:
         data["plugins"] = plugins
     return config_from_mapping(data, "<test>")

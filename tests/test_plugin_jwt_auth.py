@@ -4,9 +4,11 @@ from typing import Any
 
 import jwt
 import pytest
+import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from broker import Broker
 from broker.config import ConfigError
 from broker.plugin_loader import load_plugins
 from tests.conftest import Connect, StartBroker, make_config, url
@@ -139,3 +141,54 @@ def test_option_errors(options: dict[str, Any], error: str) -> None:
     assert "c.toml: plugins[0] (jwt_auth): " in str(caught.value)
     assert error in str(caught.value)
     assert SECRET not in str(caught.value)
+
+
+# --- refresh (protocol v1.1) ---------------------------------------------------------------
+
+
+async def test_refresh_extends_the_connection_with_a_new_token(
+    start_broker: StartBroker, connect: Connect, autojump_clock: Any
+) -> None:
+    broker = await start_broker([OPTIONS], server={"heartbeat_interval": 0})
+    soon = time.time() + 30
+    client = await connect(url(broker), headers=bearer(mint(exp=soon)), welcome=False)
+    assert (await client.recv())["expires_at"] == int(soon)
+    later = time.time() + 3600
+    reply = await client.request({"op": "refresh", "token": mint(exp=later), "id": 1})
+    assert reply == {"op": "ack", "id": 1, "expires_at": int(later)}
+    # The old expiry no longer closes it (virtual time: the autojump clock skips ahead).
+    await trio.sleep(60)
+    assert await client.request({"op": "ping", "id": 2}) == {"op": "pong", "id": 2}
+
+
+@pytest.mark.parametrize(
+    ("claims", "key"),
+    [
+        ({"sub": "mallory"}, SECRET),  # another user
+        ({"exp": time.time() - 10}, SECRET),  # expired
+        ({}, "another-secret-another-secret-another"),  # not signed by our key
+    ],
+)
+async def test_a_refused_refresh_changes_nothing(
+    start_broker: StartBroker, connect: Connect, claims: dict[str, Any], key: str
+) -> None:
+    broker = await start_broker([OPTIONS])
+    soon = time.time() + 30
+    client = await connect(url(broker), headers=bearer(mint(exp=soon)), welcome=False)
+    await client.recv()
+    token = mint(key=key, **claims)
+    reply = await client.request({"op": "refresh", "token": token, "id": 1})
+    assert (reply["op"], reply["code"], reply["id"]) == ("error", "forbidden", 1)
+    assert token not in reply["message"]
+    # Still alice, still expiring as before: a publish as her works.
+    assert (await client.request({"op": "ping", "id": 2}))["op"] == "pong"
+
+
+async def test_refresh_without_a_plugin_that_refreshes_is_forbidden(
+    broker: Broker, connect: Connect
+) -> None:
+    client = await connect(broker)
+    reply = await client.request({"op": "refresh", "token": "x", "id": 1})
+    assert reply["code"] == "forbidden"
+    reply = await client.request({"op": "refresh", "token": "", "id": 2})
+    assert reply["code"] == "bad_request"

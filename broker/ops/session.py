@@ -37,7 +37,10 @@ class Session(Protocol):
         """Queue one framed delivery if there is room (the router's `Subscriber`)."""
 
     async def deliver(self, frame: bytes) -> None:
-        """Queue one framed delivery, waiting while the queue is full."""
+        """Queue one live delivery, waiting while the queue is full (the router's)."""
+
+    async def send_frame(self, frame: bytes) -> None:
+        """Queue one framed message now, waiting while the queue is full."""
 
     def catching_up(self) -> AbstractAsyncContextManager[None]:
         """Meanwhile live deliveries wait aside, to follow what the block sends."""

@@ -44,7 +44,7 @@ async def subscribe(session: Session, request: protocol.Subscribe) -> Replied | 
                 session.client, _publication(frame)
             ):
                 continue
-            await session.deliver(frame)
+            await session.send_frame(frame)
         fields: dict[str, Any] = {}
         if request.since is not None:
             fields["recovered"] = recovery.recovered

@@ -1,0 +1,216 @@
+"""History and recovery over real sockets (protocol v1.1), with the `websockets` protocol."""
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from broker import Broker
+from tests.conftest import Connect, StartBroker
+from tests.wsclient import WsClient
+
+CHAT = {"filter": "chat/#", "history_size": 1000}
+ACL = {
+    "use": "acl",
+    "rules": [{"subscribe": ["chat/#", "other"], "publish": ["chat/#"]}, {"publish": ["secret/#"]}],
+}
+
+
+async def history_broker(
+    start_broker: StartBroker, *plugins: Any, server: dict[str, Any] | None = None, **topic: Any
+) -> Broker:
+    return await start_broker(list(plugins), topics=[{**CHAT, **topic}], server=server or {})
+
+
+async def read_until(client: WsClient, op: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages before the first reply of ``op``, and that reply."""
+    before = []
+    while (message := await client.recv())["op"] != op:
+        before.append(message)
+    return before, message
+
+
+async def test_deliveries_on_history_topics_carry_a_position_others_do_not(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    broker = await history_broker(start_broker)
+    client = await connect(broker)
+    ack = await client.request({"op": "subscribe", "topic": "chat/#", "id": 1})
+    assert ack["pos"].endswith(":0")
+    assert await client.request({"op": "subscribe", "topic": "news", "id": 2}) == {
+        "op": "ack",
+        "id": 2,
+    }
+    await client.send({"op": "publish", "topic": "chat/a", "data": 1})
+    await client.send({"op": "publish", "topic": "news", "data": 2})
+    first, second = await client.recv(), await client.recv()
+    assert first["pos"].endswith(":1") and first["pos"].split(":")[0] == ack["pos"].split(":")[0]
+    assert "pos" not in second
+
+
+@pytest.mark.parametrize("topic_filter", ["chat/#", "chat/a", "chat/+"])
+async def test_a_client_that_reconnects_gets_what_it_missed_then_the_live_stream(
+    start_broker: StartBroker, connect: Connect, topic_filter: str
+) -> None:
+    broker = await history_broker(start_broker)
+    publisher = await connect(broker)
+    first = await connect(broker)
+    ack = await first.request({"op": "subscribe", "topic": topic_filter, "id": 1})
+    position = ack["pos"]
+    for n in range(3):
+        await publisher.request({"op": "publish", "topic": "chat/a", "data": n, "id": n})
+        position = (await first.recv())["pos"]
+    await first.aclose()
+    # Away: these are missed, on the topic and (for wildcards) on another one.
+    for n in range(3, 8):
+        await publisher.request({"op": "publish", "topic": "chat/a", "data": n, "id": n})
+        await publisher.request({"op": "publish", "topic": "chat/b", "data": -n, "id": -n})
+    again = await connect(broker)
+    await again.send({"op": "subscribe", "topic": topic_filter, "id": 2, "since": position})
+    replayed, ack = await read_until(again, "ack")
+    expected = [n for n in range(3, 8)]
+    if topic_filter != "chat/a":
+        expected = [m for n in range(3, 8) for m in (n, -n)]
+    assert [m["data"] for m in replayed] == expected
+    assert ack["recovered"] is True and ack["id"] == 2
+    await publisher.request({"op": "publish", "topic": "chat/a", "data": 99, "id": 99})
+    live = await again.recv()
+    assert live["data"] == 99 and live["pos"] > ack["pos"][:-1]
+
+
+async def test_nothing_is_lost_or_doubled_while_others_publish_during_the_replay(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    broker = await history_broker(start_broker, history_size=100_000)
+    publisher = await connect(broker)
+    reader = await connect(broker)
+    ack = await reader.request({"op": "subscribe", "topic": "chat/#", "id": "s"})
+    total, stop_reading_at = 6000, 500
+    flooding = trio.Event()
+
+    async def flood() -> None:
+        for n in range(total):
+            await publisher.send({"op": "publish", "topic": f"chat/{n % 3}", "data": n})
+            if n == 2 * stop_reading_at:
+                flooding.set()
+            if n % 200 == 0:
+                await trio.lowlevel.checkpoint()
+
+    seen: list[int] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flood)
+        position = ack["pos"]
+        while len(seen) < stop_reading_at:
+            message = await reader.recv()
+            seen.append(message["data"])
+            position = message["pos"]
+        await reader.aclose()
+        await flooding.wait()  # publishes keep coming during the replay below
+        again = await connect(broker)
+        await again.send({"op": "subscribe", "topic": "chat/#", "id": "r", "since": position})
+        while len(seen) < total:
+            message = await again.recv()
+            if message["op"] == "ack":
+                assert message["recovered"] is True
+                continue
+            seen.append(message["data"])
+    assert seen == list(range(total))
+
+
+async def test_a_position_older_than_the_window_says_recovered_false(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    broker = await history_broker(start_broker, history_size=3)
+    client = await connect(broker)
+    ack = await client.request({"op": "subscribe", "topic": "chat/a", "id": 1})
+    for n in range(5):
+        await client.send({"op": "publish", "topic": "chat/a", "data": n})
+    await client.aclose()
+    again = await connect(broker)
+    await again.send({"op": "subscribe", "topic": "chat/a", "id": 2, "since": ack["pos"]})
+    replayed, reply = await read_until(again, "ack")
+    assert [m["data"] for m in replayed] == [2, 3, 4]  # what it has
+    assert reply["recovered"] is False
+
+
+async def test_expired_messages_make_recovery_incomplete(
+    start_broker: StartBroker, connect: Connect, autojump_clock: trio.testing.MockClock
+) -> None:
+    # No heartbeat: the client does not read while the clock jumps.
+    broker = await history_broker(start_broker, history_ttl=60, server={"heartbeat_interval": 0})
+    client = await connect(broker)
+    ack = await client.request({"op": "subscribe", "topic": "chat/a", "id": 1})
+    await client.request({"op": "publish", "topic": "chat/a", "data": "old", "id": 2})
+    await client.recv()
+    await trio.sleep(61)
+    assert len(broker.engine.store) == 0  # type: ignore[attr-defined]  # the timer task ran
+    await client.request({"op": "publish", "topic": "chat/a", "data": "new", "id": 3})
+    await client.recv()
+    await client.send({"op": "unsubscribe", "topic": "chat/a"})
+    await client.send({"op": "subscribe", "topic": "chat/a", "id": 4, "since": ack["pos"]})
+    replayed, reply = await read_until(client, "ack")
+    assert [m["data"] for m in replayed] == ["new"]
+    assert reply["recovered"] is False
+
+
+@pytest.mark.parametrize("since", ["garbage", "", "x:1", "0:-1", "ffffffff:999999"])
+async def test_a_position_from_elsewhere_is_not_an_error_but_not_recovered(
+    start_broker: StartBroker, connect: Connect, since: str
+) -> None:
+    broker = await history_broker(start_broker)
+    client = await connect(broker)
+    await client.request({"op": "publish", "topic": "chat/a", "data": 1, "id": 1})
+    await client.send({"op": "subscribe", "topic": "chat/a", "id": 2, "since": since})
+    replayed, reply = await read_until(client, "ack")
+    assert [m["data"] for m in replayed] == [1]
+    assert reply["recovered"] is False
+
+
+async def test_after_a_restart_old_positions_are_not_recovered(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    first = await history_broker(start_broker)
+    client = await connect(first)
+    ack = await client.request({"op": "subscribe", "topic": "chat/a", "id": 1})
+    second = await history_broker(start_broker)  # a new run: a new epoch
+    other = await connect(second)
+    await other.send({"op": "subscribe", "topic": "chat/a", "id": 2, "since": ack["pos"]})
+    assert (await other.recv())["recovered"] is False
+
+
+async def test_since_needs_an_id_and_a_string(start_broker: StartBroker, connect: Connect) -> None:
+    broker = await history_broker(start_broker)
+    client = await connect(broker)
+    await client.send({"op": "subscribe", "topic": "chat/a", "since": "x:1"})
+    assert (await client.recv())["code"] == "bad_request"
+    reply = await client.request({"op": "subscribe", "topic": "chat/a", "since": 5, "id": 1})
+    assert (reply["code"], reply["id"]) == ("bad_request", 1)
+
+
+async def test_history_returns_the_newest_and_is_authorized_like_a_subscribe(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    broker = await start_broker(
+        [ACL],
+        topics=[CHAT, {"filter": "secret/#", "history_size": 10}],
+        limits={"max_history_request": 3},
+    )
+    client = await connect(broker)
+    for n in range(5):
+        await client.request({"op": "publish", "topic": f"chat/{n % 2}", "data": n, "id": n})
+        await client.request({"op": "publish", "topic": "secret/x", "data": n, "id": n})
+    reply = await client.request({"op": "history", "topic": "chat/+", "limit": 10, "id": "h"})
+    assert reply["op"] == "history" and reply["id"] == "h"
+    assert [m["data"] for m in reply["messages"]] == [2, 3, 4]  # capped at 3, oldest first
+    assert reply["messages"][0].keys() == {"topic", "data", "pos"}
+    assert reply["pos"].endswith(":10")  # one count for every topic with history
+    two = await client.request({"op": "history", "topic": "chat/0", "limit": 2, "id": 1})
+    assert [m["data"] for m in two["messages"]] == [2, 4]
+    refused = await client.request({"op": "history", "topic": "secret/#", "id": 2})
+    assert refused["code"] == "forbidden"
+    nothing = await client.request({"op": "history", "topic": "other", "id": 3})
+    assert nothing == {"op": "history", "id": 3, "messages": []}
+    for bad in ({"limit": -1}, {"limit": "5"}, {"topic": "a//b"}):
+        reply = await client.request({"op": "history", "topic": "chat/#", "id": 9, **bad})
+        assert reply["op"] == "error"
