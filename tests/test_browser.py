@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from broker.config import SAMPLE_API_KEY
 from tests.browser import ALLOW_LOCAL_NETWORK, chromium
 from tests.conftest import ROOT, doc_block
 from tests.daemon_process import Daemon, make_run_config
@@ -86,6 +88,7 @@ def make_run_daemon(tmp_path: Path) -> Iterator[Daemon]:
     """`make run`'s config, on free ports."""
     daemon = Daemon(make_run_config(tmp_path))
     daemon.wait_listening()
+    daemon.wait_admin_listening()
     yield daemon
     _stop(daemon)
 
@@ -147,3 +150,45 @@ def test_an_empty_config_refuses_other_pages_and_the_log_says_why(
         f"(empty: same host as the request's Host '127.0.0.1:{daemon.port}' only); "
         "add it there if that page is yours"
     )
+
+
+CHAT = doc_block(ROOT / "README.md", "chat-example", "js")
+
+
+def test_the_chat_example_catches_up_after_a_reconnect(
+    make_run_daemon: Daemon, site: tuple[Path, int]
+) -> None:
+    admin = f"http://127.0.0.1:{make_run_daemon.admin_port}/api/publish"
+
+    def publish(n: int) -> int:
+        response = httpx.post(
+            admin,
+            json={"topic": "chat/lobby", "data": n},
+            headers={"Authorization": f"Bearer {SAMPLE_API_KEY}"},
+        )
+        assert response.status_code == 200, response.text
+        return int(response.json()["subscribers"])
+
+    assert README_URL in CHAT
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"http://localhost:{site[1]}/index.html")
+        lines: list[str] = []
+        page.on("console", lambda message: lines.append(message.text))
+
+        def shown(n: int) -> Any:
+            return page.expect_console_message(lambda m: m.text == f"chat: {n}", timeout=10_000)
+
+        # Its own join event says that the subscription is in place.
+        with page.expect_console_message(lambda m: m.text.startswith("join ")):
+            page.add_script_tag(content=CHAT.replace(README_URL, make_run_daemon.url))
+        with shown(1):
+            assert publish(1) == 1
+        page.evaluate("ws.close()")
+        page.wait_for_function("ws.readyState === WebSocket.CLOSED")
+        with shown(3):  # it reconnects by itself, half a second later at the earliest
+            assert [publish(2), publish(3)] == [0, 0]  # away: nobody gets them live
+        with shown(4):
+            assert publish(4) == 1
+    chat = [line for line in lines if line.startswith(("chat:", "missed"))]
+    assert chat == ["chat: 1", "chat: 2", "chat: 3", "chat: 4"]
