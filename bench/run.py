@@ -43,10 +43,13 @@ max_connections_per_ip = 0
 handshake_rate_per_ip = 0
 max_incoming_rate = 0
 """
-# The same, with the admin listener on: a scraper reads /metrics every second meanwhile.
-METRICS_CONFIG = TRIO_BROKER_CONFIG + "[admin]\nenabled = true\nport = 0\n"
-SCRAPED = "trio-broker, /metrics scraped 1/s"
-METRICS_CONFIG_NAME = "bench-metrics.toml"
+# Variants of trio-broker: the same config plus these lines.
+SCRAPED = "trio-broker, /metrics scraped 1/s"  # a scraper reads /metrics every second meanwhile
+HISTORY = "trio-broker, history on every topic"
+VARIANTS = {
+    SCRAPED: "[admin]\nenabled = true\nport = 0\n",
+    HISTORY: '[[topics]]\nfilter = "#"\nhistory_size = 100\n',
+}
 SCRAPE_INTERVAL = 1.0
 # Brokers a scenario runs against, unless it names its own.
 DEFAULT_BROKERS = ("trio-broker", "naive trio-websocket", "node ws")
@@ -78,14 +81,27 @@ SCENARIOS: list[dict[str, Any]] = [
         "subscribers": 100,
         "brokers": ("trio-broker", SCRAPED),
     },
+    {
+        # Every publish gets a position and is retained (and old ones dropped).
+        "name": "saturation, S=100, history",
+        "mode": "saturate",
+        "subscribers": 100,
+        "brokers": ("trio-broker", HISTORY),
+    },
+    {
+        "name": "10k topics, 1 subscriber each, history",
+        "mode": "saturate",
+        "subscribers": 10000,
+        "topics": 10000,
+        "brokers": ("trio-broker", HISTORY),
+    },
 ]
 
 
-def broker_commands(config_path: Path, metrics_config_path: Path) -> dict[str, list[str]]:
+def broker_commands(configs: dict[str, Path]) -> dict[str, list[str]]:
     serve = [str(VENV_BIN / "trio-broker"), "serve", "--config"]
     return {
-        "trio-broker": [*serve, str(config_path)],
-        SCRAPED: [*serve, str(metrics_config_path)],
+        **{name: [*serve, str(path)] for name, path in configs.items()},
         "naive trio-websocket": [sys.executable, str(BENCH / "peers" / "naive_trio_broker.py")],
         "node ws": ["node", str(BENCH / "peers" / "node_ws_broker.js")],
     }
@@ -121,7 +137,7 @@ class Scraper(threading.Thread):
 
 
 class Broker:
-    def __init__(self, command: list[str]) -> None:
+    def __init__(self, command: list[str], *, scraped: bool = False) -> None:
         self.process = subprocess.Popen(
             pinned(command, 0),
             stdout=subprocess.PIPE,
@@ -142,7 +158,7 @@ class Broker:
             raise RuntimeError(f"broker did not start: {command}")
         self.pid = self.process.pid
         self.scraper = None
-        if METRICS_CONFIG_NAME in " ".join(command):
+        if scraped:
             admin = re.search(
                 r"admin listening on 127\.0\.0\.1:(\d+)", self.process.stdout.readline()
             )
@@ -254,11 +270,11 @@ def main() -> None:
     if args.quick:
         args.runs, args.duration = 1, 2.0
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "bench.toml"
-        config.write_text(TRIO_BROKER_CONFIG)
-        metrics_config = Path(tmp) / METRICS_CONFIG_NAME
-        metrics_config.write_text(METRICS_CONFIG)
-        commands = broker_commands(config, metrics_config)
+        configs = {}
+        for index, (name, extra) in enumerate({"trio-broker": "", **VARIANTS}.items()):
+            configs[name] = Path(tmp) / f"bench-{index}.toml"
+            configs[name].write_text(TRIO_BROKER_CONFIG + extra)
+        commands = broker_commands(configs)
         if args.brokers:
             commands = {k: v for k, v in commands.items() if k in args.brokers.split(",")}
         scenarios = [s for s in SCENARIOS if not args.only or args.only in s["name"]]
@@ -268,7 +284,7 @@ def main() -> None:
                 for name, command in commands.items():
                     if name not in scenario.get("brokers", DEFAULT_BROKERS):
                         continue
-                    broker = Broker(command)
+                    broker = Broker(command, scraped=name == SCRAPED)
                     try:
                         outcome = run_load(broker, scenario, args.duration)
                     finally:

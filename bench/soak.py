@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from websockets.exceptions import InvalidState
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,6 +48,18 @@ max_connections = 20000
 # All the load comes from 127.0.0.1.
 max_connections_per_ip = 0
 handshake_rate_per_ip = 0
+
+# History, presence and join/leave on (protocol v1.1): their memory must stay bounded too.
+[[topics]]
+filter = "churn/#"
+history_size = 50
+history_ttl = 2.0
+presence = true
+join_leave = true
+
+[[topics]]
+filter = "steady/#"
+history_size = 1000
 """
 STEADY_TOPICS = ["steady/a", "steady/b", "steady/c"]
 # CPython keeps memory it once used (pymalloc arenas), so RSS after the churn stays near its
@@ -68,6 +81,7 @@ class Soak:
         self.publishers = len(STEADY_TOPICS)
         self.churners = connections - self.readers - self.publishers
         self.sent: dict[str, int] = {}
+        self.last_position: str | None = None  # a position churners recover from
         self.received: list[dict[str, list[int]]] = []
         self.churn_cycles = 0
         self.churn_errors: list[str] = []
@@ -115,20 +129,36 @@ class Soak:
                 for _ in range(rng.randrange(1, 10)):
                     topic = f"churn/{rng.randrange(50)}"
                     action = rng.random()
-                    if action < 0.4:
+                    if action < 0.3:
                         await client.send({"op": "subscribe", "topic": topic, "id": 1})
-                    elif action < 0.6:
+                    elif action < 0.4:
+                        since = self.last_position or "none"
+                        request = {"op": "subscribe", "topic": "churn/#", "id": 2, "since": since}
+                        await client.send(request)
+                    elif action < 0.55:
                         await client.send({"op": "unsubscribe", "topic": topic})
-                    elif action < 0.9:
+                    elif action < 0.8:
                         await client.send({"op": "publish", "topic": topic, "data": index})
+                    elif action < 0.85:
+                        await client.send({"op": "history", "topic": "churn/+", "limit": 20})
+                    elif action < 0.9:
+                        await client.send({"op": "presence", "topic": topic})
                     else:
                         await client.send({"op": "subscribe", "topic": "steady/#"})
                     with trio.move_on_after(rng.random() * 0.2):
                         while True:
-                            await client.recv()
+                            message = await client.recv()
+                            self.last_position = message.get("pos", self.last_position)
                 if rng.random() < 0.5:
                     await client.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, Closed) as error:
+            except (
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                Closed,
+                InvalidState,
+            ) as error:
+                # InvalidState: sending on a connection the broker is closing (a churner that
+                # reads too little of a long replay is a slow consumer).
                 self.churn_errors.append(f"session: {error!r}")
             finally:
                 await trio.aclose_forcefully(client.stream)  # abrupt when not closed above

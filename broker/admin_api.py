@@ -118,6 +118,8 @@ class AdminApi:
                 "connections": broker.connection_count,
                 "subscriptions": broker.engine.subscription_count,
                 "topics": broker.engine.filter_count(),
+                "retained_messages": broker.engine.retained[0],
+                "retained_bytes": broker.engine.retained[1],
                 "counts": {
                     "messages_published": stats.published,
                     "deliveries": stats.deliveries,

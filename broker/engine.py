@@ -65,4 +65,8 @@ class Engine(Protocol):
     @property
     def subscription_count(self) -> int: ...
 
+    @property
+    def retained(self) -> tuple[int, int]:
+        """Messages kept for history, and their bytes."""
+
     def filter_count(self) -> int: ...

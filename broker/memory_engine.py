@@ -150,5 +150,9 @@ class MemoryEngine:
     def subscription_count(self) -> int:
         return self.router.subscription_count
 
+    @property
+    def retained(self) -> tuple[int, int]:
+        return len(self.store), self.store.bytes
+
     def filter_count(self) -> int:
         return self.router.filter_count()

@@ -60,6 +60,13 @@ class BrokerCollector(Collector):
             "Subscriptions held by all connections.",
             value=broker.engine.subscription_count,
         )
+        messages, retained_bytes = broker.engine.retained
+        yield GaugeMetricFamily(
+            PREFIX + "retained_messages", "Messages kept for history.", value=messages
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "retained_bytes", "Bytes of messages kept for history.", value=retained_bytes
+        )
         yield _counter("messages_published", "Publishes fanned out.", stats.published)
         yield _counter("deliveries", "Messages handed to subscribers.", stats.deliveries)
         yield _counter(

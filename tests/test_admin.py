@@ -395,3 +395,21 @@ async def test_a_key_file_is_read(
     )
     stats = admin_url(broker, "/api/stats")
     assert (await http.get(stats, headers={"Authorization": "Bearer " + "f" * 40})).is_success
+
+
+async def test_retained_history_is_measured(
+    start_broker: StartBroker, connect: Connect, http: httpx.AsyncClient
+) -> None:
+    broker = await start_admin(
+        start_broker, topics=[{"filter": "chat/#", "history_size": 2}], limits={}
+    )
+    client = await connect(broker)
+    for n in range(3):
+        await client.request({"op": "publish", "topic": "chat/a", "data": n, "id": n})
+    await client.request({"op": "publish", "topic": "other", "data": 0, "id": "o"})
+    frame = len(b'{"op":"message","topic":"chat/a","data":0,"pos":"xxxxxxxx:1"}') + 2
+    metrics = await scrape(http, broker)
+    assert metrics[("trio_broker_retained_messages", ())] == 2  # history_size
+    assert metrics[("trio_broker_retained_bytes", ())] == 2 * frame
+    stats = (await http.get(admin_url(broker, "/api/stats"), headers=AUTH)).json()
+    assert (stats["retained_messages"], stats["retained_bytes"]) == (2, 2 * frame)

@@ -205,6 +205,7 @@ async def test_history_returns_the_newest_and_is_authorized_like_a_subscribe(
     assert [m["data"] for m in reply["messages"]] == [2, 3, 4]  # capped at 3, oldest first
     assert reply["messages"][0].keys() == {"topic", "data", "pos"}
     assert reply["pos"].endswith(":10")  # one count for every topic with history
+    assert broker.engine.retained[0] == 10
     two = await client.request({"op": "history", "topic": "chat/0", "limit": 2, "id": 1})
     assert [m["data"] for m in two["messages"]] == [2, 4]
     refused = await client.request({"op": "history", "topic": "secret/#", "id": 2})
