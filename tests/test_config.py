@@ -85,6 +85,15 @@ def test_values_are_read() -> None:
             '[server]\ntrusted_proxies = ["proxy.internal"]',
             "server.trusted_proxies: 'proxy.internal' is not an address or network",
         ),
+        ('[[topics]]\nfilter = "a/#/b"', "topics[0].filter: '#' must be the whole last level"),
+        ("[[topics]]\nhistory_size = 5", "topics[0].filter: required"),
+        (
+            '[[topics]]\nfilter = "a"\nhistory_size = -1',
+            "topics[0].history_size: must be at least 0",
+        ),
+        ('[[topics]]\nfilter = "a"\npresence = "yes"', "topics[0].presence: must be a boolean"),
+        ('[[topics]]\nfilter = "a"\nhistory = 5', "topics[0].history: unknown key"),
+        ("topics = 5", "topics: must be an array of tables"),
         (
             '[server]\nproxy_header = "X-Real-IP"',
             "server.proxy_header: must be one of 'X-Forwarded-For', 'Forwarded'",
