@@ -89,14 +89,17 @@ class Pipeline:
         log.error("plugin %s: %s returned %.100r", plugin.name, hook, result)
         return PluginFailure(f"{plugin.name}.{hook} returned a {type(result).__name__}")
 
+    def _identity(self, plugin: Plugin, hook: str, result: Any) -> Identity | None:
+        """A hook's answer that must be an Identity or None."""
+        if result is not None and not isinstance(result, Identity):
+            raise self._wrong_type(plugin, hook, result)
+        return result
+
     async def authenticate(self, request: HandshakeRequest) -> Identity:
         identity = _ANONYMOUS
         for plugin in self._authenticators:
             result = await self._call(plugin, "authenticate", request, identity)
-            if result is not None:
-                if not isinstance(result, Identity):
-                    raise self._wrong_type(plugin, "authenticate", result)
-                identity = result
+            identity = self._identity(plugin, "authenticate", result) or identity
         return identity
 
     async def authorize_subscribe(self, client: Client, topic_filter: str) -> None:
@@ -120,11 +123,10 @@ class Pipeline:
         identity = None
         for plugin in self._refreshers:
             result = await self._call(plugin, "refresh", client, token)
-            if result is not None:
-                if not isinstance(result, Identity):
-                    raise self._wrong_type(plugin, "refresh", result)
-                identity = result
-                client = attrs.evolve(client, identity=result)
+            new = self._identity(plugin, "refresh", result)
+            if new is not None:
+                identity = new
+                client = attrs.evolve(client, identity=new)
         if identity is None:
             raise Refuse("the token was not accepted")
         return identity
