@@ -83,7 +83,13 @@ class Misbehave(Plugin):
     class Options:
         hook: str = attrs.field(
             validator=attrs.validators.in_(
-                ["authenticate", "authorize_subscribe", "authorize_publish", "filter_delivery"]
+                [
+                    "authenticate",
+                    "authorize_subscribe",
+                    "authorize_publish",
+                    "filter_delivery",
+                    "refresh",
+                ]
             )
         )
         how: str = attrs.field(
@@ -118,6 +124,9 @@ class Misbehave(Plugin):
 
     async def filter_delivery(self, client: Client, publication: Publication) -> Any:
         return await self._act("filter_delivery", publication.topic, True)
+
+    async def refresh(self, client: Client, token: str) -> Any:
+        return await self._act("refresh", None, client.identity)
 
 
 class OnlyRole(Plugin):

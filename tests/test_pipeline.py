@@ -324,3 +324,17 @@ def test_entry_point_plugins_are_found_by_name(
     assert resolve("stamp") is example_plugins.StampSender
     (plugin,) = load_plugins(make_config([{"use": "stamp"}]), "c.toml")
     assert plugin.name == "stamp"
+
+
+@pytest.mark.parametrize(
+    ("how", "code"),
+    [("refuse", "forbidden"), ("raise", "internal"), ("garbage", "internal"), ("hang", "internal")],
+)
+async def test_a_misbehaving_refresh_hook_changes_nothing(
+    start_broker: StartBroker, connect: Connect, how: str, code: str
+) -> None:
+    broker = await start_broker([misbehave("refresh", how)], server={"plugin_timeout": 0.2})
+    client = await connect(broker)
+    reply = await client.request({"op": "refresh", "token": "t", "id": 1})
+    assert (reply["op"], reply["code"]) == ("error", code)
+    assert await client.request({"op": "ping", "id": 2}) == {"op": "pong", "id": 2}
