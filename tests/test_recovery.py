@@ -215,3 +215,22 @@ async def test_history_returns_the_newest_and_is_authorized_like_a_subscribe(
     for bad in ({"limit": -1}, {"limit": "5"}, {"topic": "a//b"}):
         reply = await client.request({"op": "history", "topic": "chat/#", "id": 9, **bad})
         assert reply["op"] == "error"
+
+
+async def test_a_replay_passes_the_delivery_filters_like_live_messages(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    auth = {"use": "tests.example_plugins:HeaderAuth"}
+    only = {"use": "tests.example_plugins:OnlyRole", "prefix": "chat/staff", "role": "staff"}
+    broker = await history_broker(start_broker, auth, only)
+    publisher = await connect(broker, headers={"X-User": "boss", "X-Roles": "staff"})
+    for topic in ("chat/all", "chat/staff", "chat/all"):
+        await publisher.request({"op": "publish", "topic": topic, "data": topic, "id": 1})
+    guest = await connect(broker, headers={"X-User": "guest"})
+    await guest.send({"op": "subscribe", "topic": "chat/#", "id": 2, "since": "x"})
+    replayed, _ = await read_until(guest, "ack")
+    assert [m["data"] for m in replayed] == ["chat/all", "chat/all"]
+    staff = await connect(broker, headers={"X-User": "staff", "X-Roles": "staff"})
+    await staff.send({"op": "subscribe", "topic": "chat/#", "id": 2, "since": "x"})
+    replayed, _ = await read_until(staff, "ack")
+    assert [m["data"] for m in replayed] == ["chat/all", "chat/staff", "chat/all"]
