@@ -234,3 +234,31 @@ async def test_a_replay_passes_the_delivery_filters_like_live_messages(
     await staff.send({"op": "subscribe", "topic": "chat/#", "id": 2, "since": "x"})
     replayed, _ = await read_until(staff, "ack")
     assert [m["data"] for m in replayed] == ["chat/all", "chat/staff", "chat/all"]
+
+
+async def test_live_messages_waiting_behind_a_replay_are_bounded(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    # The replay blocks on a client that does not read; live messages pile up aside, and
+    # the client is cut off once they reach max_queued_messages, long before
+    # slow_consumer_timeout: nobody waits on it meanwhile.
+    broker = await start_broker(
+        topics=[CHAT],
+        limits={"max_queued_messages": 3, "slow_consumer_timeout": 30},
+    )
+    publisher = await connect(broker)
+    big = "x" * 60_000
+    for n in range(20):
+        await publisher.request({"op": "publish", "topic": "chat/big", "data": [n, big], "id": n})
+    stalled = await connect(broker, receive_buffer=4096)
+    await stalled.send({"op": "subscribe", "topic": "chat/big", "id": "r", "since": "x"})
+    started = trio.current_time()
+    with trio.fail_after(5):
+        for n in range(4):
+            reply = await publisher.request(
+                {"op": "publish", "topic": "chat/big", "data": n, "id": n}
+            )
+            assert reply["op"] == "ack"
+    code, reason = await stalled.wait_closed(timeout=10)
+    assert (code, reason) == (1008, "slow consumer")
+    assert trio.current_time() - started < 10
