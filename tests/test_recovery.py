@@ -262,3 +262,23 @@ async def test_live_messages_waiting_behind_a_replay_are_bounded(
     code, reason = await stalled.wait_closed(timeout=10)
     assert (code, reason) == (1008, "slow consumer")
     assert trio.current_time() - started < 10
+
+
+async def test_subscribing_again_acks_with_the_position_and_recovers_without_doubles(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    broker = await history_broker(start_broker)
+    client = await connect(broker)
+    first = await client.request({"op": "subscribe", "topic": "chat/#", "id": 1})
+    await client.send({"op": "publish", "topic": "chat/a", "data": 1})
+    assert (await client.recv())["data"] == 1
+    again = await client.request({"op": "subscribe", "topic": "chat/#", "id": 3})
+    assert again["op"] == "ack" and again["pos"] > first["pos"]
+    await client.send({"op": "subscribe", "topic": "chat/#", "id": 4, "since": first["pos"]})
+    replayed, ack = await read_until(client, "ack")
+    assert [m["data"] for m in replayed] == [1]
+    assert ack["recovered"] is True
+    await client.send({"op": "publish", "topic": "chat/a", "data": 2})
+    assert (await client.recv())["data"] == 2  # once: still one subscription
+    assert await client.request({"op": "ping", "id": 6}) == {"op": "pong", "id": 6}
+    assert broker.engine.subscription_count == 1

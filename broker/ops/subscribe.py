@@ -23,18 +23,19 @@ def checked_filter(session: Session, topic_filter: str) -> str:
 async def subscribe(session: Session, request: protocol.Subscribe) -> Replied | None:
     topic_filter = checked_filter(session, request.topic)
     held = topic_filter in session.subscriptions
-    if held and request.since is None:
-        return None
-    if not held and len(session.subscriptions) >= session.limits.max_subscriptions:
-        raise ProtocolError(
-            ErrorCode.LIMIT_EXCEEDED,
-            f"at most {session.limits.max_subscriptions} subscriptions per connection",
-        )
     pipeline = session.pipeline()
-    await pipeline.authorize_subscribe(session.client, topic_filter)
-    if session.closing:
-        return None
-    if held:  # subscribed again to recover: the replay must not come twice
+    if not held:  # a subscription already held was authorized when it was made
+        if len(session.subscriptions) >= session.limits.max_subscriptions:
+            raise ProtocolError(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"at most {session.limits.max_subscriptions} subscriptions per connection",
+            )
+        await pipeline.authorize_subscribe(session.client, topic_filter)
+        if session.closing or topic_filter in session.subscriptions:
+            return None
+    else:
+        # Subscribed again (to recover, or for the position now): taken down and up in
+        # one step, so that nothing comes twice and nothing is missed.
         session.engine.unsubscribe(topic_filter, session)
     session.subscriptions.add(topic_filter)
     async with session.catching_up():
