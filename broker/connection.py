@@ -374,11 +374,8 @@ class ClientConnection:
                 self.limits.incoming_burst,
             )
         # Not reading means its pongs wait unread too: not its fault.
-        self._held_by_backpressure = True
-        try:
+        async with self.held():
             await trio.sleep(incoming.wait_for(1, trio.current_time()))
-        finally:
-            self._held_by_backpressure = False
 
     # Requests: each op is a module of `broker.ops`; this is the `Session` they use.
 
