@@ -44,7 +44,7 @@ unit: $(VENV)/.installed-test services
 # What some tests need (Debian package:command). Installed where that is possible (root
 # on Debian); elsewhere those tests skip, saying how to install them, unless
 # TRIO_BROKER_REQUIRE_SERVICES=1 (.ci/run) makes them fail.
-SERVICES := chromium:chromium curl:curl
+SERVICES := chromium:chromium curl:curl redis-server:redis-server
 
 services:
 	@missing=""; for entry in $(SERVICES); do \

@@ -3,9 +3,9 @@ import contextlib
 import os
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -15,6 +15,9 @@ from broker.config import config_from_mapping
 from broker.pipeline import Pipeline
 from broker.plugin_loader import build_pipeline
 from tests.wsclient import WsClient
+
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
 
 StartBroker = Callable[..., Awaitable[Broker]]
 Connect = Callable[..., Awaitable[WsClient]]
@@ -188,3 +191,13 @@ async def open_clients(url: str, count: int, clients: list[WsClient]) -> list[Ws
         for _ in range(20):
             nursery.start_soon(open_some, count // 20)
     return clients[before:]
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator["RedisServer"]:
+    """A redis-server of the test's own. A plain (not async) fixture: where there is no
+    redis-server the test skips with its reason before Trio runs it."""
+    from tests.redis_server import redis_server
+
+    with redis_server(tmp_path) as server:
+        yield server
