@@ -1,8 +1,8 @@
 """Fan-out benchmark: trio-broker against a naive trio-websocket broker and a Node `ws` broker.
 
-Every scenario runs against each broker, interleaved, --runs times; the tables show
-medians. The broker runs pinned to CPU 0 and the Node load generator to CPU 1 (when
-the machine has two), both on loopback. Results go to bench/results/latest.{json,md}
+Every scenario runs against each broker, interleaved (every other run in reverse
+order), --runs times; the tables show medians. The broker runs pinned to CPU 0 and the
+Node load generator to CPU 1 (when the machine has two), both on loopback. Results go to bench/results/latest.{json,md}
 (partial.{json,md} for --quick, --only or --brokers runs).
 
     python bench/run.py            # the full run (about 15 minutes on 2 cores)
@@ -281,7 +281,9 @@ def main() -> None:
         raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for run in range(args.runs):
             for scenario in scenarios:
-                for name, command in commands.items():
+                # Every other run in reverse, so that no broker always goes first.
+                order = list(commands.items())[:: -1 if run % 2 else 1]
+                for name, command in order:
                     if name not in scenario.get("brokers", DEFAULT_BROKERS):
                         continue
                     broker = Broker(command, scraped=name == SCRAPED)
