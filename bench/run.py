@@ -2,8 +2,9 @@
 
 Every scenario runs against each broker, interleaved (every other run in reverse
 order), --runs times; the tables show medians. The broker runs pinned to CPU 0 and the
-Node load generator to CPU 1 (when the machine has two), both on loopback. Results go to bench/results/latest.{json,md}
-(partial.{json,md} for --quick, --only or --brokers runs).
+Node load generator to CPU 1 (when the machine has two), both on loopback. Results go
+to bench/results/latest.{json,md} (partial.{json,md} for --quick, --only or --brokers
+runs).
 
     python bench/run.py            # the full run (about 15 minutes on 2 cores)
     python bench/run.py --quick    # one run, shorter windows, for iterating
