@@ -13,7 +13,7 @@ from .engine import Recovery
 from .frames import frame_payload, text_frame
 from .history import HistoryStore, Retained
 from .plugin import Client, Publication
-from .positions import Position, new_epoch, parse_position
+from .positions import format_position, new_epoch, parse_position
 from .presence import PresenceTable
 from .router import LocalRouter, Subscriber
 from .timers import Timer, Timers
@@ -42,7 +42,7 @@ class MemoryEngine:
         self.store.max_bytes = config.limits.max_history_bytes
 
     def _position(self, offset: int) -> str:
-        return str(Position(self.epoch, offset))
+        return format_position(self.epoch, offset)
 
     # Fan-out and history.
 

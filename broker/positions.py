@@ -16,13 +16,18 @@ def new_epoch() -> str:
     return secrets.token_hex(4)
 
 
+def format_position(epoch: str, offset: int) -> str:
+    """A position as clients see it (made once per publish: no object on the way)."""
+    return f"{epoch}:{offset}"
+
+
 @attrs.frozen
 class Position:
     epoch: str
     offset: int
 
     def __str__(self) -> str:
-        return f"{self.epoch}:{self.offset}"
+        return format_position(self.epoch, self.offset)
 
 
 def parse_position(text: object) -> Position | None:
