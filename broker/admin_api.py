@@ -108,6 +108,7 @@ class AdminApi:
 
     async def _stats(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
         broker, stats = self._broker, self._broker.stats
+        retained_messages, retained_bytes = broker.engine.retained
         return json_response(
             200,
             {
@@ -118,8 +119,8 @@ class AdminApi:
                 "connections": broker.connection_count,
                 "subscriptions": broker.engine.subscription_count,
                 "topics": broker.engine.filter_count(),
-                "retained_messages": broker.engine.retained[0],
-                "retained_bytes": broker.engine.retained[1],
+                "retained_messages": retained_messages,
+                "retained_bytes": retained_bytes,
                 "counts": {
                     "messages_published": stats.published,
                     "deliveries": stats.deliveries,

@@ -10,6 +10,7 @@ drain, the reader waits for the peer's answer, and a deadline on the whole
 connection bounds both.
 """
 
+import collections
 import logging
 import math
 import os
@@ -408,7 +409,7 @@ class ClientConnection:
         time, so that the usual path costs nothing. The deliveries waiting aside are
         bounded like the outbox; a client that lets more pile up is a slow consumer.
         """
-        waiting: list[bytes] = []
+        waiting: collections.deque[bytes] = collections.deque()
 
         def offer(frame: bytes) -> bool:
             if len(waiting) >= self.limits.max_queued_messages:
@@ -425,7 +426,7 @@ class ClientConnection:
         try:
             yield
             while waiting:  # what arrives meanwhile joins the end of the line
-                await self.send_frame(waiting.pop(0))
+                await self.send_frame(waiting.popleft())
         finally:
             del self.offer, self.deliver
 

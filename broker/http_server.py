@@ -73,6 +73,11 @@ class _Refused(Exception):
         self.response = response
 
 
+def _too_large(limits: HttpLimits) -> _Refused:
+    message = f"the body is larger than {limits.max_body_size} bytes"
+    return _Refused(error_response(413, "limit_exceeded", message))
+
+
 async def _next_event(connection: h11.Connection, stream: trio.abc.ReceiveStream) -> Any:
     while True:
         event = connection.next_event()
@@ -99,11 +104,8 @@ async def _read_request(
         (bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in head.headers
     )
     length = next((value for name, value in headers if name == "content-length"), None)
-    too_large = error_response(
-        413, "limit_exceeded", f"the body is larger than {limits.max_body_size} bytes"
-    )
     if length is not None and int(length) > limits.max_body_size:
-        raise _Refused(too_large)
+        raise _too_large(limits)
     if connection.they_are_waiting_for_100_continue:
         await stream.send_all(
             connection.send(h11.InformationalResponse(status_code=100, headers=[]))
@@ -115,7 +117,7 @@ async def _read_request(
         assert isinstance(event, h11.Data)
         body += event.data
         if len(body) > limits.max_body_size:  # chunked bodies say no length up front
-            raise _Refused(too_large)
+            raise _too_large(limits)
     target = bytes(head.target).decode("latin-1")
     path, _, query = target.partition("?")
     return HttpRequest(head.method.decode("latin-1"), path, query, headers, bytes(body), remote)

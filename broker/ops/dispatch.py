@@ -10,7 +10,7 @@ from ..pipeline import PluginFailure
 from ..plugin import Refuse
 from ..protocol import ErrorCode, ProtocolError
 from . import history, presence, publish, refresh, subscribe
-from .session import REPLIED, Replied, Session
+from .session import Replied, Session
 
 log = logging.getLogger("broker.connection")
 
@@ -45,12 +45,11 @@ async def handle(session: Session, message: Received, close: Callable[[int, str]
         request = protocol.parse_request(message.payload)
         request_id = request.id
         reply = await HANDLERS[type(request)](session, request)
-        if reply is REPLIED:
-            pass
+        if isinstance(reply, Replied):
+            pass  # the handler sent its reply itself
         elif isinstance(reply, bytes):
             await session.send(reply)
         elif request_id is not None:
-            assert not isinstance(reply, Replied)
             await session.send(protocol.encode_ack(request_id, **(reply or {})))
     except ProtocolError as error:
         if error.request_id is not None:  # a request that did not parse has no id yet
