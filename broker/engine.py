@@ -48,9 +48,10 @@ class Engine(Protocol):
         """Subscribers reached, and the size of the frame each got."""
 
     async def history(
-        self, topic_filter: str, limit: int
+        self, topic_filter: str, limit: int, max_bytes: int
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """The newest ``limit`` retained messages (oldest first) and the position now."""
+        """The newest ``limit`` retained messages (oldest first) that fit in ``max_bytes``
+        of frames, and the position now."""
 
     def has_presence(self, topic: str) -> bool: ...
 

@@ -105,12 +105,17 @@ class MemoryEngine:
         self._schedule_expiry()
 
     async def history(
-        self, topic_filter: str, limit: int
+        self, topic_filter: str, limit: int, max_bytes: int
     ) -> tuple[list[dict[str, Any]], str | None]:
         if not self.rules.history_possible(topic_filter):
             return [], None
         retained = self.store.newest(topic_filter, limit, trio.current_time())
-        return [_as_message(r) for r in retained], self._position(self.store.offset)
+        # One reply is one message in the client's queue: it holds what the queue would.
+        size, first = 0, len(retained)
+        while first and size + len(retained[first - 1].frame) <= max_bytes:
+            first -= 1
+            size += len(retained[first].frame)
+        return [_as_message(r) for r in retained[first:]], self._position(self.store.offset)
 
     # Presence.
 

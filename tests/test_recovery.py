@@ -282,3 +282,16 @@ async def test_subscribing_again_acks_with_the_position_and_recovers_without_dou
     assert (await client.recv())["data"] == 2  # once: still one subscription
     assert await client.request({"op": "ping", "id": 6}) == {"op": "pong", "id": 6}
     assert broker.engine.subscription_count == 1
+
+
+async def test_a_history_reply_holds_no_more_than_a_queue_does(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    broker = await start_broker(topics=[CHAT], limits={"max_queued_bytes": 100_000})
+    client = await connect(broker)
+    for n in range(10):  # 10 x 30 KB retained, 300 KB
+        await client.request(
+            {"op": "publish", "topic": "chat/a", "data": [n, "x" * 30_000], "id": n}
+        )
+    reply = await client.request({"op": "history", "topic": "chat/a", "id": "h"})
+    assert [m["data"][0] for m in reply["messages"]] == [7, 8, 9]  # the newest that fit
