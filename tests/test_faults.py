@@ -71,9 +71,11 @@ async def test_sigterm_under_load_closes_every_client_with_1001_and_exits_0(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(flood, publisher, "flood", stop)
+        # The flood reaches subscribers; read before the watchers start, as one client's
+        # socket has one reader at a time.
+        await subscribers[-1].recv()
         for client in clients:
             nursery.start_soon(wait_closed, client)
-        await subscribers[-1].recv()  # the flood reaches subscribers
         signalled = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         code = await trio.to_thread.run_sync(daemon.wait_exit, 30)
