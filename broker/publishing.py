@@ -15,12 +15,17 @@ from .stats import Stats
 from .topics import TopicError, check_topic, is_reserved
 
 
-def check_publish_topic(topic: str, max_topic_length: int) -> None:
-    """Raise ProtocolError unless clients may publish to ``topic``."""
+def check_valid_topic(topic: str, max_topic_length: int) -> None:
+    """Raise ProtocolError (``invalid_topic``) unless ``topic`` is a valid topic."""
     try:
         check_topic(topic, max_topic_length)
     except TopicError as error:
         raise ProtocolError(ErrorCode.INVALID_TOPIC, str(error)) from None
+
+
+def check_publish_topic(topic: str, max_topic_length: int) -> None:
+    """Raise ProtocolError unless clients may publish to ``topic``."""
+    check_valid_topic(topic, max_topic_length)
     if is_reserved(topic):
         raise ProtocolError(
             ErrorCode.FORBIDDEN, "topics starting with '$' are reserved for the broker"

@@ -2,15 +2,12 @@
 
 from .. import protocol
 from ..protocol import ErrorCode, ProtocolError
-from ..topics import TopicError, check_topic
+from ..publishing import check_valid_topic
 from .session import Session
 
 
 async def presence(session: Session, request: protocol.Presence) -> bytes:
-    try:
-        check_topic(request.topic, session.limits.max_topic_length)
-    except TopicError as error:
-        raise ProtocolError(ErrorCode.INVALID_TOPIC, str(error)) from None
+    check_valid_topic(request.topic, session.limits.max_topic_length)
     if not session.engine.has_presence(request.topic):
         raise ProtocolError(ErrorCode.FORBIDDEN, f"no presence on {request.topic!r}")
     await session.pipeline().authorize_subscribe(session.client, request.topic)
