@@ -28,6 +28,7 @@ STATUS = {
     ErrorCode.LIMIT_EXCEEDED: 413,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAVAILABLE: 503,
 }
 RETRY_AFTER = (("Retry-After", "1"),)
 
@@ -43,7 +44,7 @@ class _Failed(Exception):
     def response(self) -> HttpResponse:
         status = STATUS[self.code]
         return error_response(
-            status, self.code.value, self.message, RETRY_AFTER if status == 429 else ()
+            status, self.code.value, self.message, RETRY_AFTER if status in (429, 503) else ()
         )
 
 
@@ -162,7 +163,6 @@ class AdminApi:
                 pipeline=broker.pipeline,
                 engine=broker.engine,
                 max_topic_length=limits.max_topic_length,
-                stats=broker.stats,
             )
         except ProtocolError as error:
             raise _Failed(error.code, error.message) from None

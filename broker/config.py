@@ -110,6 +110,8 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = _setting((), check=_check_networks)
     proxy_header: str = _setting("X-Forwarded-For", choices=forwarding.HEADERS)
     tls: TlsConfig | None = _setting(None, section=TlsConfig)
+    # Processes sharing the port (SO_REUSEPORT), meeting through the cluster engine.
+    workers: int = _setting(1, min=1, max=1024)
 
 
 def _check_topic_filter(value: str) -> str | None:
@@ -178,6 +180,65 @@ class LimitsConfig:
     max_history_request: int = _setting(1000, min=1, max=1_000_000)
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _check_redis_url(value: str) -> str | None:
+    scheme, separator, rest = value.partition("://")
+    if not separator or scheme not in REDIS_SCHEMES or not rest:
+        return "must be redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///PATH"
+    return None
+
+
+def _check_redis_urls(value: tuple[str, ...]) -> str | None:
+    for url in value:
+        problem = _check_redis_url(url)
+        if problem:
+            return f"{redact_url(url)!r}: {problem}"
+    if len(set(value)) != len(value):
+        return "the same shard is listed twice"
+    return None
+
+
+def _check_prefix(value: str) -> str | None:
+    if not value or not value.isascii() or any(ch in value for ch in " *?[]\\:"):
+        return "must be non-empty ASCII without spaces, ':' or glob characters (*?[]\\)"
+    return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password it may carry (for logs and errors)."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not separator or not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+@attrs.frozen
+class ClusterConfig:
+    """``[cluster]``: where nodes and workers meet (docs/cluster.md)."""
+
+    engine: str = _setting("memory", choices=("memory", "redis"))
+    redis_url: str | None = _setting(None, optional=True, check=_check_redis_url, secret=True)
+    redis_shards: tuple[str, ...] = _setting((), check=_check_redis_urls, secret=True)
+    redis_password_file: str | None = _setting(None, optional=True, check=_check_nonempty)
+    prefix: str = _setting("trio-broker", check=_check_prefix)
+    # Seconds one Redis command may take; then the request answers "unavailable".
+    redis_timeout: float = _setting(5.0, positive=True, max=3600)
+    # Seconds a node's presence entries outlive it if it dies without removing them.
+    presence_ttl: float = _setting(60.0, min=3, max=86400)
+
+    def __attrs_post_init__(self) -> None:
+        if self.redis_url is not None and self.redis_shards:
+            raise ValueError("set redis_url or redis_shards, not both")
+
+    @property
+    def redis_urls(self) -> tuple[str, ...]:
+        return self.redis_shards or ((self.redis_url,) if self.redis_url else ())
+
+
 @attrs.frozen
 class LogConfig:
     level: str = _setting("info", choices=("debug", "info", "warning", "error"))
@@ -198,6 +259,7 @@ class Config:
     admin: AdminConfig = attrs.field(factory=AdminConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
+    cluster: ClusterConfig = attrs.field(factory=ClusterConfig)
     topics: tuple[TopicConfig, ...] = ()
     plugins: tuple[PluginSpec, ...] = ()
 
@@ -207,6 +269,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "admin": AdminConfig,
     "limits": LimitsConfig,
     "log": LogConfig,
+    "cluster": ClusterConfig,
 }
 # How errors name a kind of value (plugin options use them too).
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
@@ -350,7 +413,25 @@ def config_from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Co
         sections[name] = _build_section(name, cls, table, errors)
     if errors:
         raise ConfigError(source, errors)
-    return Config(**sections)
+    config = Config(**sections)
+    errors = _cross_section_errors(config)
+    if errors:
+        raise ConfigError(source, errors)
+    return config
+
+
+def _cross_section_errors(config: Config) -> list[str]:
+    cluster = config.cluster
+    errors = []
+    if cluster.engine == "redis" and not cluster.redis_urls:
+        errors.append('cluster.redis_url: required with engine = "redis" (or redis_shards)')
+    if cluster.engine == "memory" and config.server.workers > 1:
+        errors.append(
+            f'server.workers = {config.server.workers} needs [cluster] engine = "redis": '
+            "with the memory engine each worker would be a broker of its own, and a message "
+            "published to one would never reach subscribers of another"
+        )
+    return errors
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
@@ -406,11 +487,16 @@ def restart_required(old: Config, new: Config) -> list[str]:
     """Keys whose new value only takes effect after a restart."""
     changed = [
         f"server.{key}"
-        for key in ("host", "port")
+        for key in ("host", "port", "workers")
         if getattr(old.server, key) != getattr(new.server, key)
     ]
-    return changed + [
+    changed += [
         f"admin.{key}"
         for key in ("enabled", "host", "port")
         if getattr(old.admin, key) != getattr(new.admin, key)
+    ]
+    return changed + [
+        f"cluster.{field.name}"
+        for field in attrs.fields(ClusterConfig)
+        if getattr(old.cluster, field.name) != getattr(new.cluster, field.name)
     ]

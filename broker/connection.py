@@ -44,6 +44,12 @@ log = logging.getLogger("broker.connection")
 RECEIVE_SIZE = 65_536
 
 
+@attrs.define
+class CatchUp:
+    # Whether a live delivery is one the replay sent already (or an older one).
+    covers: Callable[[bytes], bool] | None = None
+
+
 class CloseCode:
     NORMAL = 1000
     GOING_AWAY = 1001
@@ -402,14 +408,16 @@ class ClientConnection:
             self._held_by_backpressure = False
 
     @asynccontextmanager
-    async def catching_up(self) -> AsyncIterator[None]:
-        """Live deliveries wait aside while the block sends a replay, then follow it.
+    async def catching_up(self) -> AsyncIterator[CatchUp]:
+        """Live deliveries wait aside while the block sends a replay, then follow it,
+        but for those the block says the replay covered (`CatchUp.covers`).
 
         The router's `offer` and `deliver` are shadowed by instance attributes for that
         time, so that the usual path costs nothing. The deliveries waiting aside are
         bounded like the outbox; a client that lets more pile up is a slow consumer.
         """
         waiting: collections.deque[bytes] = collections.deque()
+        catch_up = CatchUp()
 
         def offer(frame: bytes) -> bool:
             if len(waiting) >= self.limits.max_queued_messages:
@@ -424,9 +432,11 @@ class ClientConnection:
         self.offer = offer  # type: ignore[method-assign]
         self.deliver = deliver  # type: ignore[method-assign]
         try:
-            yield
+            yield catch_up
             while waiting:  # what arrives meanwhile joins the end of the line
-                await self.send_frame(waiting.popleft())
+                frame = waiting.popleft()
+                if catch_up.covers is None or not catch_up.covers(frame):
+                    await self.send_frame(frame)
         finally:
             del self.offer, self.deliver
 

@@ -9,14 +9,16 @@ this process; a Redis engine keeps it in Redis, with the same contract:
   position is after `Recovery.position` reaches the subscriber live, one at or
   before it is in `Recovery.frames` (when asked for) or was never meant for it.
 - `publish` hands one frame to each matching subscriber once, waits for full ones
-  (backpressure), and says how many it reached and how large the frame was.
+  (backpressure), and says how many it reached.
 - Join and leave events never wait: a subscriber whose queue is full misses them.
+- An engine that cannot reach what it shares raises ProtocolError ``unavailable``.
 """
 
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import attrs
+import trio
 
 from .config import Config
 from .plugin import Client, Publication
@@ -28,11 +30,30 @@ class Recovery:
     frames: list[bytes]  # the retained deliveries after `since`, oldest first
     recovered: bool  # all of them: nothing after `since` was dropped
     position: str | None  # now, for the ack; None when the filter covers no history
+    # Whether a live delivery that arrived meanwhile is one of `frames` (or older): an
+    # engine that cannot take the snapshot atomically with subscribing says so.
+    covers: Callable[[bytes], bool] | None = None
+
+
+@attrs.frozen
+class Link:
+    """Something shared the engine depends on (a Redis shard), for the metrics."""
+
+    name: str
+    up: bool
+    outages: int  # times it went down
 
 
 class Engine(Protocol):
     def configure(self, config: Config) -> None:
         """A reloaded config: new [[topics]] tables and history bounds."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Its background work (connections to other nodes), until cancelled."""
+
+    @property
+    def unready_reason(self) -> str | None:
+        """Why this node cannot serve now (None: it can)."""
 
     async def subscribe(
         self, topic_filter: str, subscriber: Subscriber, since: str | None
@@ -44,8 +65,8 @@ class Engine(Protocol):
         self,
         publication: Publication,
         accepts: Callable[[Subscriber], Awaitable[bool]] | None,
-    ) -> tuple[int, int]:
-        """Subscribers reached, and the size of the frame each got."""
+    ) -> int:
+        """Subscribers reached (counted in the stats too)."""
 
     async def history(
         self, topic_filter: str, limit: int, max_bytes: int
@@ -71,3 +92,5 @@ class Engine(Protocol):
         """Messages kept for history, and their bytes."""
 
     def filter_count(self) -> int: ...
+
+    def links(self) -> list[Link]: ...

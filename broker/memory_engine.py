@@ -9,13 +9,14 @@ import trio
 
 from . import protocol
 from .config import Config
-from .engine import Recovery
+from .engine import Link, Recovery
 from .frames import frame_payload, text_frame
 from .history import HistoryStore, Retained
 from .plugin import Client, Publication
 from .positions import format_position, new_epoch, parse_position
 from .presence import PresenceTable
 from .router import LocalRouter, Subscriber
+from .stats import Stats
 from .timers import Timer, Timers
 from .topic_rules import TopicRules
 
@@ -28,8 +29,9 @@ def _as_message(retained: Retained) -> dict[str, Any]:
 
 
 class MemoryEngine:
-    def __init__(self, config: Config, timers: Timers) -> None:
+    def __init__(self, config: Config, timers: Timers, stats: Stats | None = None) -> None:
         self.router = LocalRouter()
+        self.stats = stats if stats is not None else Stats()
         self.epoch = new_epoch()
         self.store = HistoryStore(config.limits.max_history_bytes)
         self.rules = TopicRules(config.topics)
@@ -40,6 +42,13 @@ class MemoryEngine:
     def configure(self, config: Config) -> None:
         self.rules = TopicRules(config.topics)
         self.store.max_bytes = config.limits.max_history_bytes
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()  # nothing in the background
+
+    @property
+    def unready_reason(self) -> str | None:
+        return None
 
     def _position(self, offset: int) -> str:
         return format_position(self.epoch, offset)
@@ -73,12 +82,12 @@ class MemoryEngine:
         self,
         publication: Publication,
         accepts: Callable[[Subscriber], Awaitable[bool]] | None,
-    ) -> tuple[int, int]:
+    ) -> int:
         topic = publication.topic
         options = self.rules.lookup(topic)
         if options is None or not options.history_size:
             frame = text_frame(protocol.encode_message(topic, publication.data, publication.meta))
-            return await self.router.publish(topic, frame, accepts), len(frame)
+            return await self._fan_out(topic, frame, accepts)
         offset = self.store.next_offset()
         payload = protocol.encode_message(
             topic, publication.data, publication.meta, self._position(offset)
@@ -89,7 +98,14 @@ class MemoryEngine:
             topic, offset, frame, options.history_size, options.history_ttl, trio.current_time()
         )
         self._schedule_expiry()
-        return await self.router.publish(topic, frame, accepts), len(frame)
+        return await self._fan_out(topic, frame, accepts)
+
+    async def _fan_out(
+        self, topic: str, frame: bytes, accepts: Callable[[Subscriber], Awaitable[bool]] | None
+    ) -> int:
+        reached = await self.router.publish(topic, frame, accepts)
+        self.stats.delivered(reached, len(frame))
+        return reached
 
     def _schedule_expiry(self) -> None:
         due = self.store.next_expiry
@@ -161,3 +177,6 @@ class MemoryEngine:
 
     def filter_count(self) -> int:
         return self.router.filter_count()
+
+    def links(self) -> list[Link]:
+        return []

@@ -97,6 +97,23 @@ class BrokerCollector(Collector):
         yield _labelled(
             "plugin_refusals", "Operations refused by a plugin.", "plugin", stats.plugin_refusals
         )
+        links = broker.engine.links()
+        if links:
+            up = GaugeMetricFamily(
+                PREFIX + "redis_up",
+                "Whether the Redis shard answers (1) or not (0).",
+                labels=["shard"],
+            )
+            outages = CounterMetricFamily(
+                PREFIX + "redis_outages",
+                "Times the Redis shard became unavailable.",
+                labels=["shard"],
+            )
+            for link in links:
+                up.add_metric([link.name], int(link.up))
+                outages.add_metric([link.name], link.outages)
+            yield up
+            yield outages
         seconds = HistogramMetricFamily(
             PREFIX + "plugin_seconds", "Time spent in plugin hooks.", labels=["plugin", "hook"]
         )

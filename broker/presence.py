@@ -29,3 +29,7 @@ class PresenceTable:
             {"client_id": client_id, "user": user}
             for client_id, user in self._topics.get(topic, {}).items()
         ]
+
+    def topics(self) -> list[tuple[str, dict[str, str | None]]]:
+        """Every topic with its members (a copy: safe to await while going through it)."""
+        return [(topic, dict(members)) for topic, members in self._topics.items()]

@@ -28,6 +28,7 @@ class ErrorCode(enum.StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"
     RATE_LIMITED = "rate_limited"
     INTERNAL = "internal"
+    UNAVAILABLE = "unavailable"
 
 
 class ProtocolError(Exception):
@@ -309,6 +310,15 @@ def encode_message(
     if pos is not None:
         message["pos"] = pos
     return encode_json(message)
+
+
+def encode_message_around_pos(
+    topic: str, data: Any, meta: Mapping[str, Any] | None = None
+) -> tuple[bytes, bytes]:
+    """A delivery with its position still to come: ``head + pos + tail`` is what
+    `encode_message` makes with that ``pos`` (for a position only Redis knows)."""
+    payload = encode_message(topic, data, meta)
+    return payload[:-1] + b',"pos":"', b'"}'
 
 
 def encode_history(

@@ -1,17 +1,17 @@
 """A publish, from whoever it comes (a WebSocket client, the HTTP API): the same rules.
 
 Validate the topic, run the plugins' publish hooks, hand it to the engine (which
-frames it once and fans it out), count it.
+frames it once, fans it out and counts it).
 """
 
+import json
 from typing import Any
 
 from .engine import Engine
-from .pipeline import Pipeline
+from .pipeline import RESERVED_ENVELOPE_FIELDS, Pipeline
 from .plugin import Client, Publication
 from .protocol import ErrorCode, ProtocolError
 from .router import Subscriber
-from .stats import Stats
 from .topics import TopicError, check_topic, is_reserved
 
 
@@ -32,6 +32,14 @@ def check_publish_topic(topic: str, max_topic_length: int) -> None:
         )
 
 
+def publication_of(payload: bytes) -> Publication:
+    """A delivery's JSON as `filter_delivery` hooks see publications (for deliveries
+    that were not published here: retained ones, other nodes')."""
+    envelope = json.loads(payload)
+    meta = {k: v for k, v in envelope.items() if k not in RESERVED_ENVELOPE_FIELDS}
+    return Publication(envelope["topic"], envelope["data"], meta)
+
+
 async def publish(
     client: Client,
     topic: str,
@@ -40,7 +48,6 @@ async def publish(
     pipeline: Pipeline,
     engine: Engine,
     max_topic_length: int,
-    stats: Stats,
 ) -> int | None:
     """Publish as ``client``: the number of subscribers reached, None if a plugin dropped it.
 
@@ -60,6 +67,4 @@ async def publish(
         async def accepts(subscriber: Subscriber) -> bool:
             return await pipeline.filter_delivery(subscriber.client, chosen)
 
-    reached, frame_bytes = await engine.publish(publication, accepts)
-    stats.delivered(reached, frame_bytes)
-    return reached
+    return await engine.publish(publication, accepts)

@@ -29,6 +29,7 @@ from .origins import origin_allowed
 from .pipeline import Pipeline, PluginFailure
 from .plugin import HandshakeRequest, Identity, Refuse
 from .plugin_loader import build_pipeline
+from .redis_engine import RedisEngine
 from .stats import Stats
 from .timers import Timers
 from .version import __version__
@@ -133,7 +134,11 @@ class Broker:
         self._lame_duck = False
         self.flusher = Flusher()
         self.timers = Timers()
-        self.engine: Engine = MemoryEngine(config, self.timers)
+        self.engine: Engine = (
+            RedisEngine(config, self.stats, lambda: self.pipeline)
+            if config.cluster.engine == "redis"
+            else MemoryEngine(config, self.timers, self.stats)
+        )
         # One for every connection: they ask it for the pipeline at each operation.
         self._current_pipeline = lambda: self.pipeline
         self.listeners: list[trio.SocketListener] = []
@@ -198,7 +203,7 @@ class Broker:
             return "shutting down"
         if self._lame_duck:
             return "lame duck"
-        return None
+        return self.engine.unready_reason
 
     def enter_lame_duck(self) -> None:
         """Stop accepting, close clients spread over ``lame_duck_duration``, then stop."""
@@ -219,6 +224,7 @@ class Broker:
                     await listener.aclose()
                 raise
         async with trio.open_nursery() as outer:
+            await outer.start(self.engine.run)
             outer.start_soon(self.flusher.run)
             outer.start_soon(self.timers.run)
             if self.admin_listeners:

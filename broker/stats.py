@@ -50,6 +50,11 @@ class Stats:
         self.deliveries += subscribers
         self.delivered_bytes += subscribers * frame_bytes
 
+    def fanned_out(self, subscribers: int, frame_bytes: int) -> None:
+        """Another node's publish reached ``subscribers`` here (it counted the publish)."""
+        self.deliveries += subscribers
+        self.delivered_bytes += subscribers * frame_bytes
+
     def plugin_call(self, plugin: str, hook: str, seconds: float) -> None:
         histogram = self.plugin_seconds.get((plugin, hook))
         if histogram is None:

@@ -1,5 +1,6 @@
 """Which ``[[topics]]`` table applies to a topic: the first whose filter matches (no I/O)."""
 
+import math
 from collections.abc import Sequence
 
 from .config import TopicConfig
@@ -31,4 +32,15 @@ class TopicRules:
         """Whether some topic the filter matches may have history."""
         return any(
             table.history_size and overlaps(table.filter, topic_filter) for table in self.tables
+        )
+
+    def shortest_ttl(self, topic_filter: str) -> float:
+        """The shortest ``history_ttl`` of the tables that may apply (inf: none has one)."""
+        return min(
+            (
+                table.history_ttl
+                for table in self.tables
+                if table.history_size and table.history_ttl and overlaps(table.filter, topic_filter)
+            ),
+            default=math.inf,
         )

@@ -30,6 +30,9 @@ def test_sample_config_names_every_key_with_its_default() -> None:
     assert defaults.pop("plugins") == []  # the sample shows plugin tables commented out
     assert defaults["server"].pop("tls") is None  # and [server.tls]
     assert defaults["admin"].pop("tls") is None
+    # and the Redis, which has no default.
+    assert defaults["cluster"].pop("redis_url") is None
+    assert defaults["cluster"].pop("redis_password_file") is None
     # Except, on purpose, what `make run` needs: it serves pages of the developer's own
     # machine, and the admin listener with a development key.
     development = data["server"].pop("allowed_origins")

@@ -14,5 +14,4 @@ async def publish(session: Session, request: protocol.Publish) -> None:
             pipeline=session.pipeline(),
             engine=session.engine,
             max_topic_length=session.limits.max_topic_length,
-            stats=session.stats,
         )

@@ -1,13 +1,16 @@
 """What request handlers need of a connection: the IO shell around them."""
 
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import LimitsConfig
 from ..engine import Engine
 from ..pipeline import Pipeline
 from ..plugin import Client, Identity
 from ..stats import Stats
+
+if TYPE_CHECKING:
+    from ..connection import CatchUp
 
 
 class Replied:
@@ -42,7 +45,7 @@ class Session(Protocol):
     async def send_frame(self, frame: bytes) -> None:
         """Queue one framed message now, waiting while the queue is full."""
 
-    def catching_up(self) -> AbstractAsyncContextManager[None]:
+    def catching_up(self) -> AbstractAsyncContextManager["CatchUp"]:
         """Meanwhile live deliveries wait aside, to follow what the block sends."""
 
     def held(self) -> AbstractAsyncContextManager[None]:

@@ -1,13 +1,13 @@
 """``subscribe`` (with recovery from a position) and ``unsubscribe``."""
 
-import json
 from typing import Any
+
+import trio
 
 from .. import protocol
 from ..frames import frame_payload
-from ..pipeline import RESERVED_ENVELOPE_FIELDS
-from ..plugin import Publication
 from ..protocol import ErrorCode, ProtocolError
+from ..publishing import publication_of
 from ..topics import TopicError, check_filter, has_wildcard
 from .session import REPLIED, Replied, Session
 
@@ -38,11 +38,20 @@ async def subscribe(session: Session, request: protocol.Subscribe) -> Replied | 
         # one step, so that nothing comes twice and nothing is missed.
         session.engine.unsubscribe(topic_filter, session)
     session.subscriptions.add(topic_filter)
-    async with session.catching_up():
-        recovery = await session.engine.subscribe(topic_filter, session, request.since)
+    async with session.catching_up() as catch_up:
+        try:
+            recovery = await session.engine.subscribe(topic_filter, session, request.since)
+        except BaseException:
+            # The engine took nothing: the filter is not held (any more).
+            session.subscriptions.discard(topic_filter)
+            if held and not has_wildcard(topic_filter):
+                with trio.CancelScope(shield=True):
+                    await session.engine.leave(topic_filter, session.client)
+            raise
+        catch_up.covers = recovery.covers
         for frame in recovery.frames:
             if pipeline.filters_deliveries and not await pipeline.filter_delivery(
-                session.client, _publication(frame)
+                session.client, publication_of(frame_payload(frame))
             ):
                 continue
             await session.send_frame(frame)
@@ -57,13 +66,6 @@ async def subscribe(session: Session, request: protocol.Subscribe) -> Replied | 
     if not held and not has_wildcard(topic_filter):
         await session.engine.join(topic_filter, session.client)
     return REPLIED
-
-
-def _publication(frame: bytes) -> Publication:
-    """A retained delivery as `filter_delivery` hooks see publications."""
-    envelope = json.loads(frame_payload(frame))
-    meta = {k: v for k, v in envelope.items() if k not in RESERVED_ENVELOPE_FIELDS}
-    return Publication(envelope["topic"], envelope["data"], meta)
 
 
 async def unsubscribe(session: Session, request: protocol.Unsubscribe) -> None:

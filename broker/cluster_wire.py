@@ -1,0 +1,43 @@
+"""What nodes publish to each other through Redis pub/sub (no I/O).
+
+``NODE SEQ KIND\\n`` then the JSON the clients get: NODE names the node that published
+(it delivered to its own subscribers already and skips its echo), SEQ makes every
+publish unique (the same publish reaching a node through two of its subscriptions
+arrives twice in a row, byte for byte: the second is dropped), KIND is ``m`` for a
+message and ``e`` for a join or leave event.
+"""
+
+import itertools
+
+import attrs
+
+MESSAGE = b"m"
+EVENT = b"e"
+
+
+@attrs.frozen
+class Received:
+    node: bytes
+    kind: bytes
+    payload: bytes
+
+
+class Headers:
+    """Headers for one node's publishes."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node.encode()
+        self._prefix = self.node + b" "
+        self._seq = itertools.count()
+
+    def next(self, kind: bytes) -> bytes:
+        return self._prefix + str(next(self._seq)).encode() + b" " + kind + b"\n"
+
+
+def parse(data: bytes) -> Received | None:
+    """The publish, or None for anything malformed (another program on the channel)."""
+    header, separator, payload = data.partition(b"\n")
+    fields = header.split(b" ")
+    if not separator or len(fields) != 3 or fields[2] not in (MESSAGE, EVENT):
+        return None
+    return Received(fields[0], fields[2], payload)

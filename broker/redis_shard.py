@@ -1,0 +1,255 @@
+"""One Redis of the Redis engine: its commands, and the node's subscriptions there.
+
+Commands go through coredis' pool, each bounded by ``redis_timeout``; a Redis that
+cannot answer makes the request fail with ``unavailable`` (the client may retry).
+
+Subscriptions: one pub/sub connection per shard, kept by `run` for the life of the
+node. Local subscribers say what they want (`want`, counted per subscription) and
+when they stop (`unwant`); one task, the reconciler, alone sends SUBSCRIBE and
+UNSUBSCRIBE, so that the two never race. `want` returns once Redis confirmed every
+channel and pattern: from then on nothing published there can pass the node by.
+When the connection breaks, the node reconnects with backoff, and the new connection
+subscribes to everything wanted at that moment; what was published in between is
+lost for live delivery (clients with history recover it).
+"""
+
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import coredis
+import trio
+from coredis.exceptions import RedisError
+from coredis.patterns.pubsub import PubSub
+from coredis.retry import NoRetryPolicy
+
+from .cluster_keys import Interest, InterestCounts
+from .config import redact_url
+from .protocol import ErrorCode, ProtocolError
+
+log = logging.getLogger("broker.redis")
+
+T = TypeVar("T")
+
+# What a broken or unreachable Redis raises through coredis (on anyio's streams).
+FAILURES = (
+    RedisError,
+    OSError,
+    TimeoutError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
+FIRST_BACKOFF = 0.1
+MAX_BACKOFF = 5.0
+
+OnMessage = Callable[[bytes, bytes], Awaitable[None]]
+
+
+def unavailable(reason: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.UNAVAILABLE, f"the cluster's Redis is unavailable ({reason})")
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in error.exceptions)
+    return str(error) or type(error).__name__
+
+
+class Shard:
+    def __init__(self, index: int, url: str, password: str | None, timeout: float) -> None:
+        self.index = index
+        self.url = redact_url(url)
+        self.timeout = timeout
+        options: dict[str, Any] = {"stream_timeout": timeout, "connect_timeout": timeout}
+        if password is not None:
+            options["password"] = password
+        self.client: coredis.Redis[bytes] = coredis.Redis.from_url(url, **options)
+        self.counts = InterestCounts()
+        self.down_reason: str | None = "not connected yet"
+        self.outages = 0
+        self._said_unreachable = False
+        self._channels: set[str] = set()  # confirmed by Redis on the current connection
+        self._patterns: set[str] = set()
+        self._wanted_changed = trio.Event()
+        self._progress = trio.Event()  # set and replaced when confirmed or up/down change
+
+    @property
+    def up(self) -> bool:
+        return self.down_reason is None
+
+    def __repr__(self) -> str:
+        return f"<Shard {self.index} {self.url}>"
+
+    # Commands.
+
+    async def call(self, command: Callable[[], Awaitable[T]]) -> T:
+        """Run one command, or raise ProtocolError ``unavailable``."""
+        if self.down_reason is not None:
+            raise unavailable(self.down_reason)
+        try:
+            with trio.fail_after(self.timeout):
+                return await command()
+        except trio.TooSlowError:
+            raise unavailable(f"no answer in {self.timeout:g} s") from None
+        except FAILURES as error:
+            raise unavailable(_describe(error)) from None
+
+    # Subscriptions.
+
+    async def want(self, interest: Interest) -> None:
+        """Count ``interest`` in and wait until Redis confirmed it (else ``unavailable``)."""
+        self.counts.add(interest)
+        self._wanted_changed.set()
+        try:
+            with trio.fail_after(self.timeout):
+                while not self._confirmed(interest):
+                    if self.down_reason is not None:
+                        raise unavailable(self.down_reason)
+                    await self._progress.wait()
+        except trio.TooSlowError:
+            self.unwant(interest)
+            raise unavailable(f"no subscription in {self.timeout:g} s") from None
+        except BaseException:
+            self.unwant(interest)
+            raise
+
+    def unwant(self, interest: Interest) -> None:
+        if self.counts.remove(interest) != Interest():
+            self._wanted_changed.set()
+
+    def _confirmed(self, interest: Interest) -> bool:
+        return self._channels.issuperset(interest.channels) and self._patterns.issuperset(
+            interest.patterns
+        )
+
+    def _made_progress(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def _reconcile(self, pubsub: PubSub[bytes]) -> None:
+        while True:
+            await self._wanted_changed.wait()
+            self._wanted_changed = trio.Event()
+            wanted_channels = set(self.counts.channels)
+            wanted_patterns = set(self.counts.patterns)
+            # Forgotten before they are sent: a `want` meanwhile waits for the next round.
+            gone_channels = self._channels - wanted_channels
+            gone_patterns = self._patterns - wanted_patterns
+            self._channels -= gone_channels
+            self._patterns -= gone_patterns
+            if gone_channels:
+                await pubsub.unsubscribe(*gone_channels)
+            if gone_patterns:
+                await pubsub.punsubscribe(*gone_patterns)
+            new_channels = wanted_channels - self._channels
+            new_patterns = wanted_patterns - self._patterns
+            if new_channels:
+                await pubsub.subscribe(*new_channels)
+                self._channels |= new_channels
+            if new_patterns:
+                await pubsub.psubscribe(*new_patterns)
+                self._patterns |= new_patterns
+            self._made_progress()
+
+    # The connection.
+
+    async def run(
+        self,
+        on_message: OnMessage,
+        on_up: Callable[["Shard"], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Keep the pub/sub connection up (with backoff) until cancelled."""
+        try:
+            async with self.client:
+                task_status.started()
+                await self._keep_connected(on_message, on_up)
+        finally:
+            self.down_reason = "the broker is stopping"
+            self._made_progress()
+
+    async def _keep_connected(
+        self, on_message: OnMessage, on_up: Callable[["Shard"], None]
+    ) -> None:
+        backoff = FIRST_BACKOFF
+        while True:
+            started = trio.current_time()
+            try:
+                await self._session(on_message, on_up)
+            except* FAILURES as group:
+                reason = _describe(group)
+            except* trio.TooSlowError:
+                reason = f"no answer in {self.timeout:g} s"
+            if trio.current_time() - started > MAX_BACKOFF:
+                backoff = FIRST_BACKOFF  # it was up for a while: try again soon
+            self._went_down(reason)
+            await trio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _session(self, on_message: OnMessage, on_up: Callable[["Shard"], None]) -> None:
+        channels, patterns = set(self.counts.channels), set(self.counts.patterns)
+        pubsub: PubSub[bytes] = PubSub(
+            self.client.connection_pool,
+            ignore_subscribe_messages=True,
+            retry_policy=NoRetryPolicy(),
+            channels=list(channels),
+            patterns=list(patterns),
+            subscription_timeout=self.timeout,
+            unsubscription_timeout=self.timeout,
+        )
+        # The deadline bounds connecting and subscribing only.
+        with trio.CancelScope(deadline=trio.current_time() + self.timeout) as connecting:
+            async with pubsub:
+                connecting.deadline = math.inf
+                self._channels, self._patterns = channels, patterns
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._reconcile, pubsub)
+                        self._wanted_changed.set()  # what changed while it connected
+                        self._came_up()
+                        on_up(self)
+                        await self._read(pubsub, on_message)
+                finally:
+                    self._channels, self._patterns = set(), set()
+        if connecting.cancelled_caught:
+            raise TimeoutError(f"no connection in {self.timeout:g} s")
+
+    async def _read(self, pubsub: PubSub[bytes], on_message: OnMessage) -> None:
+        last = None
+        while True:
+            message = await pubsub.get_message()
+            if message is None or message["type"] not in ("message", "pmessage"):
+                continue
+            data = message["data"]
+            # One publish matching several of our subscriptions arrives once for each,
+            # one right after the other on this connection.
+            if data == last:
+                continue
+            last = data
+            channel = message["channel"]
+            assert isinstance(channel, bytes) and isinstance(data, bytes)
+            await on_message(channel, data)
+
+    def _came_up(self) -> None:
+        if self._said_unreachable:
+            log.warning("redis shard %d (%s) is back", self.index, self.url)
+        self._said_unreachable = False
+        self.down_reason = None
+        self._made_progress()
+
+    def _went_down(self, reason: str) -> None:
+        if self.down_reason is None:
+            self.outages += 1
+            log.warning("redis shard %d (%s) is unavailable: %s", self.index, self.url, reason)
+        elif not self._said_unreachable:
+            log.warning("redis shard %d (%s) cannot be reached: %s", self.index, self.url, reason)
+        self._said_unreachable = True
+        self.down_reason = reason
+        self._made_progress()

@@ -1,0 +1,234 @@
+"""Several broker nodes on one Redis behave as one broker (the redis engine)."""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import coredis
+import pytest
+import trio
+
+from broker import Broker
+from tests.conftest import Connect, StartBroker
+from tests.redis_server import RedisServer
+from tests.wsclient import WsClient
+
+StartNode = Callable[..., Awaitable[Broker]]
+CHAT = {"filter": "chat/#", "history_size": 100}
+
+
+@pytest.fixture
+def start_node(start_broker: StartBroker, redis: RedisServer) -> StartNode:
+    """Start a broker node of a cluster on the test's Redis."""
+
+    async def start(plugins: list[dict[str, Any]] | None = None, **sections: Any) -> Broker:
+        cluster = {"engine": "redis", "redis_url": redis.url, **sections.pop("cluster", {})}
+        return await start_broker(plugins, cluster=cluster, **sections)
+
+    return start
+
+
+async def subscribed(connect: Connect, node: Broker, topic_filter: str, **fields: Any) -> WsClient:
+    client = await connect(node)
+    ack = await client.request({"op": "subscribe", "topic": topic_filter, "id": "s", **fields})
+    assert ack["op"] == "ack", ack
+    return client
+
+
+async def test_a_publish_on_one_node_reaches_subscribers_on_every_node_once(
+    start_node: StartNode, connect: Connect
+) -> None:
+    nodes = [await start_node() for _ in range(3)]
+    subscribers = [await subscribed(connect, node, "news") for node in nodes]
+    wildcards = [await subscribed(connect, node, "+") for node in nodes]
+    both = await subscribed(connect, nodes[2], "#")
+    ack = await both.request({"op": "subscribe", "topic": "news", "id": 2})
+    assert ack["op"] == "ack"
+    publisher = await connect(nodes[0])
+    for n in range(3):
+        ack = await publisher.request({"op": "publish", "topic": "news", "data": n, "id": n})
+        assert ack["op"] == "ack", ack
+    for client in [*subscribers, *wildcards, both]:
+        got = [await client.recv() for _ in range(3)]
+        assert [m["data"] for m in got] == [0, 1, 2]
+    # Nothing more: a ping answers before any duplicate could.
+    for client in [*subscribers, *wildcards, both]:
+        assert (await client.request({"op": "ping", "id": "p"}))["op"] == "pong"
+
+
+async def redis_client(redis: RedisServer) -> "coredis.Redis[bytes]":
+    return coredis.Redis(unix_socket_path=str(redis.socket_path))
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
+    """Poll ``condition`` (state in another process: Redis) until it holds."""
+    with trio.fail_after(timeout):
+        while not await condition():  # noqa: ASYNC110 (Redis sends no event for it)
+            await trio.sleep(0.01)
+
+
+async def read_until(client: WsClient, op: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    before = []
+    while (message := await client.recv())["op"] != op:
+        before.append(message)
+    return before, message
+
+
+async def test_a_node_subscribes_in_redis_only_while_it_has_local_interest(
+    start_node: StartNode, connect: Connect, redis: RedisServer
+) -> None:
+    node = await start_node()
+    async with await redis_client(redis) as client:
+
+        async def channels() -> set[bytes]:
+            return set(await client.pubsub_channels())
+
+        async def patterns() -> int:
+            return int(await client.pubsub_numpat())
+
+        assert await channels() == set() and await patterns() == 0
+        first = await subscribed(connect, node, "chat/a")
+        await subscribed(connect, node, "chat/a")
+        wildcard = await subscribed(connect, node, "chat/+/x")
+        assert await channels() == {b"trio-broker:t:chat/a"}
+        assert await patterns() == 1
+        # A publish on a topic nobody on the node wants is not sent to it.
+        assert await client.publish("trio-broker:t:other", b"x") == 0
+        assert await client.publish("trio-broker:t:chat/b/x", b"x") == 1
+        await first.request({"op": "unsubscribe", "topic": "chat/a", "id": 1})
+        assert await channels() == {b"trio-broker:t:chat/a"}  # the second one holds it
+        await wildcard.aclose()
+
+        async def no_pattern() -> bool:
+            return await patterns() == 0
+
+        await wait_until(no_pattern)
+        assert await channels() == {b"trio-broker:t:chat/a"}
+
+
+async def test_messages_from_one_publisher_arrive_in_order_on_every_node(
+    start_node: StartNode, connect: Connect
+) -> None:
+    nodes = [await start_node(topics=[CHAT]) for _ in range(3)]
+    receivers = [await subscribed(connect, node, "chat/#") for node in nodes]
+    receivers += [await subscribed(connect, node, "news") for node in nodes]
+    publisher = await connect(nodes[1])
+    count = 300
+    for n in range(count):
+        await publisher.send({"op": "publish", "topic": "chat/r" if n % 2 else "news", "data": n})
+    for index, receiver in enumerate(receivers):
+        expected = [n for n in range(count) if (n % 2 == 1) == (index < 3)]
+        got = [(await receiver.recv())["data"] for _ in expected]
+        assert got == expected
+
+
+async def test_a_client_recovers_on_another_node_exactly_what_it_missed(
+    start_node: StartNode, connect: Connect
+) -> None:
+    a, b, c = [await start_node(topics=[CHAT]) for _ in range(3)]
+    publisher = await connect(c)
+    for topic_filter in ("chat/room", "chat/#", "chat/+"):
+        client = await connect(a)
+        ack = await client.request({"op": "subscribe", "topic": topic_filter, "id": 1})
+        await publisher.request({"op": "publish", "topic": "chat/room", "data": "seen", "id": 1})
+        seen = await client.recv()
+        assert seen["data"] == "seen" and seen["pos"].split(":")[0] == ack["pos"].split(":")[0]
+        await client.aclose()
+        for n in range(5):
+            await publisher.request({"op": "publish", "topic": "chat/room", "data": n, "id": 2})
+        again = await connect(b)
+        await again.send({"op": "subscribe", "topic": topic_filter, "id": 2, "since": seen["pos"]})
+        replay, ack = await read_until(again, "ack")
+        assert [m["data"] for m in replay] == [0, 1, 2, 3, 4], topic_filter
+        assert ack["recovered"] is True
+        await publisher.request({"op": "publish", "topic": "chat/room", "data": "live", "id": 3})
+        assert (await again.recv())["data"] == "live"
+        # The live one's position recovers nothing more.
+        await again.aclose()
+
+
+async def test_recovery_while_publishers_flood_other_nodes_has_no_gap_and_no_duplicate(
+    start_node: StartNode, connect: Connect
+) -> None:
+    a, b = await start_node(topics=[CHAT]), await start_node(topics=[CHAT])
+    publishers = [await connect(node) for node in (a, b, a)]
+    watcher = await subscribed(connect, b, "chat/#")
+    recovering = await connect(a)
+    ack = await recovering.request({"op": "subscribe", "topic": "chat/#", "id": "first"})
+    total = 600
+
+    async def flood(index: int, publisher: WsClient) -> None:
+        for n in range(total // 3):
+            topic = f"chat/{n % 4}"
+            await publisher.send({"op": "publish", "topic": topic, "data": [index, n]})
+
+    def offset(position: str) -> int:
+        return int(position.split(":")[1])
+
+    got: list[Any] = []
+
+    async def resubscribe_repeatedly() -> None:
+        # Reading 20 messages, then subscribing again from the last one's position, as
+        # a client reconnecting would; what was in flight before the replay comes
+        # twice, and a client skips it by its position.
+        last = offset(ack["pos"])
+        while len(got) < total:
+            since = f"{ack['pos'].split(':')[0]}:{last}"
+            await recovering.send(
+                {"op": "subscribe", "topic": "chat/#", "id": len(got), "since": since}
+            )
+            messages, reply = await read_until(recovering, "ack")
+            assert reply["recovered"] is True
+            while len(messages) < 20 and len(got) + len(messages) < total:
+                messages.append(await recovering.recv())
+            for message in messages:
+                if offset(message["pos"]) > last:
+                    got.append(message)
+                    last = offset(message["pos"])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(resubscribe_repeatedly)
+        for index, publisher in enumerate(publishers):
+            nursery.start_soon(flood, index, publisher)
+    everything = [await watcher.recv() for _ in range(total)]
+    assert [m["data"] for m in got] == [m["data"] for m in everything]
+
+
+async def test_history_and_presence_are_shared_by_the_nodes(
+    start_node: StartNode, connect: Connect
+) -> None:
+    topics = [{**CHAT, "presence": True, "join_leave": True}]
+    a, b = await start_node(topics=topics), await start_node(topics=topics)
+    watcher = await subscribed(connect, b, "chat/room")
+    publisher = await connect(a)
+    for n in range(3):
+        await publisher.request({"op": "publish", "topic": "chat/room", "data": n, "id": n})
+    reply = await publisher.request({"op": "history", "topic": "chat/+", "limit": 2, "id": 9})
+    assert [m["data"] for m in reply["messages"]] == [1, 2]
+    joiner = await subscribed(connect, a, "chat/room")
+    # Its own join first (as with one broker), the messages, then the other's join.
+    events = [await watcher.recv() for _ in range(5)]
+    assert [event["op"] for event in events] == ["join", "message", "message", "message", "join"]
+    assert events[0]["client"]["client_id"] != events[4]["client"]["client_id"]
+    reply = await publisher.request({"op": "presence", "topic": "chat/room", "id": 1})
+    assert len(reply["clients"]) == 2
+    await joiner.aclose()
+    assert (await watcher.recv())["op"] == "leave"
+    reply = await publisher.request({"op": "presence", "topic": "chat/room", "id": 2})
+    assert len(reply["clients"]) == 1
+
+
+async def test_history_outlives_every_node(
+    start_node: StartNode, connect: Connect, nursery: trio.Nursery
+) -> None:
+    node = await start_node(topics=[CHAT])
+    client = await subscribed(connect, node, "chat/x")
+    await client.send({"op": "publish", "topic": "chat/x", "data": "before"})
+    position = (await client.recv())["pos"]
+    await client.send({"op": "publish", "topic": "chat/x", "data": "missed"})
+    await client.recv()
+    node.stop()
+    later = await start_node(topics=[CHAT])
+    again = await connect(later)
+    await again.send({"op": "subscribe", "topic": "chat/x", "id": 1, "since": position})
+    replay, ack = await read_until(again, "ack")
+    assert [m["data"] for m in replay] == ["missed"] and ack["recovered"] is True
