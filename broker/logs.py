@@ -50,3 +50,6 @@ def configure_logging(level: str, format: str) -> None:
         root.addHandler(handler)
     handler.setFormatter(formatter)
     root.setLevel(level.upper())
+    # coredis logs every failed connection attempt with a traceback; broker.redis says
+    # once what is wrong and when it is right again.
+    logging.getLogger("coredis").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)

@@ -166,23 +166,34 @@ class Shard:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Keep the pub/sub connection up (with backoff) until cancelled."""
+        """Keep the pub/sub connection up (with backoff) until cancelled; started once
+        the first attempt to connect succeeded or failed."""
+        started = False
+
+        def first_outcome() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
         try:
             async with self.client:
-                task_status.started()
-                await self._keep_connected(on_message, on_up)
+                await self._keep_connected(on_message, on_up, first_outcome)
         finally:
             self.down_reason = "the broker is stopping"
             self._made_progress()
 
     async def _keep_connected(
-        self, on_message: OnMessage, on_up: Callable[["Shard"], None]
+        self,
+        on_message: OnMessage,
+        on_up: Callable[["Shard"], None],
+        first_outcome: Callable[[], None],
     ) -> None:
         backoff = FIRST_BACKOFF
         while True:
             started = trio.current_time()
             try:
-                await self._session(on_message, on_up)
+                await self._session(on_message, on_up, first_outcome)
             except* FAILURES as group:
                 reason = _describe(group)
             except* trio.TooSlowError:
@@ -190,10 +201,16 @@ class Shard:
             if trio.current_time() - started > MAX_BACKOFF:
                 backoff = FIRST_BACKOFF  # it was up for a while: try again soon
             self._went_down(reason)
+            first_outcome()
             await trio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _session(self, on_message: OnMessage, on_up: Callable[["Shard"], None]) -> None:
+    async def _session(
+        self,
+        on_message: OnMessage,
+        on_up: Callable[["Shard"], None],
+        first_outcome: Callable[[], None],
+    ) -> None:
         channels, patterns = set(self.counts.channels), set(self.counts.patterns)
         pubsub: PubSub[bytes] = PubSub(
             self.client.connection_pool,
@@ -215,6 +232,7 @@ class Shard:
                         self._wanted_changed.set()  # what changed while it connected
                         self._came_up()
                         on_up(self)
+                        first_outcome()
                         await self._read(pubsub, on_message)
                 finally:
                     self._channels, self._patterns = set(), set()

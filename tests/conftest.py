@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 import trio
 
@@ -201,3 +202,23 @@ def redis(tmp_path: Path) -> Iterator["RedisServer"]:
 
     with redis_server(tmp_path) as server:
         yield server
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+StartNode = Callable[..., Awaitable[Broker]]
+
+
+@pytest.fixture
+def start_node(start_broker: StartBroker, redis: "RedisServer") -> StartNode:
+    """Start an in-process broker node of a cluster on the test's Redis."""
+
+    async def start(plugins: list[dict[str, Any]] | None = None, **sections: Any) -> Broker:
+        cluster = {"engine": "redis", "redis_url": redis.url, **sections.pop("cluster", {})}
+        return await start_broker(plugins, cluster=cluster, **sections)
+
+    return start

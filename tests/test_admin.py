@@ -2,7 +2,6 @@
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +42,6 @@ async def start_admin(
 ) -> Broker:
     admin = {**ADMIN, **sections.pop("admin", {})}
     return await start_broker(list(plugins), admin=admin, **sections)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
 
 
 def admin_url(broker: Broker, path: str) -> str:

@@ -1,37 +1,13 @@
 """Several broker nodes on one Redis behave as one broker (the redis engine)."""
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import coredis
-import pytest
 import trio
 
-from broker import Broker
-from tests.conftest import Connect, StartBroker
+from tests.cluster import CHAT, read_until, redis_client, subscribed, wait_until
+from tests.conftest import Connect, StartNode
 from tests.redis_server import RedisServer
 from tests.wsclient import WsClient
-
-StartNode = Callable[..., Awaitable[Broker]]
-CHAT = {"filter": "chat/#", "history_size": 100}
-
-
-@pytest.fixture
-def start_node(start_broker: StartBroker, redis: RedisServer) -> StartNode:
-    """Start a broker node of a cluster on the test's Redis."""
-
-    async def start(plugins: list[dict[str, Any]] | None = None, **sections: Any) -> Broker:
-        cluster = {"engine": "redis", "redis_url": redis.url, **sections.pop("cluster", {})}
-        return await start_broker(plugins, cluster=cluster, **sections)
-
-    return start
-
-
-async def subscribed(connect: Connect, node: Broker, topic_filter: str, **fields: Any) -> WsClient:
-    client = await connect(node)
-    ack = await client.request({"op": "subscribe", "topic": topic_filter, "id": "s", **fields})
-    assert ack["op"] == "ack", ack
-    return client
 
 
 async def test_a_publish_on_one_node_reaches_subscribers_on_every_node_once(
@@ -53,24 +29,6 @@ async def test_a_publish_on_one_node_reaches_subscribers_on_every_node_once(
     # Nothing more: a ping answers before any duplicate could.
     for client in [*subscribers, *wildcards, both]:
         assert (await client.request({"op": "ping", "id": "p"}))["op"] == "pong"
-
-
-async def redis_client(redis: RedisServer) -> "coredis.Redis[bytes]":
-    return coredis.Redis(unix_socket_path=str(redis.socket_path))
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
-    """Poll ``condition`` (state in another process: Redis) until it holds."""
-    with trio.fail_after(timeout):
-        while not await condition():  # noqa: ASYNC110 (Redis sends no event for it)
-            await trio.sleep(0.01)
-
-
-async def read_until(client: WsClient, op: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    before = []
-    while (message := await client.recv())["op"] != op:
-        before.append(message)
-    return before, message
 
 
 async def test_a_node_subscribes_in_redis_only_while_it_has_local_interest(

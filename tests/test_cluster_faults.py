@@ -1,0 +1,186 @@
+"""The redis engine when Redis or a node fails: no hang, no duplicate, back on its own."""
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from broker import Broker
+from tests.cluster import CHAT, read_until, subscribed
+from tests.conftest import Connect, StartNode
+from tests.daemon_process import serving
+from tests.redis_server import RedisServer
+from tests.test_admin import ADMIN, AUTH, admin_url, scrape
+from tests.wsclient import WsClient
+
+
+async def wait_ready(node: Broker, ready: bool = True, timeout: float = 15) -> None:
+    """Until the node's readiness is ``ready`` (it reconnects with backoff)."""
+    with trio.fail_after(timeout):
+        while (node.unready_reason is None) != ready:  # noqa: ASYNC110 (Redis is elsewhere)
+            await trio.sleep(0.01)
+
+
+async def test_while_redis_is_down_requests_fail_fast_nobody_is_dropped_and_it_comes_back(
+    start_node: StartNode, connect: Connect, redis: RedisServer, http: httpx.AsyncClient
+) -> None:
+    nodes = [await start_node(topics=[CHAT], admin=ADMIN) for _ in range(2)]
+    subscribers = [await subscribed(connect, node, "chat/#") for node in nodes]
+    publisher = await connect(nodes[0])
+    ack = await publisher.request({"op": "publish", "topic": "chat/a", "data": 1, "id": 1})
+    assert ack["op"] == "ack"
+    positions = [(await client.recv())["pos"] for client in subscribers]
+
+    redis.kill()
+    await wait_ready(nodes[0], ready=False)
+    with trio.fail_after(5):  # each answer comes at once, none hangs
+        for n in range(20):
+            reply = await publisher.request(
+                {"op": "publish", "topic": "chat/a", "data": n, "id": n}
+            )
+            assert reply["op"] == "error" and reply["code"] == "unavailable", reply
+        for topic in ("chat/b", "news"):
+            reply = await publisher.request({"op": "subscribe", "topic": topic, "id": "s"})
+            assert reply["code"] == "unavailable"
+        reply = await publisher.request({"op": "history", "topic": "chat/a", "id": "h"})
+        assert reply["code"] == "unavailable"
+    response = await http.post(
+        admin_url(nodes[1], "/api/publish"), headers=AUTH, json={"topic": "chat/a", "data": 0}
+    )
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert response.json()["code"] == "unavailable"
+    ready = await http.get(admin_url(nodes[1], "/readyz"))
+    assert ready.status_code == 503 and "redis" in ready.json()["reason"]
+    metrics = await scrape(http, nodes[1])
+    assert metrics["trio_broker_redis_up", (("shard", "0"),)] == 0
+    assert metrics["trio_broker_redis_outages_total", (("shard", "0"),)] == 1
+    assert all(node.connection_count == 2 for node in nodes[:1]) and nodes[1].connection_count == 1
+
+    redis.start()  # empty: no persistence, as after a crash without a disk
+    for node in nodes:
+        await wait_ready(node)
+    assert (await http.get(admin_url(nodes[1], "/readyz"))).status_code == 200
+    # The subscriptions were made again on the new Redis: the same clients get the next one.
+    ack = await publisher.request({"op": "publish", "topic": "chat/a", "data": "back", "id": 2})
+    assert ack["op"] == "ack"
+    for client in subscribers:
+        message = await client.recv()
+        assert message["data"] == "back"
+        # A new history: old positions no longer recover, and say so.
+        assert message["pos"].split(":")[0] != positions[0].split(":")[0]
+    again = await connect(nodes[1])
+    await again.send({"op": "subscribe", "topic": "chat/#", "id": 1, "since": positions[0]})
+    replay, reply = await read_until(again, "ack")
+    assert reply["recovered"] is False and [m["data"] for m in replay] == ["back"]
+    metrics = await scrape(http, nodes[1])
+    assert metrics["trio_broker_redis_up", (("shard", "0"),)] == 1
+
+
+async def test_publishers_running_through_a_redis_restart_never_hang_nor_duplicate(
+    start_node: StartNode, connect: Connect, redis: RedisServer
+) -> None:
+    a, b = await start_node(), await start_node()
+    receiver = await subscribed(connect, b, "feed")
+    publishers = [await connect(node) for node in (a, b)]
+    acked: list[list[int]] = []
+    refused = 0
+    wanted, enough = 0, trio.Event()
+    done = False
+
+    async def publish(index: int, publisher: WsClient) -> None:
+        nonlocal refused
+        n = 0
+        while not done:
+            with trio.fail_after(10):
+                reply = await publisher.request(
+                    {"op": "publish", "topic": "feed", "data": [index, n], "id": n}
+                )
+            if reply["op"] == "ack":
+                acked.append([index, n])
+                if len(acked) >= wanted:
+                    enough.set()
+            else:
+                assert reply["code"] == "unavailable"
+                refused += 1
+                await trio.sleep(0.01)  # as a client backing off before it retries
+            n += 1
+
+    async def acked_more(count: int) -> None:
+        nonlocal wanted, enough
+        wanted, enough = len(acked) + count, trio.Event()
+        await enough.wait()
+
+    async with trio.open_nursery() as nursery:
+        for index, publisher in enumerate(publishers):
+            nursery.start_soon(publish, index, publisher)
+        await acked_more(50)
+        redis.kill()
+        await wait_ready(a, ready=False)
+        await wait_ready(b, ready=False)
+        redis.start()
+        await wait_ready(a)
+        await wait_ready(b)
+        await acked_more(1)
+        after_restart = len(acked) - 1
+        await acked_more(50)
+        done = True
+    for publisher in publishers:
+        reply = await publisher.request({"op": "publish", "topic": "feed", "data": "end", "id": 0})
+        assert reply["op"] == "ack"
+    received: list[Any] = []
+    while received.count("end") < 2:
+        received.append((await receiver.recv())["data"])
+    messages = [tuple(m) for m in received if m != "end"]
+    assert refused > 0
+    assert len(messages) == len(set(messages)), "a message came twice"
+    for index in (0, 1):
+        mine = [n for i, n in messages if i == index]
+        assert mine == sorted(mine), "out of order"
+    # What was acked once Redis was back reached the subscriber, all of it.
+    assert {tuple(m) for m in acked[after_restart:]} <= set(messages)
+
+
+def node_config(directory: Path, redis: RedisServer, name: str, **server: Any) -> Path:
+    path = directory / f"{name}.toml"
+    settings = "".join(f"{key} = {value!r}\n" for key, value in server.items())
+    path.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = 0\n{settings}\n'
+        f'[cluster]\nengine = "redis"\nredis_url = "{redis.url}"\n\n'
+        '[[topics]]\nfilter = "chat/#"\nhistory_size = 1000\n'
+    )
+    return path
+
+
+async def test_a_node_killed_mid_stream_its_clients_recover_on_another(
+    redis: RedisServer, tmp_path: Path, connect: Connect
+) -> None:
+    with (
+        serving(node_config(tmp_path, redis, "a")) as a,
+        serving(node_config(tmp_path, redis, "b")) as b,
+    ):
+        clients = [await connect(a.url) for _ in range(3)]
+        for client in clients:
+            assert (await client.request({"op": "subscribe", "topic": "chat/#", "id": 1}))["pos"]
+        publisher = await connect(b.url)
+        sent = 0
+        last: list[str] = []
+        for _ in range(10):
+            await publisher.request({"op": "publish", "topic": "chat/r", "data": sent, "id": 1})
+            sent += 1
+        for client in clients:
+            got = [await client.recv() for _ in range(10)]
+            assert [m["data"] for m in got] == list(range(10))
+            last.append(got[-1]["pos"])
+        a.kill()  # SIGKILL: no close frame, no goodbye to Redis
+        for client in clients:
+            await client.wait_closed()
+        for _ in range(10):  # while the clients are away
+            await publisher.request({"op": "publish", "topic": "chat/r", "data": sent, "id": 2})
+            sent += 1
+        for position in last:
+            again = await connect(b.url)
+            await again.send({"op": "subscribe", "topic": "chat/#", "id": 2, "since": position})
+            replay, ack = await read_until(again, "ack")
+            assert [m["data"] for m in replay] == list(range(10, 20))
+            assert ack["recovered"] is True
