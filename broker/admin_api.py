@@ -54,7 +54,7 @@ Endpoint = Callable[[HttpRequest, Identity | None], Awaitable[HttpResponse]]
 class AdminApi:
     def __init__(self, broker: "Broker") -> None:
         self._broker = broker
-        self._registry = metrics.make_registry(broker)
+        self._metrics_renderer = metrics.Metrics()
         self._started = time.monotonic()
         # path: (method, needs an API key, endpoint)
         self._routes: dict[str, tuple[str, bool, Endpoint]] = {
@@ -99,29 +99,31 @@ class AdminApi:
         return json_response(200, {"status": "ok"})
 
     async def _ready(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
-        reason = self._broker.unready_reason
+        reason = (await self._broker.node_snapshot()).unready_reason
         if reason is None:
             return json_response(200, {"status": "ready"})
         return json_response(503, {"status": "unavailable", "reason": reason})
 
     async def _metrics(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
-        return HttpResponse(200, metrics.render(self._registry), metrics.CONTENT_TYPE)
+        snapshot = await self._broker.node_snapshot()
+        return HttpResponse(200, self._metrics_renderer.render(snapshot), metrics.CONTENT_TYPE)
 
     async def _stats(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
-        broker, stats = self._broker, self._broker.stats
-        retained_messages, retained_bytes = broker.engine.retained
+        broker = self._broker
+        snapshot = await broker.node_snapshot()
+        stats = snapshot.stats
         return json_response(
             200,
             {
                 "version": __version__,
                 "uptime_seconds": round(time.monotonic() - self._started, 3),
                 "config_file": broker.config_file,
-                "ready": broker.unready_reason is None,
-                "connections": broker.connection_count,
-                "subscriptions": broker.engine.subscription_count,
-                "topics": broker.engine.filter_count(),
-                "retained_messages": retained_messages,
-                "retained_bytes": retained_bytes,
+                "ready": snapshot.unready_reason is None,
+                "connections": snapshot.connections,
+                "subscriptions": snapshot.subscriptions,
+                "topics": snapshot.topics,
+                "retained_messages": snapshot.retained_messages,
+                "retained_bytes": snapshot.retained_bytes,
                 "counts": {
                     "messages_published": stats.published,
                     "deliveries": stats.deliveries,

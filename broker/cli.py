@@ -9,9 +9,11 @@ import trio
 
 from . import daemon
 from .config import ConfigError, config_warnings
+from .control import WorkerRole
 from .logs import configure_logging
 from .plugin_loader import load
 from .server import ListenError
+from .supervisor import Supervisor
 from .version import __version__
 
 DEFAULT_CONFIG = "/etc/trio-broker/trio-broker.toml"
@@ -72,8 +74,12 @@ def _serve(path: str) -> int:
     for warning in config_warnings(config):
         log.warning("%s: %s", path, warning)
     failed = False
+    worker = WorkerRole.from_environment()
     try:
-        trio.run(daemon.run, Path(path), config, pipeline)
+        if worker is None and config.server.workers > 1:
+            trio.run(Supervisor(Path(path), config, pipeline).run)
+        else:
+            trio.run(daemon.run, Path(path), config, pipeline, worker)
     except* ListenError as group:
         for failure in _leaves(group):
             log.error("%s", failure.strerror)

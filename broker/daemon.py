@@ -2,11 +2,15 @@
 
 import logging
 import signal
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import trio
 
 from .config import Config, ConfigError, config_warnings, restart_required
+from .control import Channel, WorkerRole
 from .logs import configure_logging
 from .pipeline import Pipeline
 from .plugin_loader import load
@@ -16,12 +20,19 @@ from .server import Broker
 log = logging.getLogger("broker.daemon")
 
 
-def _reload(path: Path, broker: Broker, notifier: Notifier) -> None:
+def reload(
+    path: Path,
+    broker: Broker,
+    notifier: Notifier,
+    adapt: Callable[[Config], Config] = lambda config: config,
+) -> None:
+    """Read ``path`` again (``adapt`` makes a worker's config of it) and apply it."""
     notifier.reloading()
     try:
         old = broker.config
         try:
             new, pipeline = load(path)
+            new = adapt(new)
             broker.reconfigure(new, pipeline)  # changes nothing if it raises
         except ConfigError as error:
             log.error("reload failed, keeping the running configuration:\n%s", error)
@@ -36,7 +47,7 @@ def _reload(path: Path, broker: Broker, notifier: Notifier) -> None:
         notifier.ready("reloaded")
 
 
-async def _watchdog(notifier: Notifier, interval: float) -> None:
+async def watchdog(notifier: Notifier, interval: float) -> None:
     while True:
         notifier.watchdog()
         await trio.sleep(interval)
@@ -49,26 +60,33 @@ async def _serve(
     nursery.cancel_scope.cancel()  # the broker is done: so are the watchdog and signal loop
 
 
-async def run(path: Path, config: Config, pipeline: Pipeline) -> None:
-    """Serve until SIGTERM or SIGINT; SIGHUP reloads ``path``."""
+async def run(
+    path: Path, config: Config, pipeline: Pipeline, worker: WorkerRole | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP reloads ``path``. A ``worker`` listens on
+    its supervisor's port beside the other workers and answers it on its channel."""
     notifier = Notifier.from_environment()
-    broker = Broker(config, pipeline, config_file=str(path))
+    adapt: Callable[[Config], Config] = lambda config: config  # noqa: E731
+    if worker is not None:
+        port = worker.port
+        adapt = lambda config: worker_config(config, port)  # noqa: E731
+    broker = Broker(adapt(config), pipeline, config_file=str(path), reuse_port=worker is not None)
     signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
     with trio.open_signal_receiver(*signums) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(_serve, broker, nursery)
             addresses = ", ".join(f"{host}:{port}" for host, port in broker.addresses)
             log.info("listening on %s, path %s", addresses, config.server.path)
-            if broker.admin_listeners:
-                admin = ", ".join(f"{h}:{p}" for h, p in broker.admin_addresses)
-                log.info("admin listening on %s (/healthz, /readyz, /metrics, /api/)", admin)
+            log_admin_listening(broker)
             notifier.ready(f"listening on {addresses}")
+            if worker is not None:
+                nursery.start_soon(_answer_supervisor, worker, broker)
             interval = watchdog_interval()
             if interval is not None:
-                nursery.start_soon(_watchdog, notifier, interval)
+                nursery.start_soon(watchdog, notifier, interval)
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    _reload(path, broker, notifier)
+                    reload(path, broker, notifier, adapt)
                     continue
                 if signum == signal.SIGUSR2:
                     log.info("SIGUSR2 received: lame duck")
@@ -80,3 +98,35 @@ async def run(path: Path, config: Config, pipeline: Pipeline) -> None:
                 break
             broker.stop()
     log.info("stopped")
+
+
+def log_admin_listening(broker: Broker) -> None:
+    if broker.admin_listeners:
+        admin = ", ".join(f"{h}:{p}" for h, p in broker.admin_addresses)
+        log.info("admin listening on %s (/healthz, /readyz, /metrics, /api/)", admin)
+
+
+def worker_config(config: Config, port: int) -> Config:
+    """What a worker runs: the node's config on its supervisor's port, no admin listener
+    (the supervisor serves the node's)."""
+    return attrs.evolve(
+        config,
+        server=attrs.evolve(config.server, port=port, workers=1),
+        admin=attrs.evolve(config.admin, enabled=False),
+    )
+
+
+async def _answer_supervisor(worker: WorkerRole, broker: Broker) -> None:
+    """Say it listens, answer requests; without its supervisor (EOF) a worker stops."""
+    sock = socket.socket(fileno=worker.fd)
+    async with trio.SocketStream(trio.socket.from_stdlib_socket(sock)) as stream:
+        channel = Channel(stream)
+        try:
+            await channel.send({"listening": True})
+            while (request := await channel.receive()) is not None:
+                if request.get("snapshot"):
+                    await channel.send({"snapshot": broker.snapshot().to_json()})
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError) as error:
+            log.debug("control channel broke: %r", error)
+    log.warning("worker %d: the supervisor is gone; stopping", worker.index)
+    broker.stop()

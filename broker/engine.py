@@ -23,6 +23,7 @@ import trio
 from .config import Config
 from .plugin import Client, Publication
 from .router import Subscriber
+from .stats import Link
 
 
 @attrs.frozen
@@ -33,15 +34,6 @@ class Recovery:
     # Whether a live delivery that arrived meanwhile is one of `frames` (or older): an
     # engine that cannot take the snapshot atomically with subscribing says so.
     covers: Callable[[bytes], bool] | None = None
-
-
-@attrs.frozen
-class Link:
-    """Something shared the engine depends on (a Redis shard), for the metrics."""
-
-    name: str
-    up: bool
-    outages: int  # times it went down
 
 
 class Engine(Protocol):

@@ -9,14 +9,14 @@ import trio
 
 from . import protocol
 from .config import Config
-from .engine import Link, Recovery
+from .engine import Recovery
 from .frames import frame_payload, text_frame
 from .history import HistoryStore, Retained
 from .plugin import Client, Publication
 from .positions import format_position, new_epoch, parse_position
 from .presence import PresenceTable
 from .router import LocalRouter, Subscriber
-from .stats import Stats
+from .stats import Link, Stats
 from .timers import Timer, Timers
 from .topic_rules import TopicRules
 

@@ -1,12 +1,12 @@
 """Prometheus metrics, read from the broker's plain counters when scraped.
 
-Nothing here runs on the hot path: `BrokerCollector.collect` turns `broker.stats`
-and a few gauges into metric families at scrape time; prometheus-client writes
-the text format and adds its process collector (memory, CPU, open files).
+Nothing here runs on the hot path: at scrape time the admin listener takes a
+`Snapshot` of the node (its workers' summed up) and `render` turns it into metric
+families; prometheus-client writes the text format and adds its process collector
+(memory, CPU, open files: of the process serving the admin listener).
 """
 
 from collections.abc import Iterator
-from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -18,21 +18,10 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from .engine import Engine
-from .stats import Stats
+from .stats import Snapshot
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 PREFIX = "trio_broker_"
-
-
-class Observed(Protocol):
-    """What the metrics read of a broker."""
-
-    stats: Stats
-    engine: Engine
-
-    @property
-    def connection_count(self) -> int: ...
 
 
 def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:
@@ -47,25 +36,31 @@ def _labelled(name: str, documentation: str, label: str, counts: dict[str, int])
 
 
 class BrokerCollector(Collector):
-    def __init__(self, broker: Observed) -> None:
-        self._broker = broker
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None  # set before each rendering
 
     def collect(self) -> Iterator[Metric]:
-        broker, stats = self._broker, self._broker.stats
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        stats = snapshot.stats
         yield GaugeMetricFamily(
-            PREFIX + "connections", "Open WebSocket connections.", value=broker.connection_count
+            PREFIX + "connections", "Open WebSocket connections.", value=snapshot.connections
         )
         yield GaugeMetricFamily(
             PREFIX + "subscriptions",
             "Subscriptions held by all connections.",
-            value=broker.engine.subscription_count,
-        )
-        messages, retained_bytes = broker.engine.retained
-        yield GaugeMetricFamily(
-            PREFIX + "retained_messages", "Messages kept for history.", value=messages
+            value=snapshot.subscriptions,
         )
         yield GaugeMetricFamily(
-            PREFIX + "retained_bytes", "Bytes of messages kept for history.", value=retained_bytes
+            PREFIX + "retained_messages",
+            "Messages kept for history.",
+            value=snapshot.retained_messages,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "retained_bytes",
+            "Bytes of messages kept for history.",
+            value=snapshot.retained_bytes,
         )
         yield _counter("messages_published", "Publishes fanned out.", stats.published)
         yield _counter("deliveries", "Messages handed to subscribers.", stats.deliveries)
@@ -97,7 +92,7 @@ class BrokerCollector(Collector):
         yield _labelled(
             "plugin_refusals", "Operations refused by a plugin.", "plugin", stats.plugin_refusals
         )
-        links = broker.engine.links()
+        links = snapshot.links
         if links:
             up = GaugeMetricFamily(
                 PREFIX + "redis_up",
@@ -128,13 +123,17 @@ class BrokerCollector(Collector):
         yield seconds
 
 
-def make_registry(broker: Observed) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(BrokerCollector(broker))
-    ProcessCollector(registry=registry)
-    return registry
+class Metrics:
+    def __init__(self) -> None:
+        self._collector = BrokerCollector()
+        self._registry = CollectorRegistry()
+        self._registry.register(self._collector)
+        ProcessCollector(registry=self._registry)
 
-
-def render(registry: CollectorRegistry) -> bytes:
-    """The Prometheus text exposition of everything registered."""
-    return generate_latest(registry)
+    def render(self, snapshot: Snapshot) -> bytes:
+        """The Prometheus text exposition of ``snapshot`` and this process."""
+        self._collector.snapshot = snapshot
+        try:
+            return generate_latest(self._registry)
+        finally:
+            self._collector.snapshot = None

@@ -30,7 +30,7 @@ import trio
 from . import cluster_wire, protocol, redis_scripts
 from .cluster_keys import Interest, Names
 from .config import Config, ConfigError
-from .engine import Link, Recovery
+from .engine import Recovery
 from .frames import frame_payload, text_frame
 from .pipeline import Pipeline
 from .plugin import Client, Publication
@@ -39,7 +39,7 @@ from .presence import PresenceTable
 from .publishing import publication_of
 from .redis_shard import Shard
 from .router import LocalRouter, Subscriber
-from .stats import Stats
+from .stats import Link, Stats
 from .topic_rules import TopicRules
 from .topics import has_wildcard, matches
 

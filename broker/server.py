@@ -7,6 +7,7 @@ import secrets
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import attrs
 import trio
@@ -30,7 +31,8 @@ from .pipeline import Pipeline, PluginFailure
 from .plugin import HandshakeRequest, Identity, Refuse
 from .plugin_loader import build_pipeline
 from .redis_engine import RedisEngine
-from .stats import Stats
+from .reuse_port import reuse_port_listeners
+from .stats import Snapshot, Stats
 from .timers import Timers
 from .version import __version__
 
@@ -68,11 +70,18 @@ def _limit_refusal(reason: str) -> Refusal:
     return Refusal(429, reason, _RETRY_AFTER)
 
 
-async def _listen(host: str, port: int) -> list[trio.SocketListener]:
+async def _listen(host: str, port: int, *, reuse_port: bool = False) -> list[trio.SocketListener]:
     try:
+        if reuse_port:
+            return await reuse_port_listeners(host, port)
         return await trio.open_tcp_listeners(port, host=host)
     except OSError as error:
         raise ListenError(host, port, error) from error
+
+
+class Workers(Protocol):
+    async def node_snapshot(self, own: Snapshot) -> Snapshot:
+        """``own`` (the supervisor's) with every worker's numbers added."""
 
 
 def _peer(stream: trio.SocketStream) -> tuple[str, str]:
@@ -116,11 +125,24 @@ class Broker:
     """
 
     def __init__(
-        self, config: Config, pipeline: Pipeline | None = None, *, config_file: str | None = None
+        self,
+        config: Config,
+        pipeline: Pipeline | None = None,
+        *,
+        config_file: str | None = None,
+        websocket: bool = True,
+        reuse_port: bool = False,
     ) -> None:
-        """``pipeline`` defaults to the plugins of ``config`` (ConfigError if invalid)."""
+        """``pipeline`` defaults to the plugins of ``config`` (ConfigError if invalid).
+
+        ``websocket`` False: the admin listener only (the supervisor of workers);
+        ``reuse_port``: the WebSocket port is shared with other processes (a worker).
+        """
         self.config = config
         self.config_file = config_file
+        self._websocket = websocket
+        self._reuse_port = reuse_port
+        self.workers: Workers | None = None  # set by a supervisor: its node_snapshot
         self.stats = Stats()
         self.pipeline = pipeline or build_pipeline(config)
         self.pipeline.stats = self.stats
@@ -205,6 +227,26 @@ class Broker:
             return "lame duck"
         return self.engine.unready_reason
 
+    def snapshot(self) -> Snapshot:
+        """This process's numbers, for the admin listener."""
+        retained_messages, retained_bytes = self.engine.retained
+        return Snapshot(
+            stats=self.stats,
+            connections=self.connection_count,
+            subscriptions=self.engine.subscription_count,
+            topics=self.engine.filter_count(),
+            retained_messages=retained_messages,
+            retained_bytes=retained_bytes,
+            links=self.engine.links(),
+            unready_reason=self.unready_reason,
+        )
+
+    async def node_snapshot(self) -> Snapshot:
+        """The node's numbers: this process's, and its workers' if it has any."""
+        if self.workers is None:
+            return self.snapshot()
+        return await self.workers.node_snapshot(self.snapshot())
+
     def enter_lame_duck(self) -> None:
         """Stop accepting, close clients spread over ``lame_duck_duration``, then stop."""
         self._lame_duck_requested.set()
@@ -215,7 +257,8 @@ class Broker:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         server, admin = self.config.server, self.config.admin
-        self.listeners = await _listen(server.host, server.port)
+        if self._websocket:
+            self.listeners = await _listen(server.host, server.port, reuse_port=self._reuse_port)
         if admin.enabled:
             try:
                 self.admin_listeners = await _listen(admin.host, admin.port)
@@ -232,7 +275,8 @@ class Broker:
                 outer.start_soon(self._serve_admin)
             async with trio.open_nursery() as nursery:
                 accepting = trio.CancelScope()
-                nursery.start_soon(self._accept, accepting, nursery)
+                if self.listeners:
+                    nursery.start_soon(self._accept, accepting, nursery)
                 outer.start_soon(self._lame_duck_when_asked, accepting)
                 task_status.started()
                 await self._stop_requested.wait()

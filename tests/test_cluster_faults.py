@@ -1,5 +1,7 @@
 """The redis engine when Redis or a node fails: no hang, no duplicate, back on its own."""
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +11,10 @@ import trio
 from broker import Broker
 from tests.cluster import CHAT, read_until, subscribed
 from tests.conftest import Connect, StartNode
-from tests.daemon_process import serving
+from tests.daemon_process import Daemon, serving
 from tests.redis_server import RedisServer
 from tests.test_admin import ADMIN, AUTH, admin_url, scrape
-from tests.wsclient import WsClient
+from tests.wsclient import Closed, WsClient
 
 
 async def wait_ready(node: Broker, ready: bool = True, timeout: float = 15) -> None:
@@ -184,3 +186,76 @@ async def test_a_node_killed_mid_stream_its_clients_recover_on_another(
             replay, ack = await read_until(again, "ack")
             assert [m["data"] for m in replay] == list(range(10, 20))
             assert ack["recovered"] is True
+
+
+def worker_pids(daemon: Daemon, count: int) -> dict[int, int]:
+    pids = {}
+    while len(pids) < count:
+        match = daemon.wait_for(r"worker (\d+) \(pid (\d+)\) listening")
+        pids[int(match.group(1))] = int(match.group(2))
+    return pids
+
+
+async def test_workers_share_the_port_and_the_supervisor_restarts_one_that_dies(
+    redis: RedisServer, tmp_path: Path, connect: Connect, http: httpx.AsyncClient
+) -> None:
+    config = node_config(tmp_path, redis, "workers", workers=2)
+    with config.open("a") as file:
+        file.write(
+            '\n[admin]\nenabled = true\nhost = "127.0.0.1"\nport = 0\n'
+            f'api_keys = [{{ key = "{"k" * 24}", user = "backend" }}]\n'
+        )
+    daemon = Daemon(config)
+    try:
+        pids = worker_pids(daemon, 2)
+        daemon.wait_listening()
+        admin = f"http://127.0.0.1:{daemon.wait_admin_listening()}"
+        clients = [await connect(daemon.url) for _ in range(40)]
+        for client in clients:
+            await client.request({"op": "subscribe", "topic": "chat/all", "id": 1})
+        stats = (await http.get(f"{admin}/api/stats", headers=AUTH)).json()
+        assert stats["connections"] == 40 and stats["subscriptions"] == 40
+        response = await http.post(
+            f"{admin}/api/publish", headers=AUTH, json={"topic": "chat/all", "data": "hi"}
+        )
+        assert response.status_code == 200
+        for client in clients:
+            assert (await client.recv())["data"] == "hi"
+        metrics = (await http.get(f"{admin}/metrics")).text
+        assert "trio_broker_deliveries_total 40.0" in metrics
+
+        os.kill(pids[1], signal.SIGKILL)
+        daemon.wait_for(r"worker 1 exited \(killed by SIGKILL\); starting it again")
+        new_pid = worker_pids(daemon, 1)[1]
+        assert new_pid != pids[1]
+        ready = await http.get(f"{admin}/readyz")
+        assert ready.status_code == 200
+        # The clients of the dead worker are gone; the others still get messages.
+        survivors = []
+        for client in clients:
+            try:
+                await client.request({"op": "ping", "id": 1}, timeout=2)
+                survivors.append(client)
+            except (Closed, trio.TooSlowError):
+                pass
+        # Both workers had some: the kernel spreads connections over their sockets.
+        assert 0 < len(survivors) < 40
+        stats = (await http.get(f"{admin}/api/stats", headers=AUTH)).json()
+        assert stats["connections"] == len(survivors)
+
+        daemon.send_signal(signal.SIGHUP)
+        for _ in range(3):  # the supervisor and both workers
+            daemon.wait_for(r"configuration reloaded")
+        codes = []
+
+        async def closed(client: WsClient) -> None:
+            codes.append((await client.wait_closed())[0])
+
+        async with trio.open_nursery() as nursery:
+            for client in survivors:  # answering the close frames as they come
+                nursery.start_soon(closed, client)
+            daemon.send_signal(signal.SIGTERM)
+            assert await trio.to_thread.run_sync(daemon.wait_exit) == 0
+        assert codes == [1001] * len(survivors)
+    finally:
+        daemon.kill()

@@ -13,6 +13,7 @@ from broker.config import (
     config_warnings,
     load_config,
     parse_config,
+    redact_url,
     restart_required,
 )
 from broker.origins import is_development_pattern
@@ -158,3 +159,39 @@ def test_development_origins_on_a_public_address_are_warned_about() -> None:
     assert "server.allowed_origins admits pages of developers' machines ('null'" in warning
     production = '[server]\nhost = "0.0.0.0"\nallowed_origins = ["https://app.example.com"]'
     assert config_warnings(parse_config(production)) == []
+
+
+def test_cluster_settings_are_checked_together() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config("[server]\nworkers = 4\n")
+    (error,) = raised.value.errors
+    assert error.startswith('server.workers = 4 needs [cluster] engine = "redis"')
+    with pytest.raises(ConfigError) as raised:
+        parse_config('[cluster]\nengine = "redis"\n')
+    assert raised.value.errors == [
+        'cluster.redis_url: required with engine = "redis" (or redis_shards)'
+    ]
+    with pytest.raises(ConfigError) as raised:
+        parse_config('[cluster]\nredis_url = "redis://a"\nredis_shards = ["redis://b"]\n')
+    assert raised.value.errors == ["cluster: set redis_url or redis_shards, not both"]
+    with pytest.raises(ConfigError) as raised:
+        parse_config('[cluster]\nredis_url = "http://user:hunter2@host"\nprefix = "a:b"\n')
+    text = str(raised.value)
+    assert "hunter2" not in text and "cluster.redis_url: must be redis://" in text
+    assert "cluster.prefix: must be non-empty ASCII without spaces, ':'" in text
+    with pytest.raises(ConfigError) as raised:
+        parse_config('[cluster]\nredis_shards = ["redis://:hunter2@a", "redis://:hunter2@a"]\n')
+    assert "hunter2" not in str(raised.value) and "the same shard is listed twice" in str(
+        raised.value
+    )
+    config = parse_config(
+        '[server]\nworkers = 2\n[cluster]\nengine = "redis"\nredis_shards = ["redis://a", "unix:///b"]\n'
+    )
+    assert config.cluster.redis_urls == ("redis://a", "unix:///b")
+
+
+def test_redis_passwords_stay_out_of_logs() -> None:
+    assert redact_url("redis://:hunter2@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact_url("rediss://user:hunter2@host") == "rediss://user:***@host"
+    assert redact_url("redis://host:6379") == "redis://host:6379"
+    assert redact_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
