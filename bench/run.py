@@ -36,6 +36,7 @@ TRIO_BROKER_CONFIG = """
 [server]
 host = "127.0.0.1"
 port = 0
+{server}
 [limits]
 max_connections = 20000
 # Every load-generator connection comes from 127.0.0.1, and its one publisher is a trusted
@@ -47,10 +48,19 @@ max_incoming_rate = 0
 # Variants of trio-broker: the same config plus these lines.
 SCRAPED = "trio-broker, /metrics scraped 1/s"  # a scraper reads /metrics every second meanwhile
 HISTORY = "trio-broker, history on every topic"
+REDIS = "trio-broker, redis engine"  # one node, its publisher and subscribers through Redis
+CROSS_NODE = "trio-broker, redis engine, 2 nodes"  # publisher on A, subscribers on A and B
+WORKERS = "trio-broker, redis engine, workers = 2"  # one node, two processes on the port
+CLUSTER = '[cluster]\nengine = "redis"\nredis_url = "unix://{redis}"\n'
 VARIANTS = {
     SCRAPED: "[admin]\nenabled = true\nport = 0\n",
     HISTORY: '[[topics]]\nfilter = "#"\nhistory_size = 100\n',
+    REDIS: CLUSTER,
+    CROSS_NODE: CLUSTER,
+    WORKERS: CLUSTER,
 }
+SERVER_VARIANTS = {WORKERS: "workers = 2"}
+NODES = {CROSS_NODE: 2}
 SCRAPE_INTERVAL = 1.0
 # Brokers a scenario runs against, unless it names its own.
 DEFAULT_BROKERS = ("trio-broker", "naive trio-websocket", "node ws")
@@ -96,7 +106,21 @@ SCENARIOS: list[dict[str, Any]] = [
         "topics": 10000,
         "brokers": ("trio-broker", HISTORY),
     },
+    # The cluster: the same load through Redis; CPU is that of every broker process.
+    {
+        "name": "saturation, S=100, cluster",
+        "mode": "saturate",
+        "subscribers": 100,
+        "brokers": ("trio-broker", REDIS, CROSS_NODE, WORKERS),
+    },
+    {
+        "name": "saturation, S=1000, cluster",
+        "mode": "saturate",
+        "subscribers": 1000,
+        "brokers": ("trio-broker", REDIS, CROSS_NODE, WORKERS),
+    },
 ]
+CLUSTER_BROKERS = {REDIS, CROSS_NODE, WORKERS}
 
 
 def broker_commands(configs: dict[str, Path]) -> dict[str, list[str]]:
@@ -119,6 +143,47 @@ def cpu_seconds(pid: int) -> float:
 
 def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+
+
+def with_children(pid: int) -> list[int]:
+    """The process and its children (a supervisor's workers, forked by any of its threads)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children += (task / "children").read_text().split()
+        except OSError:
+            pass
+    return [pid, *map(int, children)]
+
+
+class RedisServer:
+    """A private redis-server on a unix socket, on the load generator's CPU."""
+
+    def __init__(self, directory: Path) -> None:
+        self.socket = directory / "redis.sock"
+        self.process = subprocess.Popen(
+            pinned(
+                [
+                    *("redis-server", "--port", "0", "--unixsocket", str(self.socket)),
+                    *("--save", "", "--appendonly", "no", "--dir", str(directory)),
+                ],
+                1,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if "ready to accept connections" in line.lower():
+                break
+        else:
+            raise RuntimeError("redis-server did not start")
+        self.process.stdout.close()
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
 class Scraper(threading.Thread):
@@ -180,38 +245,45 @@ class Broker:
             self.process.wait()
 
 
-def run_load(broker: Broker, scenario: dict[str, Any], duration: float) -> dict[str, Any]:
+def run_load(
+    brokers: list["Broker"], scenario: dict[str, Any], duration: float, redis: RedisServer | None
+) -> dict[str, Any]:
+    """Subscribers spread over ``brokers``, the publisher on the first."""
     options = {k: v for k, v in scenario.items() if k not in ("name", "brokers")}
     options.setdefault("duration", duration)
-    command = [
-        "node",
-        str(BENCH / "loadgen" / "loadgen.js"),
-        "--url",
-        f"ws://127.0.0.1:{broker.port}/ws",
-    ]
+    urls = [f"ws://127.0.0.1:{broker.port}/ws" for broker in brokers]
+    command = ["node", str(BENCH / "loadgen" / "loadgen.js"), "--url", ",".join(urls)]
     for key, value in options.items():
         command += [f"--{key}", str(value)]
     idle = scenario["mode"] == "idle"
-    rss_before = rss_bytes(broker.pid)
+    pids = [pid for broker in brokers for pid in with_children(broker.pid)]
+    redis_pids = [] if redis is None else [redis.process.pid]
+
+    def cpu(processes: list[int]) -> float:
+        return sum(map(cpu_seconds, processes))
+
+    rss_before = sum(map(rss_bytes, pids))
     loadgen = subprocess.Popen(
         pinned(command, 1), stdout=subprocess.PIPE, text=True, stdin=subprocess.PIPE
     )
     assert loadgen.stdout is not None and loadgen.stdin is not None
     result: dict[str, Any] = {}
-    started = cpu_start = 0.0
+    started = cpu_start = redis_start = 0.0
     for line in loadgen.stdout:
         message = json.loads(line)
         if message.get("event") == "start":
-            started, cpu_start = time.monotonic(), cpu_seconds(broker.pid)
+            started, cpu_start, redis_start = time.monotonic(), cpu(pids), cpu(redis_pids)
         elif message.get("event") == "end":
             window = time.monotonic() - started
-            result["broker_cpu_percent"] = 100 * (cpu_seconds(broker.pid) - cpu_start) / window
-            result["cpu_seconds"] = cpu_seconds(broker.pid) - cpu_start
+            result["cpu_seconds"] = cpu(pids) - cpu_start
+            result["broker_cpu_percent"] = 100 * result["cpu_seconds"] / window
             result["window"] = window
+            if redis is not None:
+                result["redis_cpu_seconds"] = cpu(redis_pids) - redis_start
         elif message.get("event") == "ready":
             time.sleep(1)  # let the broker settle
             result["rss_per_connection_kib"] = (
-                (rss_bytes(broker.pid) - rss_before) / message["connections"] / 1024
+                (sum(map(rss_bytes, pids)) - rss_before) / message["connections"] / 1024
             )
             loadgen.stdin.close()
         elif "result" in message:
@@ -222,6 +294,10 @@ def run_load(broker: Broker, scenario: dict[str, Any], duration: float) -> dict[
     if not idle and result.get("deliveries_per_s"):
         delivered = result["deliveries_per_s"] * result["window"]
         result["cpu_us_per_delivery"] = 1e6 * result["cpu_seconds"] / delivered
+        result["deliveries_per_cpu_s"] = delivered / result["cpu_seconds"]
+        if "redis_cpu_seconds" in result:
+            messages = delivered / scenario["subscribers"] * scenario.get("topics", 1)
+            result["redis_cpu_us_per_message"] = 1e6 * result["redis_cpu_seconds"] / messages
     return result
 
 
@@ -232,6 +308,8 @@ METRICS = [
     ("max_us", "max µs", "{:,.0f}"),
     ("broker_cpu_percent", "broker CPU %", "{:.0f}"),
     ("cpu_us_per_delivery", "CPU µs/delivery", "{:.2f}"),
+    ("deliveries_per_cpu_s", "deliveries/CPU-s", "{:,.0f}"),
+    ("redis_cpu_us_per_message", "Redis CPU µs/message", "{:.1f}"),
     ("lost", "lost", "{:.0f}"),
     ("reordered", "reordered", "{:.0f}"),
     ("rss_per_connection_kib", "RSS KiB/conn", "{:.1f}"),
@@ -266,19 +344,23 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true", help="1 run of 2 s windows")
     parser.add_argument("--only", help="scenarios whose name contains this")
-    parser.add_argument("--brokers", help="comma-separated broker names")
+    parser.add_argument("--brokers", help="broker names, separated by semicolons")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.duration = 1, 2.0
     with tempfile.TemporaryDirectory() as tmp:
         configs = {}
+        redis_socket = Path(tmp) / "redis.sock"
         for index, (name, extra) in enumerate({"trio-broker": "", **VARIANTS}.items()):
             configs[name] = Path(tmp) / f"bench-{index}.toml"
-            configs[name].write_text(TRIO_BROKER_CONFIG + extra)
+            text = TRIO_BROKER_CONFIG.format(server=SERVER_VARIANTS.get(name, "")) + extra
+            configs[name].write_text(text.format(redis=redis_socket))
         commands = broker_commands(configs)
         if args.brokers:
-            commands = {k: v for k, v in commands.items() if k in args.brokers.split(",")}
+            commands = {k: v for k, v in commands.items() if k in args.brokers.split(";")}
         scenarios = [s for s in SCENARIOS if not args.only or args.only in s["name"]]
+        wanted = {b for s in scenarios for b in s.get("brokers", DEFAULT_BROKERS)}
+        redis = RedisServer(Path(tmp)) if wanted & CLUSTER_BROKERS & commands.keys() else None
         raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for run in range(args.runs):
             for scenario in scenarios:
@@ -287,19 +369,25 @@ def main() -> None:
                 for name, command in order:
                     if name not in scenario.get("brokers", DEFAULT_BROKERS):
                         continue
-                    broker = Broker(command, scraped=name == SCRAPED)
+                    brokers = [
+                        Broker(command, scraped=name == SCRAPED) for _ in range(NODES.get(name, 1))
+                    ]
                     try:
-                        outcome = run_load(broker, scenario, args.duration)
+                        cluster = redis if name in CLUSTER_BROKERS else None
+                        outcome = run_load(brokers, scenario, args.duration, cluster)
                     finally:
-                        broker.stop()
-                    if broker.scraper is not None:
-                        outcome["scrapes"] = broker.scraper.scrapes
+                        for broker in brokers:
+                            broker.stop()
+                    if brokers[0].scraper is not None:
+                        outcome["scrapes"] = brokers[0].scraper.scrapes
                     raw.setdefault(scenario["name"], {}).setdefault(name, []).append(outcome)
                     print(
                         f"run {run + 1}, {scenario['name']}, {name}: "
                         + json.dumps({k: round(v, 2) for k, v in outcome.items()}),
                         flush=True,
                     )
+        if redis is not None:
+            redis.stop()
     results = {s: {b: medians(r) for b, r in by_broker.items()} for s, by_broker in raw.items()}
     out = BENCH / "results"
     out.mkdir(exist_ok=True)

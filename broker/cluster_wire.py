@@ -4,7 +4,9 @@
 (it delivered to its own subscribers already and skips its echo), SEQ makes every
 publish unique (the same publish reaching a node through two of its subscriptions
 arrives twice in a row, byte for byte: the second is dropped), KIND is ``m`` for a
-message and ``e`` for a join or leave event.
+message every node delivers (a topic with history: in Redis' order), ``d`` for one
+the publishing node delivered already (it skips its own), ``e`` for a join or leave
+event.
 """
 
 import itertools
@@ -12,6 +14,7 @@ import itertools
 import attrs
 
 MESSAGE = b"m"
+DELIVERED = b"d"
 EVENT = b"e"
 
 
@@ -38,6 +41,6 @@ def parse(data: bytes) -> Received | None:
     """The publish, or None for anything malformed (another program on the channel)."""
     header, separator, payload = data.partition(b"\n")
     fields = header.split(b" ")
-    if not separator or len(fields) != 3 or fields[2] not in (MESSAGE, EVENT):
+    if not separator or len(fields) != 3 or fields[2] not in (MESSAGE, DELIVERED, EVENT):
         return None
     return Received(fields[0], fields[2], payload)

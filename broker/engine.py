@@ -22,6 +22,7 @@ import trio
 
 from .config import Config
 from .plugin import Client, Publication
+from .protocol import ProtocolError
 from .router import Subscriber
 from .stats import Link
 
@@ -57,8 +58,11 @@ class Engine(Protocol):
         self,
         publication: Publication,
         accepts: Callable[[Subscriber], Awaitable[bool]] | None,
-    ) -> int:
-        """Subscribers reached (counted in the stats too)."""
+        on_failure: Callable[[ProtocolError], None] | None = None,
+    ) -> int | None:
+        """Subscribers reached (counted in the stats too). With ``on_failure`` the
+        engine may return None as soon as it took the message, and report a failure
+        to publish it later through ``on_failure`` (for publishes nobody awaits)."""
 
     async def history(
         self, topic_filter: str, limit: int, max_bytes: int

@@ -15,6 +15,7 @@ from .history import HistoryStore, Retained
 from .plugin import Client, Publication
 from .positions import format_position, new_epoch, parse_position
 from .presence import PresenceTable
+from .protocol import ProtocolError
 from .router import LocalRouter, Subscriber
 from .stats import Link, Stats
 from .timers import Timer, Timers
@@ -82,6 +83,7 @@ class MemoryEngine:
         self,
         publication: Publication,
         accepts: Callable[[Subscriber], Awaitable[bool]] | None,
+        on_failure: Callable[[ProtocolError], None] | None = None,
     ) -> int:
         topic = publication.topic
         options = self.rules.lookup(topic)

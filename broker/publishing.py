@@ -5,6 +5,7 @@ frames it once, fans it out and counts it).
 """
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .engine import Engine
@@ -48,8 +49,10 @@ async def publish(
     pipeline: Pipeline,
     engine: Engine,
     max_topic_length: int,
+    on_failure: Callable[[ProtocolError], None] | None = None,
 ) -> int | None:
-    """Publish as ``client``: the number of subscribers reached, None if a plugin dropped it.
+    """Publish as ``client``: the number of subscribers reached, None if a plugin dropped it
+    (or, with ``on_failure``, if the engine took it and reports a failure there later).
 
     Raises ProtocolError (no request id), Refuse or PluginFailure; waits while
     subscribers' queues are full (backpressure).
@@ -67,4 +70,4 @@ async def publish(
         async def accepts(subscriber: Subscriber) -> bool:
             return await pipeline.filter_delivery(subscriber.client, chosen)
 
-    return await engine.publish(publication, accepts)
+    return await engine.publish(publication, accepts, on_failure)

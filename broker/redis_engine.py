@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 import trio
+from coredis.patterns.pipeline import Pipeline as RedisPipeline
 
 from . import cluster_wire, protocol, redis_scripts
 from .cluster_keys import Interest, Names
@@ -36,6 +37,7 @@ from .pipeline import Pipeline
 from .plugin import Client, Publication
 from .positions import Position, new_epoch, parse_position
 from .presence import PresenceTable
+from .protocol import ProtocolError
 from .publishing import publication_of
 from .redis_shard import Shard
 from .router import LocalRouter, Subscriber
@@ -140,6 +142,8 @@ class RedisEngine:
         received = cluster_wire.parse(data)
         if received is None:
             return
+        if received.kind == cluster_wire.DELIVERED and received.node == self._headers.node:
+            return  # ours: delivered here when published
         topic = self.names.topic_of(channel)
         frame = text_frame(received.payload)
         if received.kind == cluster_wire.EVENT:
@@ -267,34 +271,60 @@ class RedisEngine:
         self,
         publication: Publication,
         accepts: Callable[[Subscriber], Awaitable[bool]] | None,
-    ) -> int:
-        """Through Redis, also to this node's subscribers: every node then delivers a
-        shard's messages in the same order, that of their offsets. ``accepts`` is not
-        needed: each node runs its own plugins' delivery filters."""
+        on_failure: Callable[[ProtocolError], None] | None = None,
+    ) -> int | None:
+        """Queued for the topic's shard (`broker.redis_batches`); with ``on_failure``,
+        returns without waiting for Redis' answer. On a topic without history this
+        node delivers to its own subscribers at once, as the memory engine does (with
+        backpressure), and skips the copy Redis sends back. On a topic with history
+        every node, this one too, delivers what Redis sends: so a shard's messages
+        reach every node in one order, that of their offsets, and a client's last
+        position means "everything before it" wherever it reconnects."""
         topic = publication.topic
         shard = self.shards[self.names.shard_of(topic)]
         channel = self.names.channel(topic)
-        header = self._headers.next(cluster_wire.MESSAGE)
         options = self.rules.lookup(topic)
-        self.stats.published += 1
+        build: Callable[[RedisPipeline[bytes]], object]
+        local = None
         if options is None or not options.history_size:
             payload = protocol.encode_message(topic, publication.data, publication.meta)
-            return await shard.call(lambda: shard.client.publish(channel, header + payload))
-        head, tail = protocol.encode_message_around_pos(topic, publication.data, publication.meta)
-        script = self._script("PUBLISH", shard)
-        keys = [self.names.epoch, self.names.offset, self.names.stream(topic), self.names.topics]
-        args = [
-            new_epoch(),
-            channel,
-            header,
-            head,
-            tail,
-            options.history_size,
-            int(options.history_ttl * 1000),
-            topic,
-        ]
-        _, _, receivers = await shard.call(lambda: script(keys=keys, args=args))
-        return int(receivers)
+            wire = self._headers.next(cluster_wire.DELIVERED) + payload
+            local = text_frame(payload)
+
+            def build(pipe: RedisPipeline[bytes]) -> object:
+                return pipe.publish(channel, wire)
+
+        else:
+            head, tail = protocol.encode_message_around_pos(
+                topic, publication.data, publication.meta
+            )
+            script = self._scripts["PUBLISH"][shard.index]
+            keys = [self.names.epoch, self.names.offset, self.names.stream(topic)]
+            keys.append(self.names.topics)
+            args: list[str | bytes | int] = [
+                new_epoch(),
+                channel,
+                self._headers.next(cluster_wire.MESSAGE),
+                head,
+                tail,
+                options.history_size,
+                int(options.history_ttl * 1000),
+                topic,
+            ]
+
+            def build(pipe: RedisPipeline[bytes]) -> object:
+                return script(keys=keys, args=args, client=pipe)
+
+        pending = await shard.submit(build)
+        self.stats.published += 1
+        if local is not None:
+            reached = await self.router.publish(topic, local, accepts)
+            self.stats.fanned_out(reached, len(local))
+        if on_failure is not None:
+            pending.on_failure = on_failure
+            return None
+        result = await pending.outcome()
+        return int(result if isinstance(result, int) else result[2])
 
     async def history(
         self, topic_filter: str, limit: int, max_bytes: int

@@ -24,11 +24,13 @@ import coredis
 import trio
 from coredis.exceptions import RedisError
 from coredis.patterns.pubsub import PubSub
+from coredis.response.types import PubSubMessage
 from coredis.retry import NoRetryPolicy
 
 from .cluster_keys import Interest, InterestCounts
 from .config import redact_url
 from .protocol import ErrorCode, ProtocolError
+from .redis_batches import Batcher, Build, Pending
 
 log = logging.getLogger("broker.redis")
 
@@ -46,6 +48,7 @@ FAILURES = (
     trio.ClosedResourceError,
 )
 FIRST_BACKOFF = 0.1
+MAX_BURST = 1000
 MAX_BACKOFF = 5.0
 
 OnMessage = Callable[[bytes, bytes], Awaitable[None]]
@@ -78,6 +81,7 @@ class Shard:
         self._patterns: set[str] = set()
         self._wanted_changed = trio.Event()
         self._progress = trio.Event()  # set and replaced when confirmed or up/down change
+        self._batcher = Batcher()
 
     @property
     def up(self) -> bool:
@@ -99,6 +103,40 @@ class Shard:
             raise unavailable(f"no answer in {self.timeout:g} s") from None
         except FAILURES as error:
             raise unavailable(_describe(error)) from None
+
+    async def submit(self, build: Build) -> Pending:
+        """Queue a command for the next batch (`broker.redis_batches`); ``unavailable``
+        at once while Redis is down."""
+        if self.down_reason is not None:
+            raise unavailable(self.down_reason)
+        return await self._batcher.submit(build)
+
+    async def _send_batches(self) -> None:
+        while True:
+            batch = await self._batcher.next_batch()
+            try:
+                with trio.fail_after(self.timeout):
+                    async with self.client.pipeline(
+                        transaction=False, raise_on_error=False, timeout=self.timeout
+                    ) as pipe:
+                        for pending in batch:
+                            pending.build(pipe)
+                results = pipe.results or ()
+            except trio.TooSlowError:
+                failure = unavailable(f"no answer in {self.timeout:g} s")
+                for pending in batch:
+                    pending.finish(None, failure)
+                continue
+            except FAILURES as error:
+                failure = unavailable(_describe(error))
+                for pending in batch:
+                    pending.finish(None, failure)
+                continue
+            for pending, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    pending.finish(None, unavailable(_describe(result)))
+                else:
+                    pending.finish(result, None)
 
     # Subscriptions.
 
@@ -132,7 +170,7 @@ class Shard:
         self._progress.set()
         self._progress = trio.Event()
 
-    async def _reconcile(self, pubsub: PubSub[bytes]) -> None:
+    async def _reconcile(self, pubsub: "_PubSub") -> None:
         while True:
             await self._wanted_changed.wait()
             self._wanted_changed = trio.Event()
@@ -177,7 +215,8 @@ class Shard:
                 task_status.started()
 
         try:
-            async with self.client:
+            async with self.client, trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_batches)
                 await self._keep_connected(on_message, on_up, first_outcome)
         finally:
             self.down_reason = "the broker is stopping"
@@ -212,7 +251,7 @@ class Shard:
         first_outcome: Callable[[], None],
     ) -> None:
         channels, patterns = set(self.counts.channels), set(self.counts.patterns)
-        pubsub: PubSub[bytes] = PubSub(
+        pubsub = _PubSub(
             self.client.connection_pool,
             ignore_subscribe_messages=True,
             retry_policy=NoRetryPolicy(),
@@ -239,21 +278,22 @@ class Shard:
         if connecting.cancelled_caught:
             raise TimeoutError(f"no connection in {self.timeout:g} s")
 
-    async def _read(self, pubsub: PubSub[bytes], on_message: OnMessage) -> None:
+    async def _read(self, pubsub: "_PubSub", on_message: OnMessage) -> None:
         last = None
         while True:
-            message = await pubsub.get_message()
-            if message is None or message["type"] not in ("message", "pmessage"):
-                continue
-            data = message["data"]
-            # One publish matching several of our subscriptions arrives once for each,
-            # one right after the other on this connection.
-            if data == last:
-                continue
-            last = data
-            channel = message["channel"]
-            assert isinstance(channel, bytes) and isinstance(data, bytes)
-            await on_message(channel, data)
+            burst = await _burst(pubsub)
+            for message in burst:
+                if message is None or message["type"] not in ("message", "pmessage"):
+                    continue
+                data = message["data"]
+                # One publish matching several of our subscriptions arrives once for each,
+                # one right after the other on this connection.
+                if data == last:
+                    continue
+                last = data
+                channel = message["channel"]
+                assert isinstance(channel, bytes) and isinstance(data, bytes)
+                await on_message(channel, data)
 
     def _came_up(self) -> None:
         if self._said_unreachable:
@@ -270,4 +310,31 @@ class Shard:
             log.warning("redis shard %d (%s) cannot be reached: %s", self.index, self.url, reason)
         self._said_unreachable = True
         self.down_reason = reason
+        self._batcher.fail_all(unavailable(reason))
         self._made_progress()
+
+
+async def _burst(pubsub: "_PubSub") -> list[PubSubMessage | None]:
+    """The next message and those right behind it, delivered together: each delivery
+    then writes a subscriber's share of the whole burst at once (the flusher runs
+    after), not one write per message. coredis hands received messages over one per
+    checkpoint, so take them while each checkpoint brings more."""
+    burst = [await pubsub.get_message()]
+    while len(burst) < MAX_BURST:
+        try:
+            burst.append(pubsub.get_message_nowait())
+        except anyio.WouldBlock:
+            await trio.lowlevel.checkpoint()
+            try:
+                burst.append(pubsub.get_message_nowait())
+            except anyio.WouldBlock:
+                break
+    return burst
+
+
+class _PubSub(PubSub[bytes]):
+    def get_message_nowait(self) -> PubSubMessage | None:
+        """A message received already (anyio.WouldBlock if none): `get_message` without
+        its checkpoint. coredis' receive stream is private; tests/test_cluster.py fails
+        if this stops working."""
+        return self._receive_stream.receive_nowait()

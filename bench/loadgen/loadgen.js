@@ -4,6 +4,8 @@
 // window (run.py samples the broker's CPU time there), then {"result":{...}}.
 //
 //   node loadgen.js --url ws://127.0.0.1:PORT/ws --subscribers 100 --mode saturate
+//   --url may list several brokers (comma-separated): subscriber i connects to the
+//   (i mod n)th, the publisher to --publish-url (default: the first).
 //   modes: saturate (keep --inflight deliveries outstanding), rate (--rate deliveries/s),
 //          idle (open --subscribers connections, print {"event":"ready"}, wait for stdin EOF)
 "use strict";
@@ -15,7 +17,8 @@ const args = Object.fromEntries(
     return pairs;
   }, [])
 );
-const url = args.url;
+const urls = args.url.split(",");
+const publishUrl = args["publish-url"] ?? urls[0];
 const subscriberCount = +(args.subscribers ?? 100);
 const topicCount = +(args.topics ?? 1);
 const mode = args.mode ?? "saturate";
@@ -29,7 +32,7 @@ const drainLimit = 10000;
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const now = () => performance.now(); // ms, sub-µs resolution, same clock in every socket
 
-function open() {
+function open(url) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { perMessageDeflate: false, skipUTF8Validation: true });
     ws.once("message", () => resolve(ws)); // the welcome
@@ -49,7 +52,7 @@ async function openMany(count, setup) {
   for (let start = 0; start < count; start += 200) {
     const batch = [];
     for (let i = start; i < Math.min(count, start + 200); i++) {
-      batch.push(open().then(async (ws) => { await setup(ws, i); return ws; }));
+      batch.push(open(urls[i % urls.length]).then(async (ws) => { await setup(ws, i); return ws; }));
     }
     sockets.push(...(await Promise.all(batch)));
   }
@@ -102,7 +105,7 @@ async function load() {
       pump();
     });
   });
-  const publisher = await open();
+  const publisher = await open(publishUrl);
   const perTopic = subscriberCount / topicCount;
   const padding = "x".repeat(Math.max(0, payloadSize - 24));
   let seq = 0;
