@@ -11,10 +11,12 @@ runs).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -149,10 +151,8 @@ def with_children(pid: int) -> list[int]:
     """The process and its children (a supervisor's workers, forked by any of its threads)."""
     children = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
+        with contextlib.suppress(OSError):  # the thread ended meanwhile
             children += (task / "children").read_text().split()
-        except OSError:
-            pass
     return [pid, *map(int, children)]
 
 
@@ -180,6 +180,20 @@ class RedisServer:
         else:
             raise RuntimeError("redis-server did not start")
         self.process.stdout.close()
+
+    def cpu_seconds(self) -> float:
+        """Its own count (INFO cpu, microseconds), finer than /proc's clock ticks."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(self.socket))
+            sock.sendall(b"INFO cpu\r\n")
+            reply = b""
+            while b"used_cpu_user:" not in reply or not reply.endswith(b"\r\n\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        fields = dict(line.split(":", 1) for line in reply.decode().splitlines() if ":" in line)
+        return float(fields["used_cpu_sys"]) + float(fields["used_cpu_user"])
 
     def stop(self) -> None:
         self.process.kill()
@@ -257,10 +271,12 @@ def run_load(
         command += [f"--{key}", str(value)]
     idle = scenario["mode"] == "idle"
     pids = [pid for broker in brokers for pid in with_children(broker.pid)]
-    redis_pids = [] if redis is None else [redis.process.pid]
 
     def cpu(processes: list[int]) -> float:
         return sum(map(cpu_seconds, processes))
+
+    def redis_cpu() -> float:
+        return 0.0 if redis is None else redis.cpu_seconds()
 
     rss_before = sum(map(rss_bytes, pids))
     loadgen = subprocess.Popen(
@@ -272,14 +288,14 @@ def run_load(
     for line in loadgen.stdout:
         message = json.loads(line)
         if message.get("event") == "start":
-            started, cpu_start, redis_start = time.monotonic(), cpu(pids), cpu(redis_pids)
+            started, cpu_start, redis_start = time.monotonic(), cpu(pids), redis_cpu()
         elif message.get("event") == "end":
             window = time.monotonic() - started
             result["cpu_seconds"] = cpu(pids) - cpu_start
             result["broker_cpu_percent"] = 100 * result["cpu_seconds"] / window
             result["window"] = window
             if redis is not None:
-                result["redis_cpu_seconds"] = cpu(redis_pids) - redis_start
+                result["redis_cpu_seconds"] = redis_cpu() - redis_start
         elif message.get("event") == "ready":
             time.sleep(1)  # let the broker settle
             result["rss_per_connection_kib"] = (

@@ -1,6 +1,8 @@
 """What nodes publish to each other through Redis pub/sub (no I/O).
 
-``NODE SEQ KIND\\n`` then the JSON the clients get: NODE names the node that published
+``NODE SEQ KIND\\n`` then the JSON the clients get, one document or several (a
+node's consecutive publishes to one topic, sent as one; JSON text never holds a raw
+newline, so newlines separate them): NODE names the node that published
 (it delivered to its own subscribers already and skips its echo), SEQ makes every
 publish unique (the same publish reaching a node through two of its subscriptions
 arrives twice in a row, byte for byte: the second is dropped), KIND is ``m`` for a
@@ -44,3 +46,11 @@ def parse(data: bytes) -> Received | None:
     if not separator or len(fields) != 3 or fields[2] not in (MESSAGE, DELIVERED, EVENT):
         return None
     return Received(fields[0], fields[2], payload)
+
+
+def join(header: bytes, payloads: list[bytes]) -> bytes:
+    return header + b"\n".join(payloads)
+
+
+def payloads(received: Received) -> list[bytes]:
+    return received.payload.split(b"\n")

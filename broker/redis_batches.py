@@ -14,6 +14,7 @@ from typing import Any
 import trio
 from coredis.patterns.pipeline import Pipeline
 
+from . import cluster_wire
 from .protocol import ProtocolError
 
 MAX_QUEUED = 10_000
@@ -23,12 +24,17 @@ Build = Callable[[Pipeline[bytes]], object]
 
 
 class Pending:
-    """One queued command: its answer, or the error, once its batch came back."""
+    """One queued command: its answer, or the error, once its batch came back.
 
-    __slots__ = ("_done", "build", "error", "on_failure", "result")
+    A plain publish is given as ``(channel, header, payload)`` instead of ``build``:
+    consecutive ones to the same channel go out as one PUBLISH (`cluster_wire`).
+    """
 
-    def __init__(self, build: Build) -> None:
+    __slots__ = ("_done", "build", "error", "on_failure", "publish", "result")
+
+    def __init__(self, build: Build | None, publish: tuple[str, bytes, bytes] | None) -> None:
         self.build = build
+        self.publish = publish
         self.result: Any = None
         self.error: ProtocolError | None = None
         self.on_failure: Callable[[ProtocolError], None] | None = None
@@ -56,11 +62,14 @@ class Batcher:
     def __len__(self) -> int:
         return len(self._queue)
 
-    async def submit(self, build: Build) -> Pending:
-        """Queue a command (``build`` adds it to the pipeline), waiting for room."""
+    async def submit(
+        self, build: Build | None = None, publish: tuple[str, bytes, bytes] | None = None
+    ) -> Pending:
+        """Queue a command (``build`` adds it to the pipeline, or a ``publish``), waiting
+        for room."""
         while len(self._queue) >= MAX_QUEUED:
             await self._room.wait()
-        pending = Pending(build)
+        pending = Pending(build, publish)
         self._queue.append(pending)
         self._queued.set()
         return pending
@@ -82,3 +91,31 @@ class Batcher:
         batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
         self._made_room()
         return batch
+
+
+def add_to_pipeline(batch: list[Pending], pipe: Pipeline[bytes]) -> list[list[Pending]]:
+    """Add the batch's commands, in order; which pendings each command answers."""
+    answered: list[list[Pending]] = []
+    index = 0
+    while index < len(batch):
+        pending = batch[index]
+        if pending.publish is None:
+            assert pending.build is not None
+            pending.build(pipe)
+            answered.append([pending])
+            index += 1
+            continue
+        channel, header, payload = pending.publish
+        payloads = [payload]
+        run = [pending]
+        index += 1
+        while index < len(batch):
+            following = batch[index].publish
+            if following is None or following[0] != channel:
+                break
+            payloads.append(following[2])
+            run.append(batch[index])
+            index += 1
+        pipe.publish(channel, cluster_wire.join(header, payloads))
+        answered.append(run)
+    return answered

@@ -145,14 +145,19 @@ class RedisEngine:
         if received.kind == cluster_wire.DELIVERED and received.node == self._headers.node:
             return  # ours: delivered here when published
         topic = self.names.topic_of(channel)
-        frame = text_frame(received.payload)
-        if received.kind == cluster_wire.EVENT:
-            self.router.offer_all(topic, frame)
-            return
+        for payload in cluster_wire.payloads(received):
+            if received.kind == cluster_wire.EVENT:
+                self.router.offer_all(topic, text_frame(payload))
+            else:
+                await self._deliver(topic, payload)
+
+    async def _deliver(self, topic: str, payload: bytes) -> None:
+        """Another node's publish (or, on a topic with history, any node's)."""
+        frame = text_frame(payload)
         accepts = None
         pipeline = self._pipeline()
         if pipeline.filters_deliveries:
-            publication = publication_of(received.payload)
+            publication = publication_of(payload)
 
             async def accepts(subscriber: Subscriber) -> bool:
                 return await pipeline.filter_delivery(subscriber.client, publication)
@@ -284,16 +289,12 @@ class RedisEngine:
         shard = self.shards[self.names.shard_of(topic)]
         channel = self.names.channel(topic)
         options = self.rules.lookup(topic)
-        build: Callable[[RedisPipeline[bytes]], object]
         local = None
         if options is None or not options.history_size:
             payload = protocol.encode_message(topic, publication.data, publication.meta)
-            wire = self._headers.next(cluster_wire.DELIVERED) + payload
             local = text_frame(payload)
-
-            def build(pipe: RedisPipeline[bytes]) -> object:
-                return pipe.publish(channel, wire)
-
+            header = self._headers.next(cluster_wire.DELIVERED)
+            pending = await shard.submit(publish=(channel, header, payload))
         else:
             head, tail = protocol.encode_message_around_pos(
                 topic, publication.data, publication.meta
@@ -315,7 +316,7 @@ class RedisEngine:
             def build(pipe: RedisPipeline[bytes]) -> object:
                 return script(keys=keys, args=args, client=pipe)
 
-        pending = await shard.submit(build)
+            pending = await shard.submit(build)
         self.stats.published += 1
         if local is not None:
             reached = await self.router.publish(topic, local, accepts)

@@ -30,7 +30,7 @@ from coredis.retry import NoRetryPolicy
 from .cluster_keys import Interest, InterestCounts
 from .config import redact_url
 from .protocol import ErrorCode, ProtocolError
-from .redis_batches import Batcher, Build, Pending
+from .redis_batches import Batcher, Build, Pending, add_to_pipeline
 
 log = logging.getLogger("broker.redis")
 
@@ -104,12 +104,14 @@ class Shard:
         except FAILURES as error:
             raise unavailable(_describe(error)) from None
 
-    async def submit(self, build: Build) -> Pending:
+    async def submit(
+        self, build: Build | None = None, publish: tuple[str, bytes, bytes] | None = None
+    ) -> Pending:
         """Queue a command for the next batch (`broker.redis_batches`); ``unavailable``
         at once while Redis is down."""
         if self.down_reason is not None:
             raise unavailable(self.down_reason)
-        return await self._batcher.submit(build)
+        return await self._batcher.submit(build, publish)
 
     async def _send_batches(self) -> None:
         while True:
@@ -119,8 +121,7 @@ class Shard:
                     async with self.client.pipeline(
                         transaction=False, raise_on_error=False, timeout=self.timeout
                     ) as pipe:
-                        for pending in batch:
-                            pending.build(pipe)
+                        answered = add_to_pipeline(batch, pipe)
                 results = pipe.results or ()
             except trio.TooSlowError:
                 failure = unavailable(f"no answer in {self.timeout:g} s")
@@ -132,11 +133,12 @@ class Shard:
                 for pending in batch:
                     pending.finish(None, failure)
                 continue
-            for pending, result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    pending.finish(None, unavailable(_describe(result)))
-                else:
-                    pending.finish(result, None)
+            for run, result in zip(answered, results, strict=True):
+                for pending in run:
+                    if isinstance(result, BaseException):
+                        pending.finish(None, unavailable(_describe(result)))
+                    else:
+                        pending.finish(result, None)
 
     # Subscriptions.
 
