@@ -107,6 +107,8 @@ class Daemon:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(TIMEOUT)
+        # Its children (workers) may hold the pipe a moment longer: the reader ends at EOF.
+        self._reader.join(TIMEOUT)
         if self.process.stderr is not None:
             self.process.stderr.close()
 

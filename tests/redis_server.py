@@ -103,6 +103,7 @@ def redis_server(directory: Path) -> Iterator[RedisServer]:
     binary = shutil.which("redis-server")
     require_service("redis-server", binary is not None, INSTALL)
     assert binary is not None
+    directory.mkdir(parents=True, exist_ok=True)
     server = RedisServer(binary, directory)
     server.start()
     try:

@@ -1,12 +1,16 @@
 """Several broker nodes on one Redis behave as one broker (the redis engine)."""
 
+from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 
+from broker import Broker
+from broker.cluster_keys import Names
 from tests.cluster import CHAT, read_until, redis_client, subscribed, wait_until
-from tests.conftest import Connect, StartNode
-from tests.redis_server import RedisServer
+from tests.conftest import Connect, StartBroker, StartNode
+from tests.redis_server import RedisServer, redis_server
 from tests.wsclient import WsClient
 
 
@@ -190,3 +194,101 @@ async def test_history_outlives_every_node(
     await again.send({"op": "subscribe", "topic": "chat/x", "id": 1, "since": position})
     replay, ack = await read_until(again, "ack")
     assert [m["data"] for m in replay] == ["missed"] and ack["recovered"] is True
+
+
+async def test_delivery_filters_run_on_the_subscribers_node(
+    start_node: StartNode, connect: Connect
+) -> None:
+    auth = {"use": "tests.example_plugins:HeaderAuth"}
+    only = {"use": "tests.example_plugins:OnlyRole", "prefix": "staff", "role": "staff"}
+    kept = [{"filter": "staff/kept", "history_size": 10}]
+    a, b = await start_node([auth, only], topics=kept), await start_node([auth, only], topics=kept)
+    for topic in ("staff/live", "staff/kept"):  # without and with history
+        staff = await connect(b, headers={"X-User": "s", "X-Roles": "staff"})
+        guest = await connect(b, headers={"X-User": "g"})
+        for client in (staff, guest):
+            await client.request({"op": "subscribe", "topic": "#", "id": 1})
+        publisher = await connect(a, headers={"X-User": "boss", "X-Roles": "staff"})
+        for data in ("secret", "public"):
+            target = topic if data == "secret" else "public"
+            await publisher.request({"op": "publish", "topic": target, "data": data, "id": 1})
+        assert [(await staff.recv())["data"] for _ in range(2)] == ["secret", "public"]
+        assert (await guest.recv())["data"] == "public"
+
+
+async def test_the_http_api_of_any_node_publishes_to_every_node(
+    start_node: StartNode, connect: Connect, http: httpx.AsyncClient
+) -> None:
+    key = "k" * 24
+    admin = {"enabled": True, "port": 0, "api_keys": [{"key": key, "user": "backend"}]}
+    a, b = await start_node(admin=admin, topics=[CHAT]), await start_node()
+    subscribers = [await subscribed(connect, node, "chat/news") for node in (a, b)]
+    response = await http.post(
+        f"http://127.0.0.1:{a.admin_port}/api/publish",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"topic": "chat/news", "data": "extra"},
+    )
+    assert response.status_code == 200 and response.json()["subscribers"] >= 1
+    for client in subscribers:
+        message = await client.recv()
+        assert message["data"] == "extra" and message["pos"]
+
+
+async def test_topics_with_glob_characters_match_literally(
+    start_node: StartNode, connect: Connect
+) -> None:
+    a, b = await start_node(), await start_node()
+    receiver = await subscribed(connect, b, "a*[b]?/+")
+    publisher = await connect(a)
+    for topic in ("aXbY/1", "a*b?/2", "a*[b]?/3"):
+        await publisher.request({"op": "publish", "topic": topic, "data": topic, "id": 1})
+    assert (await receiver.recv())["data"] == "a*[b]?/3"
+
+
+async def test_shards_spread_topics_and_wildcards_span_them(
+    start_broker: StartBroker, connect: Connect, tmp_path: Path
+) -> None:
+    with redis_server(tmp_path / "one") as one, redis_server(tmp_path / "two") as two:
+        cluster = {"engine": "redis", "redis_shards": [one.url, two.url]}
+        a = await start_broker(cluster=cluster, topics=[CHAT])
+        b = await start_broker(cluster=cluster, topics=[CHAT])
+        topics = [f"chat/{n}" for n in range(8)]
+        shards = {Names("trio-broker", 2).shard_of(topic) for topic in topics}
+        assert shards == {0, 1}
+        everything = await subscribed(connect, b, "chat/#")
+        ack = await subscribed_ack(connect, b, "chat/3")
+        publisher = await connect(a)
+        for topic in topics:
+            await publisher.request({"op": "publish", "topic": topic, "data": topic, "id": 1})
+        got = [await everything.recv() for _ in topics]
+        assert sorted(m["data"] for m in got) == sorted(topics)
+        for shard in (0, 1):  # in order per shard: their positions
+            mine = [m for m in got if Names("trio-broker", 2).shard_of(m["topic"]) == shard]
+            assert mine == sorted(mine, key=lambda m: int(m["pos"].split(":")[1]))
+        # An exact topic recovers exactly, on its shard's position.
+        client, position = ack
+        seen = await client.recv()
+        await client.aclose()
+        await publisher.request({"op": "publish", "topic": "chat/3", "data": "missed", "id": 2})
+        again = await connect(a)
+        await again.send({"op": "subscribe", "topic": "chat/3", "id": 1, "since": seen["pos"]})
+        replay, reply = await read_until(again, "ack")
+        assert [m["data"] for m in replay] == ["missed"] and reply["recovered"] is True
+        assert position.split(":")[0] == seen["pos"].split(":")[0]
+        # A wildcard spanning shards cannot say "everything before here" with one
+        # position: what came after it on its shard, all that the other retains, and
+        # recovered false.
+        names = Names("trio-broker", 2)
+        last = got[-1]
+        other = [t for t in topics if names.shard_of(t) != names.shard_of(last["topic"])]
+        wide = await connect(a)
+        await wide.send({"op": "subscribe", "topic": "chat/#", "id": 1, "since": last["pos"]})
+        replay, reply = await read_until(wide, "ack")
+        assert reply["recovered"] is False
+        assert sorted(m["data"] for m in replay) == sorted([*other, "missed"])
+
+
+async def subscribed_ack(connect: Connect, node: Broker, topic_filter: str) -> tuple[WsClient, str]:
+    client = await connect(node)
+    ack = await client.request({"op": "subscribe", "topic": topic_filter, "id": "s"})
+    return client, ack["pos"]

@@ -47,6 +47,10 @@ async def test_while_redis_is_down_requests_fail_fast_nobody_is_dropped_and_it_c
             assert reply["code"] == "unavailable"
         reply = await publisher.request({"op": "history", "topic": "chat/a", "id": "h"})
         assert reply["code"] == "unavailable"
+        for topic in ("chat/a", "news"):  # without an id: an error without one
+            await publisher.send({"op": "publish", "topic": topic, "data": 0})
+            reply = await publisher.recv()
+            assert reply["op"] == "error" and reply["code"] == "unavailable" and "id" not in reply
     response = await http.post(
         admin_url(nodes[1], "/api/publish"), headers=AUTH, json={"topic": "chat/a", "data": 0}
     )
@@ -143,13 +147,16 @@ async def test_publishers_running_through_a_redis_restart_never_hang_nor_duplica
     assert {tuple(m) for m in acked[after_restart:]} <= set(messages)
 
 
-def node_config(directory: Path, redis: RedisServer, name: str, **server: Any) -> Path:
+def node_config(
+    directory: Path, redis: RedisServer, name: str, cluster: str = "", **server: Any
+) -> Path:
     path = directory / f"{name}.toml"
     settings = "".join(f"{key} = {value!r}\n" for key, value in server.items())
     path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = 0\n{settings}\n'
-        f'[cluster]\nengine = "redis"\nredis_url = "{redis.url}"\n\n'
-        '[[topics]]\nfilter = "chat/#"\nhistory_size = 1000\n'
+        f'[cluster]\nengine = "redis"\nredis_url = "{redis.url}"\n{cluster}\n'
+        '[[topics]]\nfilter = "chat/#"\nhistory_size = 1000\npresence = true\n'
+        "join_leave = true\n"
     )
     return path
 
@@ -182,6 +189,7 @@ async def test_a_node_killed_mid_stream_its_clients_recover_on_another(
             sent += 1
         for position in last:
             again = await connect(b.url)
+            await again.request({"op": "subscribe", "topic": "chat/other", "id": 1})
             await again.send({"op": "subscribe", "topic": "chat/#", "id": 2, "since": position})
             replay, ack = await read_until(again, "ack")
             assert [m["data"] for m in replay] == list(range(10, 20))
@@ -212,11 +220,11 @@ async def test_workers_share_the_port_and_the_supervisor_restarts_one_that_dies(
         admin = f"http://127.0.0.1:{daemon.wait_admin_listening()}"
         clients = [await connect(daemon.url) for _ in range(40)]
         for client in clients:
-            await client.request({"op": "subscribe", "topic": "chat/all", "id": 1})
+            await client.request({"op": "subscribe", "topic": "news", "id": 1})
         stats = (await http.get(f"{admin}/api/stats", headers=AUTH)).json()
         assert stats["connections"] == 40 and stats["subscriptions"] == 40
         response = await http.post(
-            f"{admin}/api/publish", headers=AUTH, json={"topic": "chat/all", "data": "hi"}
+            f"{admin}/api/publish", headers=AUTH, json={"topic": "news", "data": "hi"}
         )
         assert response.status_code == 200
         for client in clients:
@@ -259,3 +267,32 @@ async def test_workers_share_the_port_and_the_supervisor_restarts_one_that_dies(
         assert codes == [1001] * len(survivors)
     finally:
         daemon.kill()
+
+
+async def test_the_presence_of_a_dead_nodes_clients_expires(
+    redis: RedisServer, tmp_path: Path, connect: Connect
+) -> None:
+    short = "presence_ttl = 3.0\n"
+    with (
+        serving(node_config(tmp_path, redis, "a", short)) as a,
+        serving(node_config(tmp_path, redis, "b", short)) as b,
+    ):
+        watcher = await connect(b.url)
+        await watcher.request({"op": "subscribe", "topic": "chat/room", "id": 1})
+        doomed = await connect(a.url)
+        await doomed.request({"op": "subscribe", "topic": "chat/room", "id": 1})
+
+        async def present() -> int:
+            await watcher.send({"op": "presence", "topic": "chat/room", "id": 2})
+            _, reply = await read_until(watcher, "presence")  # after join events
+            return len(reply["clients"])
+
+        assert await present() == 2
+        # Renewed while its node lives: still there after the TTL.
+        await trio.sleep(4)
+        assert await present() == 2
+        a.kill()
+        with trio.fail_after(10):
+            while await present() == 2:  # noqa: ASYNC110 (Redis sends no event for it)
+                await trio.sleep(0.2)
+        assert await present() == 1
