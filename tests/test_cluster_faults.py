@@ -296,3 +296,20 @@ async def test_the_presence_of_a_dead_nodes_clients_expires(
             while await present() == 2:  # noqa: ASYNC110 (Redis sends no event for it)
                 await trio.sleep(0.2)
         assert await present() == 1
+
+
+async def test_a_node_with_workers_goes_lame_duck_as_one(
+    redis: RedisServer, tmp_path: Path, connect: Connect, http: httpx.AsyncClient
+) -> None:
+    config = node_config(tmp_path, redis, "lame", workers=2, lame_duck_duration=1.0)
+    with config.open("a") as file:
+        file.write('\n[admin]\nenabled = true\nhost = "127.0.0.1"\nport = 0\n')
+    with serving(config, admin=True) as daemon:
+        clients = [await connect(daemon.url) for _ in range(10)]
+        daemon.send_signal(signal.SIGUSR2)
+        daemon.wait_for("lame duck")
+        ready = await http.get(f"http://127.0.0.1:{daemon.admin_port}/readyz")
+        assert (ready.status_code, ready.json()["reason"]) == (503, "lame duck")
+        for client in clients:
+            assert await client.wait_closed() == (1001, "lame duck")
+        assert await trio.to_thread.run_sync(daemon.wait_exit) == 0
