@@ -205,7 +205,10 @@ class RedisEngine:
         return [topic for name in names if matches(topic_filter, topic := name.decode())]
 
     async def _recover(self, topic_filter: str, since: str | None) -> Recovery:
-        asked = None if since is None else parse_position(since)
+        asked = None
+        if since is not None:
+            # A position it cannot read recovers nothing: everything retained, not recovered.
+            asked = parse_position(since) or Position("", 0)
         found: list[tuple[int, bytes]] = []
         recovered = since is not None
         upto: dict[str, int] = {}

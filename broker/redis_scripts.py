@@ -22,12 +22,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # KEYS[1] epoch, KEYS[2] offset; ARGV[1]: an epoch to use if there is none (a new
-# Redis, or one that lost its data).
+# Redis, or one that lost its data). After _CLOCK.
+# A new history's offsets start from the clock, so that its first positions handed out
+# already say when they were given (see the module's docstring).
 _EPOCH = """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
+  redis.call('SET', KEYS[2], string.format('%.0f', now * 1000), 'NX')
 end
 """
 

@@ -222,3 +222,17 @@ def start_node(start_broker: StartBroker, redis: "RedisServer") -> StartNode:
         return await start_broker(plugins, cluster=cluster, **sections)
 
     return start
+
+
+def with_engine(request: pytest.FixtureRequest, start_broker: StartBroker) -> StartBroker:
+    """``start_broker`` on the engine named by ``request.param``: "memory", or "redis" (a
+    node of its own on the test's redis-server). For tests that must hold for both."""
+    if request.param == "memory":
+        return start_broker
+    redis = request.getfixturevalue("redis")
+
+    async def start(plugins: list[dict[str, Any]] | None = None, **sections: Any) -> Broker:
+        cluster = {"engine": "redis", "redis_url": redis.url, **sections.pop("cluster", {})}
+        return await start_broker(plugins, cluster=cluster, **sections)
+
+    return start

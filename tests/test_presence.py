@@ -2,12 +2,23 @@
 
 from typing import Any
 
+import pytest
+
 from broker import Broker
-from tests.conftest import Connect, StartBroker
+from tests.conftest import Connect, StartBroker, with_engine
 
 AUTH = {"use": "tests.example_plugins:HeaderAuth"}
 ACL = {"use": "acl", "rules": [{"subscribe": ["rooms/#"], "publish": ["rooms/#"]}]}
 ROOMS = {"filter": "rooms/#", "presence": True, "join_leave": True}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def start_broker(request: pytest.FixtureRequest, start_broker: StartBroker) -> StartBroker:
+    """Every test here runs against both engines, but those marked memory-only."""
+    return with_engine(request, start_broker)
+
+
+MEMORY_ONLY = pytest.mark.parametrize("start_broker", ["memory"], indirect=True)
 
 
 async def rooms(start_broker: StartBroker, **options: Any) -> Broker:
