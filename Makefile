@@ -60,8 +60,8 @@ services:
 
 test: lint typecheck unit
 
-# BENCH_ARGS=--quick for a short run; the full one takes about 15 minutes.
-bench: $(VENV)/.installed-bench bench/node_modules/.package-lock.json
+# BENCH_ARGS=--quick for a short run; the full one takes about 20 minutes.
+bench: $(VENV)/.installed-bench bench/node_modules/.package-lock.json services
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -6,7 +6,7 @@ Node load generator to CPU 1 (when the machine has two), both on loopback. Resul
 to bench/results/latest.{json,md} (partial.{json,md} for --quick, --only or --brokers
 runs).
 
-    python bench/run.py            # the full run (about 15 minutes on 2 cores)
+    python bench/run.py            # the full run (about 20 minutes on 2 cores)
     python bench/run.py --quick    # one run, shorter windows, for iterating
 """
 
@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -376,7 +377,13 @@ def main() -> None:
             commands = {k: v for k, v in commands.items() if k in args.brokers.split(";")}
         scenarios = [s for s in SCENARIOS if not args.only or args.only in s["name"]]
         wanted = {b for s in scenarios for b in s.get("brokers", DEFAULT_BROKERS)}
-        redis = RedisServer(Path(tmp)) if wanted & CLUSTER_BROKERS & commands.keys() else None
+        redis = None
+        if wanted & CLUSTER_BROKERS & commands.keys():
+            if shutil.which("redis-server") is None:
+                print("no redis-server: no cluster rows (apt-get install redis-server)")
+                commands = {k: v for k, v in commands.items() if k not in CLUSTER_BROKERS}
+            else:
+                redis = RedisServer(Path(tmp))
         raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for run in range(args.runs):
             for scenario in scenarios:

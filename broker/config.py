@@ -474,6 +474,14 @@ def config_warnings(config: Config) -> list[str]:
             f"server.host = {server.host!r} is reachable from other machines: in production, "
             "list only your application's origins"
         )
+    if config.cluster.engine == "redis":
+        for index, table in enumerate(config.topics):
+            if table.history_size and not table.history_ttl:
+                warnings.append(
+                    f"topics[{index}] ({table.filter!r}) keeps history without history_ttl: with "
+                    "the redis engine every topic it matches keeps a stream in Redis until Redis "
+                    "evicts it (max_history_bytes bounds the memory engine only)"
+                )
     for index, key in enumerate(config.admin.api_keys):
         if key.key == SAMPLE_API_KEY:
             warnings.append(

@@ -6,6 +6,8 @@ import os
 import sys
 from typing import Any
 
+from .control import WorkerRole
+
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({})))
 
 
@@ -33,20 +35,36 @@ def under_journald() -> bool:
     return bool(os.environ.get("JOURNAL_STREAM"))
 
 
+class _WorkerTag(logging.Filter):
+    """Tells a worker's lines apart (``[server] workers``): JSON lines get ``"worker": N``."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.index
+        return True
+
+
 def configure_logging(level: str, format: str) -> None:
     """(Re)configure the root logger; safe to call again on reload."""
     timestamps = not under_journald()
+    worker = WorkerRole.from_environment()
     formatter: logging.Formatter
     if format == "json":
         formatter = JsonFormatter(timestamps=timestamps)
     else:
-        pattern = "%(levelname)s %(name)s: %(message)s"
+        tag = "" if worker is None else f"worker {worker.index} "
+        pattern = f"%(levelname)s {tag}%(name)s: %(message)s"
         formatter = logging.Formatter(("%(asctime)s " if timestamps else "") + pattern)
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "_trio_broker", False)), None)
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler._trio_broker = True  # type: ignore[attr-defined]
+        if worker is not None:
+            handler.addFilter(_WorkerTag(worker.index))
         root.addHandler(handler)
     handler.setFormatter(formatter)
     root.setLevel(level.upper())

@@ -7,6 +7,7 @@ import pytest
 
 from broker.config import (
     SAMPLE_API_KEY,
+    ClusterConfig,
     Config,
     ConfigError,
     TopicConfig,
@@ -195,3 +196,14 @@ def test_redis_passwords_stay_out_of_logs() -> None:
     assert redact_url("rediss://user:hunter2@host") == "rediss://user:***@host"
     assert redact_url("redis://host:6379") == "redis://host:6379"
     assert redact_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
+
+
+def test_history_without_a_ttl_in_redis_is_warned_about() -> None:
+    config = parse_config(
+        '[cluster]\nengine = "redis"\nredis_url = "redis://h"\n'
+        '[[topics]]\nfilter = "a/#"\nhistory_size = 10\n'
+        '[[topics]]\nfilter = "b/#"\nhistory_size = 10\nhistory_ttl = 60\n'
+    )
+    (warning,) = config_warnings(config)
+    assert warning.startswith("topics[0] ('a/#') keeps history without history_ttl")
+    assert config_warnings(attrs.evolve(config, cluster=ClusterConfig())) == []
