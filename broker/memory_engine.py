@@ -10,16 +10,16 @@ import trio
 from . import protocol
 from .config import Config
 from .engine import Recovery
+from .engine_base import LocalPart
 from .frames import frame_payload, text_frame
 from .history import HistoryStore, Retained
 from .plugin import Client, Publication
 from .positions import format_position, new_epoch, parse_position
 from .presence import PresenceTable
 from .protocol import ProtocolError
-from .router import LocalRouter, Subscriber
+from .router import Subscriber
 from .stats import Link, Stats
 from .timers import Timer, Timers
-from .topic_rules import TopicRules
 
 
 def _as_message(retained: Retained) -> dict[str, Any]:
@@ -29,19 +29,18 @@ def _as_message(retained: Retained) -> dict[str, Any]:
     return message
 
 
-class MemoryEngine:
+class MemoryEngine(LocalPart):
     def __init__(self, config: Config, timers: Timers, stats: Stats | None = None) -> None:
-        self.router = LocalRouter()
+        super().__init__(config)
         self.stats = stats if stats is not None else Stats()
         self.epoch = new_epoch()
         self.store = HistoryStore(config.limits.max_history_bytes)
-        self.rules = TopicRules(config.topics)
         self._presence = PresenceTable()
         self._timers = timers
         self._expiry: Timer | None = None
 
     def configure(self, config: Config) -> None:
-        self.rules = TopicRules(config.topics)
+        super().configure(config)
         self.store.max_bytes = config.limits.max_history_bytes
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -137,18 +136,8 @@ class MemoryEngine:
 
     # Presence.
 
-    def has_presence(self, topic: str) -> bool:
-        options = self.rules.lookup(topic)
-        return options is not None and options.presence
-
     async def presence(self, topic: str) -> list[dict[str, Any]]:
         return self._presence.members(topic)
-
-    async def join(self, topic: str, client: Client) -> None:
-        await self._membership("join", topic, client)
-
-    async def leave(self, topic: str, client: Client, *, announce: bool = True) -> None:
-        await self._membership("leave", topic, client, announce)
 
     async def _membership(self, op: str, topic: str, client: Client, announce: bool = True) -> None:
         options = self.rules.lookup(topic)
@@ -170,15 +159,8 @@ class MemoryEngine:
     # Statistics.
 
     @property
-    def subscription_count(self) -> int:
-        return self.router.subscription_count
-
-    @property
     def retained(self) -> tuple[int, int]:
         return len(self.store), self.store.bytes
-
-    def filter_count(self) -> int:
-        return self.router.filter_count()
 
     def links(self) -> list[Link]:
         return []

@@ -32,6 +32,7 @@ from . import cluster_wire, protocol, redis_scripts
 from .cluster_keys import Interest, Names
 from .config import Config, ConfigError
 from .engine import Recovery
+from .engine_base import LocalPart
 from .frames import frame_payload, text_frame
 from .pipeline import Pipeline
 from .plugin import Client, Publication
@@ -40,9 +41,8 @@ from .presence import PresenceTable
 from .protocol import ProtocolError
 from .publishing import publication_of
 from .redis_shard import Shard
-from .router import LocalRouter, Subscriber
+from .router import Subscriber
 from .stats import Link, Stats
-from .topic_rules import TopicRules
 from .topics import has_wildcard, matches
 
 log = logging.getLogger("broker.redis")
@@ -92,11 +92,10 @@ def _as_message(payload: bytes) -> dict[str, Any]:
     return message
 
 
-class RedisEngine:
+class RedisEngine(LocalPart):
     def __init__(self, config: Config, stats: Stats, pipeline: Callable[[], Pipeline]) -> None:
         cluster = config.cluster
-        self.router = LocalRouter()
-        self.rules = TopicRules(config.topics)
+        super().__init__(config)
         self.stats = stats
         self._pipeline = pipeline
         self.node = secrets.token_hex(4)
@@ -115,9 +114,6 @@ class RedisEngine:
             name: [shard.client.register_script(text) for shard in self.shards]
             for name, text in redis_scripts.SCRIPTS.items()
         }
-
-    def configure(self, config: Config) -> None:
-        self.rules = TopicRules(config.topics)
 
     @property
     def unready_reason(self) -> str | None:
@@ -368,10 +364,6 @@ class RedisEngine:
 
     # Presence.
 
-    def has_presence(self, topic: str) -> bool:
-        options = self.rules.lookup(topic)
-        return options is not None and options.presence
-
     async def presence(self, topic: str) -> list[dict[str, Any]]:
         shard = self.shards[self.names.shard_of(topic)]
         members = self._script("MEMBERS", shard)
@@ -381,12 +373,6 @@ class RedisEngine:
             {"client_id": flat[i].decode(), "user": json.loads(flat[i + 1])}
             for i in range(0, len(flat), 2)
         ]
-
-    async def join(self, topic: str, client: Client) -> None:
-        await self._membership("join", topic, client)
-
-    async def leave(self, topic: str, client: Client, *, announce: bool = True) -> None:
-        await self._membership("leave", topic, client, announce)
 
     async def _membership(self, op: str, topic: str, client: Client, announce: bool = True) -> None:
         options = self.rules.lookup(topic)
@@ -460,15 +446,8 @@ class RedisEngine:
     # Statistics.
 
     @property
-    def subscription_count(self) -> int:
-        return self.router.subscription_count
-
-    @property
     def retained(self) -> tuple[int, int]:
         return 0, 0  # kept in Redis: its INFO says how much
-
-    def filter_count(self) -> int:
-        return self.router.filter_count()
 
     def links(self) -> list[Link]:
         return [Link(str(shard.index), shard.up, shard.outages) for shard in self.shards]
