@@ -1,0 +1,37 @@
+"""What `make run` installs (pyproject's dependencies, no extras) is all the daemon imports."""
+
+import ast
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+
+from packaging.requirements import Requirement
+
+from tests.conftest import ROOT
+
+
+def test_every_third_party_import_of_the_daemon_is_a_dependency() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_normal(Requirement(line).name) for line in project["dependencies"]}
+    distributions = packages_distributions()
+    missing = {}
+    for path in [*(ROOT / "broker").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("broker", "plugins"):
+                    continue
+                found = {_normal(d) for d in distributions.get(top, [top])}
+                if not found & declared:
+                    missing[top] = path.relative_to(ROOT)
+    assert missing == {}, f"imported but not in [project] dependencies: {missing}"
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "-")
