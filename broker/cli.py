@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from . import daemon
+from . import client_cli, daemon
 from .config import ConfigError, config_warnings
 from .control import WorkerRole
 from .logs import configure_logging
@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
             default=DEFAULT_CONFIG,
             help=f"the TOML config file (default: {DEFAULT_CONFIG})",
         )
+    client_cli.add_commands(commands)
     return parser
 
 
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.config)
+    if args.command in ("sub", "pub"):
+        return client_cli.run(args)
     return _serve(args.config)
 
 

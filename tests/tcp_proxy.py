@@ -1,0 +1,74 @@
+"""A TCP proxy in front of a broker whose connections a test can cut, as a network would."""
+
+import contextlib
+import struct
+from types import TracebackType
+
+import trio
+
+BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
+RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 seconds: close() sends a reset
+
+
+class CuttableProxy:
+    """Listens on 127.0.0.1 (a free port) and forwards each connection to ``target_port``.
+
+    `cut` drops every connection open now (a reset, no close frame); new ones get through.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.connections = 0  # accepted so far
+        self._scopes: set[trio.CancelScope] = set()
+        self._nursery_manager = trio.open_nursery()
+        self._nursery: trio.Nursery | None = None
+
+    async def __aenter__(self) -> "CuttableProxy":
+        self._nursery = await self._nursery_manager.__aenter__()
+        (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listener.socket.getsockname()[1]
+        self._nursery.start_soon(trio.serve_listeners, self._forward, [listener])
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        return await self._nursery_manager.__aexit__(kind, error, traceback)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def cut(self) -> None:
+        for scope in self._scopes:
+            scope.cancel()
+
+    async def _forward(self, client: trio.SocketStream) -> None:
+        self.connections += 1
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                server = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+                async with server, trio.open_nursery() as pair:
+
+                    async def pipe(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+                        with contextlib.suppress(
+                            trio.BrokenResourceError, trio.ClosedResourceError
+                        ):
+                            while data := await source.receive_some(65536):
+                                await sink.send_all(data)
+                        pair.cancel_scope.cancel()  # one side hung up: so does the other
+
+                    pair.start_soon(pipe, client, server)
+                    pair.start_soon(pipe, server, client)
+            finally:
+                self._scopes.discard(scope)
+        # A reset, as a broken network or a killed peer would leave it.
+        client.socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, RESET)
+        await trio.aclose_forcefully(client)
