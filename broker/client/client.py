@@ -30,6 +30,7 @@ from .websocket import WebSocket
 log = logging.getLogger("broker.client")
 
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
+SEEN = 10_000
 ENVELOPE = frozenset({"op", "topic", "data", "pos"})
 
 
@@ -113,6 +114,7 @@ class Client:
         self._ids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
         self._positions: dict[str, str | None] = {}  # filters held: the last position seen
+        self._seen: dict[str, None] = {}  # the latest positions delivered, oldest first
         self._ws: WebSocket | None = None
         self._connected = anyio.Event()
         self._ended: ClientError | None = None
@@ -225,6 +227,12 @@ class Client:
                 {k: v for k, v in reply.items() if k not in ENVELOPE},
             )
             if message.pos is not None:
+                # Filters that overlap each replay a message after a reconnection.
+                if message.pos in self._seen:
+                    return
+                self._seen[message.pos] = None
+                if len(self._seen) > SEEN:
+                    del self._seen[next(iter(self._seen))]
                 for topic_filter in self._positions:
                     if matches(topic_filter, message.topic):
                         self._positions[topic_filter] = message.pos

@@ -1,0 +1,233 @@
+// trio-broker's browser client: a dependency-free ES module (docs/client.md).
+//
+//   import { Client } from "./trio-broker.js";
+//   const client = new Client("ws://127.0.0.1:8080/ws", { token });
+//   client.addEventListener("message", (event) => console.log(event.detail));
+//   await client.open();
+//   await client.subscribe("chat/#");
+//   await client.publish("chat/lobby", { text: "hi" });
+//
+// Requests return promises settled by the broker's reply (rejected with a BrokerError
+// carrying the protocol's code). When the connection drops, the client reconnects with
+// exponential backoff and jitter, subscribes again from the last position it saw on each
+// filter, and dispatches "recoveryfailed" where the broker could not replay all it missed.
+// Events: "message", "join", "leave" (detail: what the broker sent), "recoveryfailed"
+// (detail: the filter), "open", "close" (detail: {code, reason, reconnecting}).
+
+export class BrokerError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+    this.brokerMessage = message;
+  }
+}
+
+export class ConnectionLost extends Error {}
+
+// MQTT-style matching, as the broker does: + one level, # the rest (not $ topics at the top).
+export function matches(filter, topic) {
+  const f = filter.split("/");
+  const t = topic.split("/");
+  if (topic.startsWith("$") && (f[0] === "+" || f[0] === "#")) return false;
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === "#") return true;
+    if (i >= t.length || (f[i] !== "+" && f[i] !== t[i])) return false;
+  }
+  return f.length === t.length;
+}
+
+const SEEN = 10000;
+const IDEMPOTENT = new Set(["subscribe", "unsubscribe", "history", "presence", "ping"]);
+
+export class Client extends EventTarget {
+  constructor(url, { token = null, reconnect = true, backoff = [100, 10000], requestTimeout = 10000 } = {}) {
+    super();
+    this.url = url;
+    this.token = token;
+    this.reconnect = reconnect;
+    this.backoff = backoff;
+    this.requestTimeout = requestTimeout;
+    this.clientId = null;
+    this.positions = new Map(); // filters held: the last position seen
+    this._ws = null;
+    this._nextId = 1;
+    this._pending = new Map(); // id: {request, resolve, reject, timer}
+    this._waitingForOpen = [];
+    this._delay = backoff[0];
+    this._closed = false;
+    this._seen = new Set(); // the latest positions delivered
+  }
+
+  get connected() {
+    return this._ws !== null && this._ws.readyState === WebSocket.OPEN && this.clientId !== null;
+  }
+
+  // The first connection: resolves on the broker's welcome, rejects if it cannot be made.
+  open() {
+    return new Promise((resolve, reject) => this._connect(resolve, reject));
+  }
+
+  _address() {
+    if (!this.token) return this.url;
+    const url = new URL(this.url);
+    url.searchParams.set("token", this.token); // browsers cannot set headers on a WebSocket
+    return url.toString();
+  }
+
+  _connect(resolve, reject) {
+    const ws = new WebSocket(this._address());
+    this._ws = ws;
+    let welcomed = false;
+    ws.onmessage = (event) => {
+      const reply = JSON.parse(event.data);
+      if (!welcomed && reply.op === "welcome") {
+        welcomed = true;
+        this.clientId = reply.client_id;
+        this._delay = this.backoff[0];
+        this.dispatchEvent(new CustomEvent("open", { detail: reply }));
+        for (const waiter of this._waitingForOpen.splice(0)) waiter.resolve();
+        if (resolve) resolve(this);
+        else this._subscribeAgain();
+        return;
+      }
+      this._handle(reply);
+    };
+    ws.onclose = (event) => {
+      if (this._ws !== ws) return;
+      this._ws = null;
+      this.clientId = null;
+      const lost = new ConnectionLost(`connection closed (${event.code} ${event.reason})`.trim());
+      const reconnecting = this.reconnect && !this._closed && welcomed;
+      for (const [id, entry] of this._pending) {
+        clearTimeout(entry.timer);
+        this._pending.delete(id);
+        // Safe to make again on the next connection; a publish may or may not have happened.
+        if (reconnecting && IDEMPOTENT.has(entry.request.op)) {
+          this._send(entry.request).then(entry.resolve, entry.reject);
+        } else {
+          entry.reject(lost);
+        }
+      }
+      this.dispatchEvent(new CustomEvent("close", { detail: { code: event.code, reason: event.reason, reconnecting } }));
+      if (!welcomed && reject) {
+        reject(lost);
+        return;
+      }
+      if (reconnecting) {
+        const wait = this._delay * (0.5 + Math.random() / 2);
+        this._delay = Math.min(this._delay * 2, this.backoff[1]);
+        setTimeout(() => { if (!this._closed) this._connect(null, null); }, wait);
+      } else {
+        for (const waiter of this._waitingForOpen.splice(0)) waiter.reject(lost);
+      }
+    };
+  }
+
+  async _subscribeAgain() {
+    for (const [filter, pos] of [...this.positions]) {
+      let reply;
+      try {
+        reply = await this._send(subscribeRequest(filter, pos));
+      } catch (error) {
+        if (error instanceof BrokerError) {
+          this.positions.delete(filter);
+          this.dispatchEvent(new CustomEvent("recoveryfailed", { detail: filter }));
+        }
+        continue;
+      }
+      if (pos && reply.recovered === false) {
+        this.dispatchEvent(new CustomEvent("recoveryfailed", { detail: filter }));
+      }
+      if (!this.positions.get(filter) && reply.pos) this.positions.set(filter, reply.pos);
+    }
+  }
+
+  _handle(reply) {
+    if (reply.op === "message") {
+      if (reply.pos) {
+        // Filters that overlap each replay a message after a reconnection: once is enough.
+        if (this._seen.has(reply.pos)) return;
+        this._seen.add(reply.pos);
+        if (this._seen.size > SEEN) this._seen.delete(this._seen.values().next().value);
+        for (const filter of this.positions.keys()) {
+          if (matches(filter, reply.topic)) this.positions.set(filter, reply.pos);
+        }
+      }
+      this.dispatchEvent(new CustomEvent("message", { detail: reply }));
+    } else if (reply.op === "join" || reply.op === "leave") {
+      this.dispatchEvent(new CustomEvent(reply.op, { detail: reply }));
+    } else if (reply.id !== undefined && this._pending.has(reply.id)) {
+      const entry = this._pending.get(reply.id);
+      this._pending.delete(reply.id);
+      clearTimeout(entry.timer);
+      if (reply.op === "error") entry.reject(new BrokerError(reply.code, reply.message));
+      else entry.resolve(reply);
+    }
+  }
+
+  async _whenOpen() {
+    if (this.connected) return;
+    if (this._closed) throw new ConnectionLost("the client was closed");
+    await new Promise((resolve, reject) => this._waitingForOpen.push({ resolve, reject }));
+  }
+
+  // Send a request (waiting for a connection if the client is reconnecting); its reply.
+  async _send(request) {
+    await this._whenOpen();
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new Error(`no answer to ${request.op} in ${this.requestTimeout} ms`));
+      }, this.requestTimeout);
+      this._pending.set(id, { request, resolve, reject, timer });
+      this._ws.send(JSON.stringify({ ...request, id }));
+    });
+  }
+
+  async subscribe(filter, { since = null } = {}) {
+    const reply = await this._send(subscribeRequest(filter, since));
+    this.positions.set(filter, reply.pos ?? since);
+    return { pos: reply.pos ?? null, recovered: reply.recovered ?? null };
+  }
+
+  async unsubscribe(filter) {
+    this.positions.delete(filter);
+    await this._send({ op: "unsubscribe", topic: filter });
+  }
+
+  async publish(topic, data) {
+    await this._send({ op: "publish", topic, data });
+  }
+
+  async history(filter, limit = null) {
+    const request = { op: "history", topic: filter };
+    if (limit !== null) request.limit = limit;
+    return (await this._send(request)).messages;
+  }
+
+  async presence(topic) {
+    return (await this._send({ op: "presence", topic })).clients;
+  }
+
+  async refresh(token) {
+    const reply = await this._send({ op: "refresh", token });
+    this.token = token; // and for the next connections
+    return reply.expires_at ?? null;
+  }
+
+  async ping() {
+    await this._send({ op: "ping" });
+  }
+
+  close() {
+    this._closed = true;
+    if (this._ws) this._ws.close(1000);
+  }
+}
+
+function subscribeRequest(filter, since) {
+  const request = { op: "subscribe", topic: filter };
+  if (since) request.since = since;
+  return request;
+}
