@@ -70,12 +70,25 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    command = _subscribe if args.command == "sub" else _publish
     try:
-        return trio.run(command, args)
+        return trio.run(_reporting, args)
     except* KeyboardInterrupt:  # Ctrl-C: however deep in the task groups it came
         pass
     return EXIT_INTERRUPTED
+
+
+async def _reporting(args: argparse.Namespace) -> int:
+    """Run the command; its failures as one line on stderr and exit status 1."""
+    name = args.command
+    command = _subscribe if name == "sub" else _publish
+    try:
+        return await command(args)
+    except HandshakeRefused as refused:
+        return _fail(f"{name}: {args.url}: {refused}")
+    except BrokerError as error:
+        return _fail(f"{name}: {error}")
+    except (ClientError, OSError) as error:
+        return _fail(f"{name}: {args.url}: {_describe(error)}")
 
 
 def _fail(message: str) -> int:
@@ -100,34 +113,27 @@ def as_data(text: str) -> Any:
 async def _subscribe(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         return _fail("sub: --count must be at least 1")
-    try:
-        async with connect(args.url, token=args.token, reconnect=not args.no_reconnect) as client:
-            failed: list[BaseException] = []
+    async with connect(args.url, token=args.token, reconnect=not args.no_reconnect) as client:
+        failed: list[BaseException] = []
 
-            async def subscribe_all() -> None:
-                try:
-                    for index, topic_filter in enumerate(args.filters):
-                        since = args.since if index == 0 else None
-                        await client.subscribe(topic_filter, since=since)
-                except (ClientError, TimeoutError) as error:
-                    failed.append(error)
-                    nursery.cancel_scope.cancel()
-
-            status = 0
-            # Subscribing while printing: a replay (--since) comes before its ack.
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(subscribe_all)
-                status = await _print_messages(client.messages(), args.count)
+        async def subscribe_all() -> None:
+            try:
+                for index, topic_filter in enumerate(args.filters):
+                    since = args.since if index == 0 else None
+                    await client.subscribe(topic_filter, since=since)
+            except (ClientError, TimeoutError) as error:
+                failed.append(error)
                 nursery.cancel_scope.cancel()
-            if failed:
-                raise failed[0]
-            return status
-    except HandshakeRefused as refused:
-        return _fail(f"sub: {args.url}: {refused}")
-    except BrokerError as error:
-        return _fail(f"sub: {error}")
-    except (ClientError, OSError) as error:
-        return _fail(f"sub: {args.url}: {_describe(error)}")
+
+        status = 0
+        # Subscribing while printing: a replay (--since) comes before its ack.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(subscribe_all)
+            status = await _print_messages(client.messages(), args.count)
+            nursery.cancel_scope.cancel()
+        if failed:
+            raise failed[0]
+        return status
 
 
 async def _print_messages(events: Any, count: int | None) -> int:
@@ -151,32 +157,26 @@ async def _print_messages(events: Any, count: int | None) -> int:
 
 
 async def _publish(args: argparse.Namespace) -> int:
-    try:
-        async with connect(args.url, token=args.token, reconnect=False) as client:
-            if args.data != "-":
-                await client.publish(args.topic, as_data(args.data))
-                return 0
-            pending: collections.deque[PendingAck] = collections.deque()
-            async for line in _stdin_lines():
+    async with connect(args.url, token=args.token, reconnect=False) as client:
+        if args.data != "-":
+            await client.publish(args.topic, as_data(args.data))
+            return 0
+        pending: collections.deque[PendingAck] = collections.deque()
+        while lines := await _stdin_lines():
+            for line in lines:
                 pending.append(await client.start_publish(args.topic, as_data(line)))
                 if len(pending) >= PUBLISH_WINDOW:
                     await pending.popleft().result()
-            while pending:
-                await pending.popleft().result()
-            return 0
-    except HandshakeRefused as refused:
-        return _fail(f"pub: {args.url}: {refused}")
-    except BrokerError as error:
-        return _fail(f"pub: {error}")
-    except (ClientError, OSError) as error:
-        return _fail(f"pub: {args.url}: {_describe(error)}")
+        while pending:
+            await pending.popleft().result()
+        return 0
 
 
-async def _stdin_lines() -> Any:
-    """stdin's non-empty lines, read in batches (a thread reads; pipes and files alike)."""
-    stdin = sys.stdin.buffer
-    while lines := await trio.to_thread.run_sync(stdin.readlines, STDIN_BATCH):
-        for line in lines:
-            text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-            if text:
-                yield text
+async def _stdin_lines() -> list[str]:
+    """The next batch of stdin's non-empty lines, [] at its end (read by a thread: pipes
+    and files alike)."""
+    while batch := await trio.to_thread.run_sync(sys.stdin.buffer.readlines, STDIN_BATCH):
+        lines = [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in batch]
+        if lines := [line for line in lines if line]:
+            return lines
+    return []
