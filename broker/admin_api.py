@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import metrics, protocol, publishing
+from . import metrics, protocol, publishing, ui_pages
 from .http_server import HttpRequest, HttpResponse, error_response, json_response
 from .pipeline import PluginFailure
 from .plugin import Client, Identity, Refuse
@@ -67,6 +67,8 @@ class AdminApi:
         }
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/ui/") and self._broker.config.admin.ui:
+            return self._ui(request)
         route = self._routes.get(request.path)
         if route is None:
             return error_response(404, "bad_request", f"no endpoint at {request.path[:100]!r}")
@@ -92,6 +94,25 @@ class AdminApi:
         if scheme.lower() != "bearer" or not key.strip():
             return None
         return self._broker.api_keys.lookup(key.strip())
+
+    def _ui(self, request: HttpRequest) -> HttpResponse:
+        """The demo pages ([admin] ui): static files, and where the WebSocket endpoint is."""
+        if request.method != "GET":
+            return error_response(405, "bad_request", "use GET", (("Allow", "GET"),))
+        name = request.path.removeprefix("/ui/")
+        if name == "config.json":
+            server = self._broker.config.server
+            url = ui_pages.websocket_url(
+                request.header("host"),
+                self._broker.websocket_port,
+                server.path,
+                server.tls is not None,
+            )
+            return json_response(200, {"websocket": url})
+        found = ui_pages.page(name)
+        if found is None:
+            return error_response(404, "bad_request", f"no page at {request.path[:100]!r}")
+        return found
 
     # Operations.
 

@@ -152,6 +152,8 @@ class AdminConfig:
     enabled: bool = _setting(False)
     host: str = _setting("127.0.0.1", check=_check_nonempty)
     port: int = _setting(8081, min=0, max=65535)
+    # Demo pages at /ui/ (a chat on the browser client).
+    ui: bool = _setting(False)
     api_keys: tuple[ApiKey, ...] = _setting((), tables=ApiKey)
     # Bounds on what one HTTP client may make the broker hold.
     max_connections: int = _setting(100, min=1, max=1_000_000)

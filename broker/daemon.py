@@ -104,6 +104,11 @@ def log_admin_listening(broker: Broker) -> None:
     if broker.admin_listeners:
         admin = ", ".join(f"{h}:{p}" for h, p in broker.admin_addresses)
         log.info("admin listening on %s (/healthz, /readyz, /metrics, /api/)", admin)
+        if broker.config.admin.ui:
+            host, port = broker.admin_addresses[0]
+            host = f"[{host}]" if ":" in host else host
+            scheme = "https" if broker.config.admin.tls else "http"
+            log.info("demo chat: %s://%s:%d/ui/chat.html (open it in two tabs)", scheme, host, port)
 
 
 def worker_config(config: Config, port: int) -> Config:

@@ -143,6 +143,7 @@ class Broker:
         self._websocket = websocket
         self._reuse_port = reuse_port
         self.workers: Workers | None = None  # set by a supervisor: its node_snapshot
+        self.shared_port: int | None = None  # set by a supervisor: its workers' port
         self.stats = Stats()
         self.pipeline = pipeline or build_pipeline(config)
         self.pipeline.stats = self.stats
@@ -188,6 +189,11 @@ class Broker:
     @property
     def port(self) -> int:
         return self.addresses[0][1]
+
+    @property
+    def websocket_port(self) -> int:
+        """Where clients connect: this process's listener, or its workers' shared port."""
+        return self.shared_port or self.port
 
     @property
     def connection_count(self) -> int:

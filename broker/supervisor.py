@@ -118,6 +118,7 @@ class Supervisor:
         log.info("stopped")
 
     async def _serve(self, port: int) -> None:
+        self.broker.shared_port = port
         notifier = Notifier.from_environment()
         signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
         with trio.open_signal_receiver(*signums) as signals:

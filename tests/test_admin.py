@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from broker import Broker
 from broker.config import ConfigError
 from broker.plugin_loader import load
-from tests.conftest import Connect, StartBroker, url
+from broker.ui_pages import websocket_url
+from tests.conftest import ROOT, Connect, StartBroker, url
 from tests.wsclient import Rejected, WsClient
 
 KEY = "k" * 24
@@ -406,3 +407,29 @@ async def test_retained_history_is_measured(
     assert metrics[("trio_broker_retained_bytes", ())] == 2 * frame
     stats = (await http.get(admin_url(broker, "/api/stats"), headers=AUTH)).json()
     assert (stats["retained_messages"], stats["retained_bytes"]) == (2, 2 * frame)
+
+
+async def test_the_demo_pages_are_served_only_with_ui(
+    start_broker: StartBroker, http: httpx.AsyncClient
+) -> None:
+    off = await start_admin(start_broker)
+    assert (await http.get(admin_url(off, "/ui/chat.html"))).status_code == 404
+    on = await start_admin(start_broker, admin={"ui": True})
+    chat = await http.get(admin_url(on, "/ui/chat.html"))
+    assert chat.status_code == 200 and chat.headers["content-type"].startswith("text/html")
+    assert 'from "./trio-broker.js"' in chat.text
+    module = await http.get(admin_url(on, "/ui/trio-broker.js"))
+    assert module.headers["content-type"].startswith("text/javascript")
+    assert module.text == (ROOT / "clients" / "js" / "trio-broker.js").read_text()
+    config = await http.get(admin_url(on, "/ui/config.json"))
+    assert config.json() == {"websocket": f"ws://127.0.0.1:{on.port}/ws"}
+    assert (await http.get(admin_url(on, "/ui/../config.py"))).status_code == 404
+    assert (await http.get(admin_url(on, "/ui/nothing.html"))).status_code == 404
+    assert (await http.post(admin_url(on, "/ui/chat.html"))).status_code == 405
+
+
+def test_pages_reach_the_websocket_listener_by_the_name_they_were_served_from() -> None:
+    assert websocket_url("example.com:8081", 8080, "/ws", False) == "ws://example.com:8080/ws"
+    assert websocket_url("[::1]:8081", 8080, "/ws", True) == "wss://[::1]:8080/ws"
+    assert websocket_url("localhost", 9000, "/x", False) == "ws://localhost:9000/x"
+    assert websocket_url(None, 8080, "/ws", False) == "ws://127.0.0.1:8080/ws"

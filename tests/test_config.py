@@ -41,6 +41,7 @@ def test_sample_config_names_every_key_with_its_default() -> None:
     assert defaults["server"].pop("allowed_origins") == []
     assert development and all(map(is_development_pattern, development))
     assert (data["admin"].pop("enabled"), defaults["admin"].pop("enabled")) == (True, False)
+    assert (data["admin"].pop("ui"), defaults["admin"].pop("ui")) == (True, False)
     (key,) = data["admin"].pop("api_keys")
     assert defaults["admin"].pop("api_keys") == []
     assert key["key"] == SAMPLE_API_KEY
@@ -54,7 +55,7 @@ def test_sample_config_names_every_key_with_its_default() -> None:
         attrs.evolve(
             sample,
             server=attrs.evolve(sample.server, allowed_origins=()),
-            admin=attrs.evolve(sample.admin, enabled=False, api_keys=()),
+            admin=attrs.evolve(sample.admin, enabled=False, api_keys=(), ui=False),
             topics=(),
         )
         == Config()

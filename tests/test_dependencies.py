@@ -35,3 +35,19 @@ def test_every_third_party_import_of_the_daemon_is_a_dependency() -> None:
 
 def _normal(name: str) -> str:
     return name.lower().replace("_", "-")
+
+
+def test_every_package_is_installed_not_only_in_editable_mode() -> None:
+    # make run installs in editable mode, which finds any package; a real install (pip
+    # install ., a wheel) takes only what [tool.setuptools] lists.
+    from setuptools import find_packages
+
+    options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(find_packages(str(ROOT), include=options["packages"]["find"]["include"]))
+    packages = {
+        ".".join(path.parent.relative_to(ROOT).parts)
+        for top in ("broker", "plugins")
+        for path in (ROOT / top).rglob("__init__.py")
+    }
+    assert packages <= listed, f"not installed: {packages - listed}"
+    assert "ui/*" in options["package-data"]["broker"]  # the demo pages

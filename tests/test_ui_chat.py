@@ -1,0 +1,83 @@
+"""The demo chat ([admin] ui) in Chromium on make run's config: two pages chatting, history
+on join, who is here, a page whose connection drops catching up."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.browser import chromium
+from tests.daemon_process import Daemon, cli
+from tests.test_browser import make_run_daemon  # noqa: F401 (fixture)
+from tests.test_client_cli import position_now
+
+SCREENSHOTS = os.environ.get("TRIO_BROKER_SCREENSHOTS")
+
+
+def open_chat(browser: Any, admin_port: int, name: str) -> Any:
+    page = browser.new_page()
+    page.add_init_script(f"sessionStorage.setItem('name', {name!r})")
+    page.goto(f"http://127.0.0.1:{admin_port}/ui/chat.html")
+    page.wait_for_selector("#text:not([disabled])")
+    return page
+
+
+def say(page: Any, text: str) -> None:
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+def shown(page: Any) -> list[str]:
+    return list(
+        page.eval_on_selector_all("#messages li.message", "items => items.map(i => i.textContent)")
+    )
+
+
+def test_two_pages_chat_and_one_catches_up_after_its_connection_drops(
+    make_run_daemon: Daemon,  # noqa: F811 (fixture)
+) -> None:
+    admin = make_run_daemon.admin_port
+    index = httpx.get(f"http://127.0.0.1:{admin}/ui/")
+    assert index.status_code == 200 and "chat.html" in index.text
+    make_run_daemon.wait_for(rf"demo chat: http://127\.0\.0\.1:{admin}/ui/chat\.html")
+    since = position_now(make_run_daemon)
+    with chromium() as browser:
+        alice = open_chat(browser, admin, "alice")
+        say(alice, "hello before bob came")
+        alice.wait_for_function("document.querySelectorAll('#messages li.message').length === 1")
+        bob = open_chat(browser, admin, "bob")
+        # History on join, and who is here.
+        bob.wait_for_function("document.querySelectorAll('#messages li.message').length === 1")
+        assert shown(bob) == ["alicehello before bob came"]
+        bob.wait_for_function("document.querySelectorAll('#members li').length === 2")
+        alice.wait_for_function(
+            "[...document.querySelectorAll('#members li')].some(li => li.textContent === 'bob')"
+        )
+        say(bob, "hi alice")
+        alice.wait_for_function("document.querySelectorAll('#messages li.message').length === 2")
+        assert shown(alice)[-1] == "bobhi alice"
+        # Bob's connection drops; what alice says meanwhile reaches him once he is back.
+        bob.evaluate("chat.client._ws.close(4000, 'test')")
+        bob.wait_for_function("document.querySelector('#status').textContent !== 'connected'")
+        say(alice, "while you were away")
+        bob.wait_for_function(
+            "document.querySelector('#status').textContent === 'connected'", timeout=15_000
+        )
+        bob.wait_for_function("document.querySelectorAll('#messages li.message').length === 3")
+        assert shown(bob)[-1] == "alicewhile you were away"
+        if SCREENSHOTS:  # the README's pictures: TRIO_BROKER_SCREENSHOTS=docs/images
+            alice.set_viewport_size({"width": 900, "height": 420})
+            alice.screenshot(path=str(Path(SCREENSHOTS) / "chat.png"))
+    # And a terminal sees the same conversation (README: trio-broker sub 'chat/#').
+    printed = subprocess.run(
+        [*cli(), "sub", "--count", "6", "--since", since, "chat/#"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "TRIO_BROKER_URL": make_run_daemon.url},
+    )
+    texts = [json.loads(line)["data"].get("text") for line in printed.stdout.splitlines()]
+    assert [t for t in texts if t] == ["hello before bob came", "hi alice", "while you were away"]
