@@ -68,7 +68,7 @@ class AdminApi:
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith("/ui/") and self._broker.config.admin.ui:
-            return self._ui(request)
+            return await self._ui(request)
         route = self._routes.get(request.path)
         if route is None:
             return error_response(404, "bad_request", f"no endpoint at {request.path[:100]!r}")
@@ -95,11 +95,25 @@ class AdminApi:
             return None
         return self._broker.api_keys.lookup(key.strip())
 
-    def _ui(self, request: HttpRequest) -> HttpResponse:
-        """The demo pages ([admin] ui): static files, and where the WebSocket endpoint is."""
+    async def _ui(self, request: HttpRequest) -> HttpResponse:
+        """The demo pages ([admin] ui): static files, where the WebSocket endpoint is, and
+        the dashboard's numbers."""
         if request.method != "GET":
             return error_response(405, "bad_request", "use GET", (("Allow", "GET"),))
         name = request.path.removeprefix("/ui/")
+        if name == "stats.json":
+            snapshot = await self._broker.node_snapshot()
+            return json_response(
+                200,
+                {
+                    "connections": snapshot.connections,
+                    "subscriptions": snapshot.subscriptions,
+                    "published": snapshot.stats.published,
+                    "deliveries": snapshot.stats.deliveries,
+                    "busiest": [{"filter": f, "subscribers": n} for f, n in snapshot.busiest],
+                },
+                (("Cache-Control", "no-store"),),
+            )
         if name == "config.json":
             server = self._broker.config.server
             url = ui_pages.websocket_url(

@@ -109,6 +109,7 @@ def log_admin_listening(broker: Broker) -> None:
             host = f"[{host}]" if ":" in host else host
             scheme = "https" if broker.config.admin.tls else "http"
             log.info("demo chat: %s://%s:%d/ui/chat.html (open it in two tabs)", scheme, host, port)
+            log.info("dashboard: %s://%s:%d/ui/dashboard.html", scheme, host, port)
 
 
 def worker_config(config: Config, port: int) -> Config:

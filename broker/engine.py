@@ -89,4 +89,7 @@ class Engine(Protocol):
 
     def filter_count(self) -> int: ...
 
+    def busiest(self, count: int) -> list[tuple[str, int]]:
+        """The filters with the most subscribers on this node, most first."""
+
     def links(self) -> list[Link]: ...

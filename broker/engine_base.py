@@ -33,3 +33,6 @@ class LocalPart:
 
     def filter_count(self) -> int:
         return self.router.filter_count()
+
+    def busiest(self, count: int) -> list[tuple[str, int]]:
+        return self.router.busiest(count)

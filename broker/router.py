@@ -40,6 +40,10 @@ class LocalRouter:
         for subscriber in self._index.match(topic):
             subscriber.offer(frame)
 
+    def busiest(self, count: int) -> list[tuple[str, int]]:
+        """The filters with the most subscribers here, most first."""
+        return self._index.busiest(count)
+
     def filter_count(self) -> int:
         """Distinct filters someone subscribes to."""
         return self._index.filter_count()

@@ -32,7 +32,7 @@ from .plugin import HandshakeRequest, Identity, Refuse
 from .plugin_loader import build_pipeline
 from .redis_engine import RedisEngine
 from .reuse_port import reuse_port_listeners
-from .stats import Snapshot, Stats
+from .stats import BUSIEST, Snapshot, Stats
 from .timers import Timers
 from .version import __version__
 
@@ -245,6 +245,7 @@ class Broker:
             retained_bytes=retained_bytes,
             links=self.engine.links(),
             unready_reason=self.unready_reason,
+            busiest=self.engine.busiest(BUSIEST),
         )
 
     async def node_snapshot(self) -> Snapshot:

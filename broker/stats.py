@@ -11,6 +11,8 @@ from typing import Any
 
 import attrs
 
+# Filters the admin listener's demo dashboard lists.
+BUSIEST = 10
 # Seconds; a plugin hook is usually microseconds (in memory) or milliseconds (I/O).
 PLUGIN_SECONDS_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
@@ -130,6 +132,7 @@ class Snapshot:
     retained_bytes: int
     links: list[Link]
     unready_reason: str | None
+    busiest: list[tuple[str, int]] = attrs.field(factory=list)  # filters, most subscribers first
 
     def to_json(self) -> dict[str, Any]:
         data = attrs.asdict(self, recurse=False)
@@ -142,6 +145,7 @@ class Snapshot:
         data = dict(data)
         data["stats"] = Stats.from_json(data["stats"])
         data["links"] = [Link(**link) for link in data["links"]]
+        data["busiest"] = [(name, count) for name, count in data.get("busiest", [])]
         return cls(**data)
 
     def add(self, other: "Snapshot", name: str) -> None:
@@ -153,5 +157,8 @@ class Snapshot:
         self.retained_messages += other.retained_messages
         self.retained_bytes += other.retained_bytes
         self.links += [attrs.evolve(link, name=f"{name}/{link.name}") for link in other.links]
+        subscribers = collections.Counter(dict(self.busiest))
+        subscribers.update(dict(other.busiest))
+        self.busiest = subscribers.most_common(BUSIEST)
         if self.unready_reason is None and other.unready_reason is not None:
             self.unready_reason = f"{name}: {other.unready_reason}"

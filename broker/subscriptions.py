@@ -4,6 +4,7 @@ Publishing costs one dict lookup plus a walk over the levels of the topic, so it
 does not grow with the number of unrelated subscriptions.
 """
 
+import heapq
 from typing import Generic, TypeVar
 
 from .topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, has_wildcard, is_reserved
@@ -100,6 +101,22 @@ class SubscriptionIndex(Generic[S]):
 
     def __len__(self) -> int:
         return self._wildcards + sum(len(s) for s in self._exact.values())
+
+    def busiest(self, count: int) -> list[tuple[str, int]]:
+        """The ``count`` filters with the most subscribers, most first (walks everything:
+        for statistics)."""
+        found = [
+            (topic_filter, len(subscribers)) for topic_filter, subscribers in self._exact.items()
+        ]
+        stack: list[tuple[_Node[S], list[str]]] = [(self._root, [])]
+        while stack:
+            node, levels = stack.pop()
+            if node.exact:
+                found.append((SEPARATOR.join(levels), len(node.exact)))
+            if node.below:
+                found.append((SEPARATOR.join([*levels, MULTI_LEVEL]), len(node.below)))
+            stack.extend((child, [*levels, level]) for level, child in node.children.items())
+        return heapq.nlargest(count, found, key=lambda item: (item[1], item[0]))
 
     def filter_count(self) -> int:
         """Distinct filters with at least one subscriber (walks the trie: for statistics)."""

@@ -12,7 +12,7 @@ CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
 }
-PAGES = ("index.html", "chat.html", "trio-broker.js")
+PAGES = ("index.html", "chat.html", "dashboard.html", "trio-broker.js")
 
 
 def page(name: str) -> HttpResponse | None:

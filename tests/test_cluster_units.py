@@ -124,3 +124,6 @@ def test_snapshots_travel_as_json_and_add_up() -> None:
     )
     assert [link.name for link in total.links] == ["worker 0/0", "worker 1/0"]
     assert total.unready_reason == "worker 1: redis down"
+    total.busiest = [("chat/#", 3), ("a", 1)]
+    total.add(Snapshot(Stats(), 0, 0, 0, 0, 0, [], None, [("a", 5), ("b", 2)]), "worker 2")
+    assert total.busiest == [("a", 6), ("chat/#", 3), ("b", 2)]

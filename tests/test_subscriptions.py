@@ -91,3 +91,15 @@ def test_unrelated_subscriptions_are_not_visited() -> None:
     # Only the one branch of the trie on the topic's path is walked.
     assert index.match("t/5/7/z") == {5 * 300 + 7}
     assert index.match("u/5/7/z") == set()
+
+
+def test_the_busiest_filters_count_their_subscribers() -> None:
+    index: SubscriptionIndex[int] = SubscriptionIndex()
+    for n in range(3):
+        index.add("a/b", n)
+    for n in range(5):
+        index.add("a/#", n)
+    index.add("x/+/y", 1)
+    index.add("#", 2)
+    assert index.busiest(3) == [("a/#", 5), ("a/b", 3), ("x/+/y", 1)]
+    assert sorted(index.busiest(10)) == [("#", 1), ("a/#", 5), ("a/b", 3), ("x/+/y", 1)]

@@ -81,3 +81,29 @@ def test_two_pages_chat_and_one_catches_up_after_its_connection_drops(
     )
     texts = [json.loads(line)["data"].get("text") for line in printed.stdout.splitlines()]
     assert [t for t in texts if t] == ["hello before bob came", "hi alice", "while you were away"]
+
+
+def test_the_dashboards_numbers_move_when_messages_flow(
+    make_run_daemon: Daemon,  # noqa: F811 (fixture)
+) -> None:
+    admin = make_run_daemon.admin_port
+    make_run_daemon.wait_for(rf"dashboard: http://127\.0\.0\.1:{admin}/ui/dashboard\.html")
+    with chromium() as browser:
+        dashboard = browser.new_page()
+        dashboard.goto(f"http://127.0.0.1:{admin}/ui/dashboard.html")
+        dashboard.wait_for_function("document.querySelector('#connections').textContent === '0'")
+        chat = open_chat(browser, admin, "carol")
+        dashboard.wait_for_function("document.querySelector('#connections').textContent === '1'")
+        dashboard.wait_for_function(
+            "document.querySelector('#busiest').textContent.includes('chat/lobby')"
+        )
+        # Rates are the change between two polls, a second apart: the next poll sees these.
+        for n in range(40):
+            say(chat, f"message {n}")
+        dashboard.wait_for_function(
+            "Number(document.querySelector('#delivered-rate').textContent.replace(/,/g, '')) > 0",
+            timeout=10_000,
+        )
+        if SCREENSHOTS:
+            dashboard.set_viewport_size({"width": 900, "height": 620})
+            dashboard.screenshot(path=str(Path(SCREENSHOTS) / "dashboard.png"))
