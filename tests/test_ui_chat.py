@@ -11,14 +11,15 @@ import httpx
 
 from tests.browser import chromium
 from tests.daemon_process import Daemon, cli
+from tests.tcp_proxy import ThreadedCuttableProxy
 from tests.test_browser import make_run_daemon  # noqa: F401 (fixture)
 from tests.test_client_cli import position_now
 
 SCREENSHOTS = os.environ.get("TRIO_BROKER_SCREENSHOTS")
 
 
-def open_chat(browser: Any, admin_port: int, name: str) -> Any:
-    page = browser.new_page()
+def open_chat(browser: Any, admin_port: int, name: str, page: Any = None) -> Any:
+    page = page or browser.new_page()
     page.add_init_script(f"sessionStorage.setItem('name', {name!r})")
     page.goto(f"http://127.0.0.1:{admin_port}/ui/chat.html")
     page.wait_for_selector("#text:not([disabled])")
@@ -44,11 +45,17 @@ def test_two_pages_chat_and_one_catches_up_after_its_connection_drops(
     assert index.status_code == 200 and "chat.html" in index.text
     make_run_daemon.wait_for(rf"demo chat: http://127\.0\.0\.1:{admin}/ui/chat\.html")
     since = position_now(make_run_daemon)
-    with chromium() as browser:
+    with chromium() as browser, ThreadedCuttableProxy(make_run_daemon.port) as proxy:
         alice = open_chat(browser, admin, "alice")
         say(alice, "hello before bob came")
         alice.wait_for_function("document.querySelectorAll('#messages li.message').length === 1")
-        bob = open_chat(browser, admin, "bob")
+        # Bob's page reaches the broker through a proxy whose connections the test cuts.
+        bob = browser.new_page()
+        bob.route(
+            "**/ui/config.json",
+            lambda route: route.fulfill(json={"websocket": proxy.url}),
+        )
+        bob = open_chat(browser, admin, "bob", page=bob)
         # History on join, and who is here.
         bob.wait_for_function("document.querySelectorAll('#messages li.message').length === 1")
         assert shown(bob) == ["alicehello before bob came"]
@@ -59,8 +66,9 @@ def test_two_pages_chat_and_one_catches_up_after_its_connection_drops(
         say(bob, "hi alice")
         alice.wait_for_function("document.querySelectorAll('#messages li.message').length === 2")
         assert shown(alice)[-1] == "bobhi alice"
-        # Bob's connection drops; what alice says meanwhile reaches him once he is back.
-        bob.evaluate("chat.client._ws.close(4000, 'test')")
+        # Bob's TCP connection is cut (a reset, as a network failure would leave it); what
+        # alice says meanwhile reaches him once he is back.
+        proxy.cut()
         bob.wait_for_function("document.querySelector('#status').textContent !== 'connected'")
         say(alice, "while you were away")
         bob.wait_for_function(
