@@ -66,6 +66,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]
         server.server_close()
 
 
+def admin_publish(daemon: Daemon, topic: str, data: Any) -> int:
+    """Publish through `make run`'s admin API (its sample key); the subscribers reached."""
+    response = httpx.post(
+        f"http://127.0.0.1:{daemon.admin_port}/api/publish",
+        json={"topic": topic, "data": data},
+        headers={"Authorization": f"Bearer {SAMPLE_API_KEY}"},
+    )
+    assert response.status_code == 200, response.text
+    return int(response.json()["subscribers"])
+
+
 def _start(config_text: str, tmp_path: Path) -> Daemon:
     config = tmp_path / "trio-broker.toml"
     config.write_text(config_text)
@@ -158,16 +169,8 @@ CHAT = doc_block(ROOT / "README.md", "chat-example", "js")
 def test_the_chat_example_catches_up_after_a_reconnect(
     make_run_daemon: Daemon, site: tuple[Path, int]
 ) -> None:
-    admin = f"http://127.0.0.1:{make_run_daemon.admin_port}/api/publish"
-
     def publish(n: int) -> int:
-        response = httpx.post(
-            admin,
-            json={"topic": "chat/lobby", "data": n},
-            headers={"Authorization": f"Bearer {SAMPLE_API_KEY}"},
-        )
-        assert response.status_code == 200, response.text
-        return int(response.json()["subscribers"])
+        return admin_publish(make_run_daemon, "chat/lobby", n)
 
     assert README_URL in CHAT
     with chromium() as browser:

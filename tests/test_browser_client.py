@@ -6,14 +6,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from broker.config import SAMPLE_API_KEY
 from tests.browser import chromium
 from tests.conftest import ROOT
 from tests.daemon_process import Daemon
-from tests.test_browser import make_run_daemon  # noqa: F401 (fixture)
+from tests.test_browser import admin_publish, make_run_daemon  # noqa: F401 (fixture)
 
 PAGE = "<!doctype html><title>client test</title>\n"
 
@@ -90,16 +88,6 @@ def test_the_browser_client_does_every_request_and_recovers_after_a_drop(
     make_run_daemon: Daemon,  # noqa: F811 (fixture)
     served: int,
 ) -> None:
-    admin = f"http://127.0.0.1:{make_run_daemon.admin_port}/api/publish"
-
-    def publish(data: Any) -> None:
-        response = httpx.post(
-            admin,
-            json={"topic": "chat/lobby", "data": data},
-            headers={"Authorization": f"Bearer {SAMPLE_API_KEY}"},
-        )
-        assert response.status_code == 200, response.text
-
     with chromium() as browser:
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{served}/test.html")
@@ -112,7 +100,7 @@ def test_the_browser_client_does_every_request_and_recovers_after_a_drop(
         page.evaluate("client._ws.close(4000, 'test')")
         page.wait_for_function("!client.connected")
         for n in range(3):
-            publish(n)
+            admin_publish(make_run_daemon, "chat/lobby", n)
         assert not page.evaluate("client.connected")  # still away: it waits 0.75 s at least
         page.wait_for_function(
             "events.filter(([type, d]) => type === 'message' && typeof d.data === 'number')"
