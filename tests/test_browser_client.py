@@ -3,14 +3,19 @@ reconnection with recovery."""
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import anyio
+import jwt
 import pytest
 
+from broker.client import connect
 from tests.browser import chromium
 from tests.conftest import ROOT
-from tests.daemon_process import Daemon
+from tests.daemon_process import Daemon, serving
 from tests.test_browser import admin_publish, make_run_daemon  # noqa: F401 (fixture)
 
 PAGE = "<!doctype html><title>client test</title>\n"
@@ -112,3 +117,107 @@ def test_the_browser_client_does_every_request_and_recovers_after_a_drop(
         assert page.evaluate("events.filter(([t]) => t === 'recoveryfailed').length") == 0
         assert page.evaluate("client.connected")
         page.evaluate("client.close()")
+
+
+SECRET = "browser-test-secret-browser-test-secret"
+TOKEN_LIFETIME = 3  # seconds: the client refreshes at three quarters of it
+
+REFRESHING = """async ({ url, withGetToken }) => {
+  const { Client } = await import("/trio-broker.js");
+  const calls = { tokens: 0, failNext: 0 };
+  const getToken = async () => {
+    calls.tokens += 1;
+    if (calls.failNext > 0) { calls.failNext -= 1; throw new Error("the backend said no"); }
+    return await window.mintToken();
+  };
+  const options = withGetToken
+    ? { getToken, backoff: [200, 1000] } : { token: await window.mintToken() };
+  const client = new Client(url, options);
+  const events = [];
+  const detail = {
+    close: (d) => d, refreshfailed: (d) => String(d), open: () => null, message: (d) => d.data,
+  };
+  for (const type of Object.keys(detail)) {
+    client.addEventListener(type, (event) => events.push([type, detail[type](event.detail)]));
+  }
+  Object.assign(window, { client, events, calls });
+  await client.open();
+  await client.subscribe("news");
+  return client.expiresAt;
+}"""
+
+
+@pytest.fixture
+def jwt_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    secret = tmp_path / "jwt.secret"
+    secret.write_text(SECRET)
+    config = tmp_path / "jwt.toml"
+    config.write_text(
+        '[server]\nport = 0\nallowed_origins = ["http://127.0.0.1:*"]\n'
+        f'[[plugins]]\nuse = "jwt_auth"\nsecret_file = "{secret}"\nalgorithms = ["HS256"]\n'
+    )
+    with serving(config) as daemon:
+        yield daemon
+
+
+def mint_token() -> str:
+    claims = {"sub": "alice", "exp": int(time.time()) + TOKEN_LIFETIME}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def publish_news(daemon: Daemon, data: int) -> None:
+    async def run() -> None:
+        async with connect(daemon.url, token=mint_token()) as client:
+            await client.publish("news", data)
+
+    anyio.run(run, backend="trio")  # (Playwright holds an asyncio loop in this thread)
+
+
+def messages(page: Any) -> list[Any]:
+    return list(page.evaluate("events.filter(([t]) => t === 'message').map(([t, d]) => d)"))
+
+
+def test_the_browser_client_renews_its_token_before_it_expires_and_after_a_4001(
+    jwt_daemon: Daemon, served: int
+) -> None:
+    with chromium() as browser:
+        page = browser.new_page()
+        page.expose_function("mintToken", mint_token)
+        page.goto(f"http://127.0.0.1:{served}/test.html")
+        expires_at = page.evaluate(REFRESHING, {"url": jwt_daemon.url, "withGetToken": True})
+        assert expires_at is not None and expires_at <= time.time() + TOKEN_LIFETIME
+        # Two refreshes on the open connection: it outlives two tokens, never closed.
+        page.wait_for_function("calls.tokens >= 3", timeout=3 * TOKEN_LIFETIME * 1000)
+        assert page.evaluate("client.expiresAt") > expires_at
+        publish_news(jwt_daemon, 1)
+        page.wait_for_function("events.some(([t, d]) => t === 'message' && d === 1)")
+        assert page.evaluate("events.filter(([t]) => t !== 'message')") == [["open", None]]
+        # The backend fails once: the token expires, the broker closes with 4001, and the
+        # client comes back with a new token, subscribed again.
+        page.evaluate("calls.failNext = 1")
+        page.wait_for_function(
+            "events.filter(([t]) => t === 'open').length === 2",
+            timeout=2 * TOKEN_LIFETIME * 1000,
+        )
+        kinds = page.evaluate("events.filter(([t]) => t !== 'message').slice(1)")
+        assert kinds[0] == ["refreshfailed", "Error: the backend said no"]
+        assert kinds[1][0] == "close" and kinds[1][1]["code"] == 4001
+        assert kinds[1][1]["reconnecting"] is True
+        assert kinds[2][0] == "open"
+        page.wait_for_function("client.connected")
+        page.evaluate("client.ping()")  # answered after the subscribe sent on the welcome
+        publish_news(jwt_daemon, 2)
+        page.wait_for_function("events.some(([t, d]) => t === 'message' && d === 2)")
+        assert messages(page) == [1, 2]
+        page.evaluate("client.close()")
+
+        # Without getToken, an expired token ends the connection for good.
+        page = browser.new_page()
+        page.expose_function("mintToken", mint_token)
+        page.goto(f"http://127.0.0.1:{served}/test.html")
+        page.evaluate(REFRESHING, {"url": jwt_daemon.url, "withGetToken": False})
+        page.wait_for_function(
+            "events.some(([t]) => t === 'close')", timeout=2 * TOKEN_LIFETIME * 1000
+        )
+        closed = page.evaluate("events.find(([t]) => t === 'close')[1]")
+        assert closed["code"] == 4001 and closed["reconnecting"] is False

@@ -4,10 +4,12 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import trio
 
@@ -21,6 +23,7 @@ from broker.client import (
     RecoveryFailed,
     connect,
 )
+from broker.client.client import refresh_delay
 from broker.frames import text_frame
 from tests.conftest import StartBroker, url
 from tests.daemon_process import serving
@@ -163,6 +166,65 @@ async def test_without_reconnecting_the_stream_ends_with_why(start_broker: Start
                 pass
         with pytest.raises(ConnectionLost):
             await client.publish("x", 1)
+
+
+SECRET = "client-test-secret-client-test-secret"
+JWT = {"use": "jwt_auth", "secret": SECRET, "algorithms": ["HS256"]}
+
+
+def short_token(lifetime: float = 2.0) -> str:
+    return jwt.encode({"sub": "alice", "exp": time.time() + lifetime}, SECRET, algorithm="HS256")
+
+
+def test_credentials_are_renewed_before_they_expire() -> None:
+    assert refresh_delay(3600.0, 0.0) == 3570.0  # 30 s before
+    assert refresh_delay(102.0, 100.0) == 1.5  # three quarters of a short lifetime
+    assert refresh_delay(99.0, 100.0) == 0.0  # already late: now
+
+
+async def test_get_token_keeps_a_connection_authenticated_past_expiry(
+    start_broker: StartBroker,
+) -> None:
+    broker = await start_broker([JWT], topics=[{"filter": "news", "history_size": 10}])
+    tokens_asked = [trio.Event() for _ in range(6)]
+    failures = []
+
+    async def get_token() -> str:
+        asked = next(i for i, event in enumerate(tokens_asked) if not event.is_set())
+        tokens_asked[asked].set()
+        if failures:
+            raise failures.pop()
+        return short_token()
+
+    async with connect(url(broker), get_token=get_token, backoff=FAST) as client:
+        first_connection = client.client_id
+        await client.subscribe("news")
+        with trio.fail_after(6):  # three tokens of 2 s: two refreshes on this connection
+            await tokens_asked[2].wait()
+        assert client.client_id == first_connection
+        assert client.expires_at is not None and client.expires_at > time.time()
+        await client.publish("news", 1)
+        assert (await next_message(client)).data == 1
+        # The application's get_token fails once: the token expires, the broker closes with
+        # 4001, and the client reconnects with a new token and recovers what it missed.
+        failures.append(RuntimeError("the backend said no"))
+        with trio.fail_after(6):
+            await tokens_asked[4].wait()
+        await client.publish("news", 2)
+        assert client.client_id != first_connection
+        assert (await next_message(client)).data == 2
+
+
+async def test_without_get_token_an_expired_token_ends_the_client(
+    start_broker: StartBroker,
+) -> None:
+    broker = await start_broker([JWT])
+    async with connect(url(broker), token=short_token(), backoff=FAST) as client:
+        assert client.expires_at is not None
+        with trio.fail_after(5), pytest.raises(ConnectionLost) as lost:
+            async for _ in client.messages():
+                pass
+        assert lost.value.code == 4001
 
 
 async def test_a_slow_reader_holds_the_broker_back_instead_of_filling_memory(

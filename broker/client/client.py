@@ -15,7 +15,8 @@ import json
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,6 +33,18 @@ log = logging.getLogger("broker.client")
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
 SEEN = 10_000
 ENVELOPE = frozenset({"op", "topic", "data", "pos"})
+TOKEN_EXPIRED = 4001  # the close code of a connection whose credentials expired
+# A refresh goes out this many seconds before expiry, or at three quarters of a shorter
+# lifetime.
+REFRESH_MARGIN = 30.0
+
+TokenSource = Callable[[], Awaitable[str]]
+
+
+def refresh_delay(expires_at: float, now: float) -> float:
+    """Seconds from ``now`` until credentials expiring at ``expires_at`` are renewed."""
+    left = expires_at - now
+    return max(0.0, left - min(REFRESH_MARGIN, left / 4))
 
 
 @attrs.frozen
@@ -96,6 +109,7 @@ class Client:
         url: str,
         *,
         token: str | None,
+        get_token: TokenSource | None,
         headers: Mapping[str, str],
         reconnect: bool,
         max_queued: int,
@@ -105,7 +119,10 @@ class Client:
     ) -> None:
         self.url = url
         self.token = token
+        self.expires_at: float | None = None  # Unix seconds, as the broker said
         self.client_id: str | None = None
+        self._get_token = get_token
+        self._need_token = token is None and get_token is not None
         self._headers = dict(headers)
         self._reconnect = reconnect
         self._ssl_context = ssl_context
@@ -125,6 +142,9 @@ class Client:
     # The connection.
 
     async def _open(self) -> WebSocket:
+        if self._get_token is not None and self._need_token:
+            self.token = await self._get_token()
+            self._need_token = False
         headers = [("Authorization", f"Bearer {self.token}")] if self.token else []
         headers += list(self._headers.items())
         ws = await WebSocket.connect(self.url, headers, self._ssl_context)
@@ -134,7 +154,9 @@ class Client:
         except BaseException:
             await ws.aclose()
             raise
-        self.client_id = json.loads(welcome).get("client_id")
+        welcome_fields = json.loads(welcome)
+        self.client_id = welcome_fields.get("client_id")
+        self.expires_at = welcome_fields.get("expires_at")
         self._ws = ws
         self._connected.set()
         for text in rest:
@@ -147,13 +169,17 @@ class Client:
             async with anyio.create_task_group() as group:
                 if reconnected:
                     group.start_soon(self._subscribe_again)
+                group.start_soon(self._keep_credentials)
                 lost = await self._read(ws)
                 group.cancel_scope.cancel()
             self._lost(lost)
             await ws.aclose()
-            if not self._reconnect:
+            expired = lost.code == TOKEN_EXPIRED
+            # Without get_token, reconnecting with expired credentials is hopeless.
+            if not self._reconnect or (expired and self._get_token is None):
                 self._end(lost)
                 return
+            self._need_token = expired
             try:
                 ws = await self._connect_again()
             except ClientError as error:
@@ -191,12 +217,29 @@ class Client:
             try:
                 return await self._open()
             except HandshakeRefused as refused:
-                if refused.permanent:
+                renewable = refused.status == 401 and self._get_token is not None
+                if refused.permanent and not renewable:
                     raise
+                self._need_token = renewable
                 log.info("reconnecting to %s: %s", self.url, refused)
             except (OSError, ConnectionLost, TimeoutError) as error:
                 log.info("reconnecting to %s: %s", self.url, error)
+            except Exception as error:  # get_token's: the application's own code
+                log.warning("reconnecting to %s: get_token failed: %r", self.url, error)
             delay = min(delay * 2, ceiling)
+
+    async def _keep_credentials(self) -> None:
+        """With get_token: refresh the connection's credentials before they expire."""
+        if self._get_token is None:
+            return
+        while self.expires_at is not None:
+            await anyio.sleep(refresh_delay(self.expires_at, time.time()))
+            try:
+                await self.refresh(await self._get_token())
+            except Exception as error:  # get_token's included: the application's own code
+                # The broker closes the connection at expiry (4001); a new one gets a token.
+                log.warning("refreshing the credentials for %s: %r", self.url, error)
+                return
 
     async def _subscribe_again(self) -> None:
         for topic_filter, pos in list(self._positions.items()):
@@ -331,8 +374,8 @@ class Client:
         """New credentials for this connection (and the next ones); when they expire."""
         reply = await self._request({"op": "refresh", "token": token})
         self.token = token
-        expires_at: float | None = reply.get("expires_at")
-        return expires_at
+        self.expires_at = reply.get("expires_at")
+        return self.expires_at
 
     async def ping(self) -> None:
         await self._idempotent({"op": "ping"})
@@ -397,6 +440,7 @@ async def connect(
     url: str = DEFAULT_URL,
     *,
     token: str | None = None,
+    get_token: TokenSource | None = None,
     headers: Mapping[str, str] | None = None,
     reconnect: bool = True,
     max_queued: int = 1000,
@@ -410,10 +454,17 @@ async def connect(
     otherwise); later ones are retried with exponential backoff between ``backoff`` seconds
     (with jitter), unless ``reconnect`` is False. ``max_queued`` deliveries wait for
     `Client.messages` at most.
+
+    ``get_token`` (an async function returning a new token, asked before the first
+    connection when ``token`` is None) keeps credentials that expire valid: they are
+    refreshed on the open connection before they expire, and renewed before reconnecting
+    when the broker closed with 4001 or refused the handshake with 401. Without it, an
+    expired token ends the client (the stream raises `ConnectionLost` with code 4001).
     """
     client = Client(
         url,
         token=token,
+        get_token=get_token,
         headers=headers or {},
         reconnect=reconnect,
         max_queued=max_queued,

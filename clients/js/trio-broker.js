@@ -11,8 +11,14 @@
 // carrying the protocol's code). When the connection drops, the client reconnects with
 // exponential backoff and jitter, subscribes again from the last position it saw on each
 // filter, and dispatches "recoveryfailed" where the broker could not replay all it missed.
+// With getToken (an async function returning a new token), credentials are renewed before
+// they expire (a refresh on the open connection) and before reconnecting when the broker
+// refused the last ones (an expired token closes with 4001; a refused handshake cannot be
+// told apart from an unreachable broker in a browser, so a failed attempt asks too).
 // Events: "message", "join", "leave" (detail: what the broker sent), "recoveryfailed"
-// (detail: the filter), "open", "close" (detail: {code, reason, reconnecting}).
+// (detail: the filter), "open", "close" (detail: {code, reason, reconnecting}),
+// "refreshfailed" (detail: the error; the broker closes with 4001 at expiry, then the
+// client reconnects with a token from getToken).
 
 export class BrokerError extends Error {
   constructor(code, message) {
@@ -37,13 +43,20 @@ export function matches(filter, topic) {
 }
 
 const SEEN = 10000;
+const TOKEN_EXPIRED = 4001;
+// A refresh goes out this long before expiry, or at three quarters of a shorter lifetime.
+const REFRESH_MARGIN = 30000;
 const IDEMPOTENT = new Set(["subscribe", "unsubscribe", "history", "presence", "ping"]);
 
 export class Client extends EventTarget {
-  constructor(url, { token = null, reconnect = true, backoff = [100, 10000], requestTimeout = 10000 } = {}) {
+  constructor(url, { token = null, getToken = null, reconnect = true, backoff = [100, 10000], requestTimeout = 10000 } = {}) {
     super();
     this.url = url;
     this.token = token;
+    this.getToken = getToken;
+    this.expiresAt = null; // Unix seconds, when the broker says the credentials expire
+    this._refreshTimer = null;
+    this._needToken = false; // the broker refused the current token: ask getToken first
     this.reconnect = reconnect;
     this.backoff = backoff;
     this.requestTimeout = requestTimeout;
@@ -64,7 +77,7 @@ export class Client extends EventTarget {
 
   // The first connection: resolves on the broker's welcome, rejects if it cannot be made.
   open() {
-    return new Promise((resolve, reject) => this._connect(resolve, reject));
+    return new Promise((resolve, reject) => { this._connect(resolve, reject).catch(reject); });
   }
 
   _address() {
@@ -74,7 +87,19 @@ export class Client extends EventTarget {
     return url.toString();
   }
 
-  _connect(resolve, reject) {
+  async _connect(resolve, reject) {
+    if (this.getToken && (this._needToken || this.token === null)) {
+      try {
+        this.token = await this.getToken();
+        this._needToken = false;
+      } catch (error) {
+        if (reject) { reject(error); return; }
+        this.dispatchEvent(new CustomEvent("refreshfailed", { detail: error }));
+        this._retry();
+        return;
+      }
+      if (this._closed) return;
+    }
     const ws = new WebSocket(this._address());
     this._ws = ws;
     let welcomed = false;
@@ -84,6 +109,7 @@ export class Client extends EventTarget {
         welcomed = true;
         this.clientId = reply.client_id;
         this._delay = this.backoff[0];
+        this._expireAt(reply.expires_at);
         this.dispatchEvent(new CustomEvent("open", { detail: reply }));
         for (const waiter of this._waitingForOpen.splice(0)) waiter.resolve();
         if (resolve) resolve(this);
@@ -96,8 +122,13 @@ export class Client extends EventTarget {
       if (this._ws !== ws) return;
       this._ws = null;
       this.clientId = null;
+      clearTimeout(this._refreshTimer);
+      // The broker refused these credentials, or may have (a handshake that failed).
+      if (event.code === TOKEN_EXPIRED || !welcomed) this._needToken = true;
       const lost = new ConnectionLost(`connection closed (${event.code} ${event.reason})`.trim());
-      const reconnecting = this.reconnect && !this._closed && welcomed;
+      // Without getToken, reconnecting with expired credentials is hopeless.
+      const reconnecting = this.reconnect && !this._closed && (welcomed || !reject)
+        && (event.code !== TOKEN_EXPIRED || this.getToken !== null);
       for (const [id, entry] of this._pending) {
         clearTimeout(entry.timer);
         this._pending.delete(id);
@@ -114,13 +145,34 @@ export class Client extends EventTarget {
         return;
       }
       if (reconnecting) {
-        const wait = this._delay * (0.5 + Math.random() / 2);
-        this._delay = Math.min(this._delay * 2, this.backoff[1]);
-        setTimeout(() => { if (!this._closed) this._connect(null, null); }, wait);
+        this._retry();
       } else {
         for (const waiter of this._waitingForOpen.splice(0)) waiter.reject(lost);
       }
     };
+  }
+
+  _retry() {
+    const wait = this._delay * (0.5 + Math.random() / 2);
+    this._delay = Math.min(this._delay * 2, this.backoff[1]);
+    setTimeout(() => { if (!this._closed) this._connect(null, null).catch(() => this._retry()); }, wait);
+  }
+
+  _expireAt(expiresAt) {
+    clearTimeout(this._refreshTimer);
+    this.expiresAt = expiresAt ?? null;
+    if (this.expiresAt === null || !this.getToken) return;
+    const left = this.expiresAt * 1000 - Date.now();
+    const due = Math.max(0, left - Math.min(REFRESH_MARGIN, left / 4));
+    this._refreshTimer = setTimeout(() => this._renew(), due);
+  }
+
+  async _renew() {
+    try {
+      await this.refresh(await this.getToken());
+    } catch (error) {
+      if (!this._closed) this.dispatchEvent(new CustomEvent("refreshfailed", { detail: error }));
+    }
   }
 
   async _subscribeAgain() {
@@ -210,10 +262,12 @@ export class Client extends EventTarget {
     return (await this._send({ op: "presence", topic })).clients;
   }
 
+  // New credentials for this connection and the next ones; when they expire (Unix seconds).
   async refresh(token) {
     const reply = await this._send({ op: "refresh", token });
-    this.token = token; // and for the next connections
-    return reply.expires_at ?? null;
+    this.token = token;
+    this._expireAt(reply.expires_at);
+    return this.expiresAt;
   }
 
   async ping() {
@@ -222,6 +276,7 @@ export class Client extends EventTarget {
 
   close() {
     this._closed = true;
+    clearTimeout(this._refreshTimer);
     if (this._ws) this._ws.close(1000);
   }
 }
