@@ -86,6 +86,7 @@ class ThreadedCuttableProxy:
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._closed = False
+        self._refusals = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -109,6 +110,11 @@ class ThreadedCuttableProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def refuse_next(self, count: int) -> None:
+        """Reset the next ``count`` connections at once, as if the broker were down."""
+        with self._lock:
+            self._refusals = count
+
     def close(self) -> None:
         self._closed = True
         self._listener.close()
@@ -120,6 +126,12 @@ class ThreadedCuttableProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                refused, self._refusals = self._refusals > 0, max(0, self._refusals - 1)
+            if refused:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+                client.close()
+                continue
             server = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._open += [client, server]

@@ -68,6 +68,8 @@ def test_two_pages_chat_and_one_catches_up_after_its_connection_drops(
         assert shown(alice)[-1] == "bobhi alice"
         # Bob's TCP connection is cut (a reset, as a network failure would leave it); what
         # alice says meanwhile reaches him once he is back.
+        # Its first two attempts to reconnect fail too (the browser client gave up after one).
+        proxy.refuse_next(2)
         proxy.cut()
         bob.wait_for_function("document.querySelector('#status').textContent !== 'connected'")
         say(alice, "while you were away")
