@@ -29,7 +29,9 @@ def test_empty_file_is_the_defaults() -> None:
 def test_sample_config_names_every_key_with_its_default() -> None:
     data = tomllib.loads(SAMPLE.read_text())
     defaults = json.loads(json.dumps(attrs.asdict(Config())))  # tuples as TOML arrays
-    assert defaults.pop("plugins") == []  # the sample shows plugin tables commented out
+    assert defaults.pop("plugins") == []
+    # The sample enables one plugin, for the demo chat's refused room; others are comments.
+    assert [plugin["use"] for plugin in data.pop("plugins")] == ["acl"]
     assert defaults["server"].pop("tls") is None  # and [server.tls]
     assert defaults["admin"].pop("tls") is None
     # and the Redis, which has no default.
@@ -45,10 +47,10 @@ def test_sample_config_names_every_key_with_its_default() -> None:
     (key,) = data["admin"].pop("api_keys")
     assert defaults["admin"].pop("api_keys") == []
     assert key["key"] == SAMPLE_API_KEY
-    # and an example of [[topics]], with every key.
-    (chat,) = data.pop("topics")
+    # and examples of [[topics]], with every key.
+    for example in data.pop("topics"):
+        assert example.keys() == attrs.asdict(TopicConfig(filter="x")).keys()
     assert defaults.pop("topics") == []
-    assert chat.keys() == attrs.asdict(TopicConfig(filter="x")).keys()
     assert data == defaults
     sample = load_config(SAMPLE)
     assert (
@@ -57,6 +59,7 @@ def test_sample_config_names_every_key_with_its_default() -> None:
             server=attrs.evolve(sample.server, allowed_origins=()),
             admin=attrs.evolve(sample.admin, enabled=False, api_keys=(), ui=False),
             topics=(),
+            plugins=(),
         )
         == Config()
     )

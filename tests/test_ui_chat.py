@@ -1,5 +1,6 @@
 """The demo chat ([admin] ui) in Chromium on make run's config: two pages chatting, history
-on join, who is here, a page whose connection drops catching up."""
+on join, who is here, a page whose connection drops catching up, a third page refused the
+staff room."""
 
 import json
 import os
@@ -78,6 +79,21 @@ def test_two_pages_chat_and_one_catches_up_after_its_connection_drops(
         )
         bob.wait_for_function("document.querySelectorAll('#messages li.message').length === 3")
         assert shown(bob)[-1] == "alicewhile you were away"
+        # A third page asks for the staff room, which make run's acl keeps for the role
+        # "staff": refused, it stays out (it can neither write there nor read), and may
+        # still join the lobby.
+        carol = browser.new_page()
+        carol.add_init_script("sessionStorage.setItem('name', 'carol')")
+        carol.goto(f"http://127.0.0.1:{admin}/ui/chat.html?room=staff/lounge")
+        carol.wait_for_function("document.querySelector('#error').textContent !== ''")
+        assert carol.text_content("#error") == (
+            "cannot join staff/lounge: forbidden: not allowed to subscribe to 'staff/lounge'"
+        )
+        assert carol.is_disabled("#text") and shown(carol) == []
+        carol.fill("#room", "lobby")
+        carol.click("#join")
+        carol.wait_for_function("document.querySelectorAll('#messages li.message').length === 3")
+        assert carol.text_content("#error") == ""
         if SCREENSHOTS:  # the README's pictures: TRIO_BROKER_SCREENSHOTS=docs/images
             alice.set_viewport_size({"width": 900, "height": 420})
             alice.screenshot(path=str(Path(SCREENSHOTS) / "chat.png"))
