@@ -3,13 +3,18 @@ on join, who is here, a page whose connection drops catching up, a third page re
 staff room."""
 
 import json
+import math
 import os
 import subprocess
+import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 
+from broker.client import Client, connect
 from tests.browser import chromium
 from tests.daemon_process import Daemon, cli
 from tests.tcp_proxy import ThreadedCuttableProxy
@@ -131,5 +136,37 @@ def test_the_dashboards_numbers_move_when_messages_flow(
             timeout=10_000,
         )
         if SCREENSHOTS:
+            busy_minutes(make_run_daemon, 150.0)  # so that the chart shows some history
             dashboard.set_viewport_size({"width": 900, "height": 620})
             dashboard.screenshot(path=str(Path(SCREENSHOTS) / "dashboard.png"))
+
+
+def busy_minutes(daemon: Daemon, seconds: float) -> None:
+    """Traffic for the dashboard's screenshot: 20 listeners in five rooms, and publishes at
+    a rate that rises and falls."""
+
+    async def listen(client: Client) -> None:
+        async for _ in client.messages():
+            pass
+
+    async def run() -> None:
+        async with AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(connect(daemon.url)) for _ in range(21)]
+            publisher, listeners = clients[0], clients[1:]
+            async with anyio.create_task_group() as group:
+                for n, client in enumerate(listeners):
+                    await client.subscribe("chat/#" if n % 4 == 0 else f"chat/room{n % 5}")
+                    group.start_soon(listen, client)
+                start = time.monotonic()
+                while (elapsed := time.monotonic() - start) < seconds:
+                    per_tick = int(20 + 15 * math.sin(elapsed / 15))  # ten ticks a second
+                    acks = [
+                        await publisher.start_publish(f"chat/room{n % 5}", {"text": str(n)})
+                        for n in range(per_tick)
+                    ]
+                    for ack in acks:
+                        await ack.result()
+                    await anyio.sleep(0.1)
+                group.cancel_scope.cancel()
+
+    anyio.run(run, backend="trio")  # (Playwright holds an asyncio loop in this thread)
