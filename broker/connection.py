@@ -20,16 +20,14 @@ from contextlib import asynccontextmanager
 
 import attrs
 import trio
-from wsproto.connection import Connection, ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from . import protocol
 from .config import LimitsConfig, ServerConfig
 from .engine import Engine
 from .flusher import Flusher
-from .frames import text_frame
+from .frame_reader import Close, Event, FrameReader, Ping, Pong, Received, Violation
+from .frames import close_frame, ping_frame, pong_frame, text_frame
 from .heartbeat import Beat, Heartbeat
-from .messages import MessageAssembler, MessageTooBig
 from .ops import dispatch
 from .outbox import Outbox, chunks
 from .pipeline import Pipeline
@@ -63,7 +61,7 @@ class ClientConnection:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        ws: Connection,
+        received: bytes = b"",
         *,
         client_id: str,
         remote: str,
@@ -79,7 +77,7 @@ class ClientConnection:
         stats: Stats | None = None,
     ) -> None:
         self.stream = stream
-        self.ws = ws
+        self._received = received  # what came after the handshake request, unread yet
         self.client_id = client_id
         self.remote = remote
         # For plugins: the client's address, which a trusted proxy may have forwarded.
@@ -104,6 +102,7 @@ class ClientConnection:
         )
         self.subscriptions: set[str] = set()
         self.close_code: int | None = None
+        self._close_sent = False
         # The nursery's cancel scope is the connection's: `close` sets its deadline.
         self._nursery: trio.Nursery | None = None  # open while `run` runs
         self._deadline = math.inf  # for a `close` before `run`
@@ -151,9 +150,8 @@ class ClientConnection:
             return
         self.close_code = code
         self._writer_done = trio.Event()
-        final = None
-        if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            final = self.ws.send(CloseConnection(code=code, reason=reason))
+        final = None if self._close_sent else close_frame(code, reason)
+        self._close_sent = True
         self.outbox.finish(final, drain=drain)
 
     async def run(self) -> None:
@@ -231,9 +229,9 @@ class ClientConnection:
             self._drop(CloseCode.INTERNAL_ERROR, "heartbeat timeout")
             return
         if beat is Beat.PING:
-            if self.ws.state is not ConnectionState.OPEN:
+            if self.closing:
                 return
-            self.outbox.push_control(self.ws.send(Ping(payload=b"heartbeat")))
+            self.outbox.push_control(ping_frame(b"heartbeat"))
         self._timer = self._timers.call_at(heartbeat.due, self._beat)
 
     def _drop(self, code: int, reason: str) -> None:
@@ -242,12 +240,9 @@ class ClientConnection:
         The close frame goes out only if the socket takes it without waiting; a writer
         task, if one runs, holds a half-written frame, and the frame is not sent at all.
         """
-        if (
-            self._socket is not None
-            and not self.outbox.writer_running
-            and self.ws.state is ConnectionState.OPEN
-        ):
-            frame = self.ws.send(CloseConnection(code=code, reason=reason))
+        if self._socket is not None and not self.outbox.writer_running and not self.closing:
+            frame = close_frame(code, reason)
+            self._close_sent = True
             fd = self._socket.fileno()
             try:
                 if fd >= 0:
@@ -302,10 +297,12 @@ class ClientConnection:
 
     async def _read_loop(self) -> None:
         """Handle what the peer sends until its close frame or EOF."""
-        assembler = MessageAssembler(self.limits.max_message_size)
+        reader = FrameReader(self.limits.max_message_size)
         socket = self._socket
+        data: bytes | None = self._received
+        self._received = b""
         while True:
-            if await self._handle_events(assembler):
+            if data and await self._handle_events(reader.receive(data)):
                 return
             if socket is None:
                 data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
@@ -328,45 +325,41 @@ class ClientConnection:
             if not data:
                 return
             self._last_progress = trio.current_time()
-            self.ws.receive_data(data)
 
-    async def _handle_events(self, assembler: MessageAssembler) -> bool:
-        """Act on what wsproto parsed; True once the peer's close frame arrived.
+    async def _handle_events(self, events: list[Event]) -> bool:
+        """Act on what the peer's frames said; True once its close arrived (or it broke
+        the protocol).
 
         A function of its own so that nothing of the last request stays referenced
         while the connection waits for the next.
         """
         incoming = self._incoming
-        for event in self.ws.events():
+        for event in events:
             if incoming is not None:
-                if not incoming.can_take(1, trio.current_time()):
-                    await self._throttle(incoming)
-                incoming.take(1)
-            if isinstance(event, CloseConnection):
-                if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                    response = event.response()
-                    self.close(response.code, response.reason or "")
-                elif self.ws.state is ConnectionState.OPEN:
-                    # wsproto reports a protocol violation as a close event.
-                    self.close(event.code, event.reason or "")
-                return True
-            if isinstance(event, Ping):
-                if self.ws.state is ConnectionState.OPEN:
-                    self.outbox.push_control(self.ws.send(event.response()))
-            elif isinstance(event, Pong):
+                frames = event.frames if type(event) is Received else 1
+                if not incoming.can_take(frames, trio.current_time()):
+                    await self._throttle(incoming, frames)
+                incoming.take(frames)
+            if type(event) is Received:
+                if not self.closing:
+                    await dispatch.handle(self, event, self._close_after_refusal)
+            elif type(event) is Ping:
+                if not self.closing:
+                    self.outbox.push_control(pong_frame(event.payload))
+            elif type(event) is Pong:
                 if self._heartbeat is not None:
                     self._heartbeat.pong(trio.current_time())
-            elif isinstance(event, TextMessage | BytesMessage) and not self.closing:
-                try:
-                    message = assembler.feed(event)
-                except MessageTooBig:
-                    self.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
-                    continue
-                if message is not None:
-                    await dispatch.handle(self, message, self._close_after_refusal)
+            elif type(event) is Violation and event.framing_intact:
+                # Read on, dropping what comes, for the peer's answer to this close.
+                self.close(event.code, event.reason)
+            else:
+                assert isinstance(event, Close | Violation)
+                # A close is answered with its own code (unless this end closed first).
+                self.close(event.code, event.reason)
+                return True
         return False
 
-    async def _throttle(self, incoming: TokenBucket) -> None:
+    async def _throttle(self, incoming: TokenBucket, frames: int) -> None:
         """Wait until the client may send again; meanwhile TCP holds it back."""
         if not self._throttled:
             self._throttled = True
@@ -382,7 +375,7 @@ class ClientConnection:
             )
         # Not reading means its pongs wait unread too: not its fault.
         async with self.held():
-            await trio.sleep(incoming.wait_for(1, trio.current_time()))
+            await trio.sleep(incoming.wait_for(frames, trio.current_time()))
 
     # Requests: each op is a module of `broker.ops`; this is the `Session` they use.
 

@@ -1,13 +1,19 @@
-"""Server-to-client WebSocket data frames (RFC 6455 section 5.2).
+"""Server-to-client WebSocket frames (RFC 6455 section 5.2).
 
 Server frames are never masked, so one frame serves every subscriber of a
-message: it is built once per publish instead of once per delivery. Control
-frames (ping, pong, close) go through wsproto, which tracks the close handshake.
+message: it is built once per publish instead of once per delivery.
 """
 
 import struct
 
 _FIN_TEXT = 0x81
+_FIN_CLOSE = 0x88
+_FIN_PING = 0x89
+_FIN_PONG = 0x8A
+_NO_STATUS = 1005
+# Codes that say something about this end's connection only, never sent in a close frame.
+_LOCAL_ONLY = (1005, 1006, 1015)
+_MAX_CLOSE_REASON = 123  # a control frame's 125 bytes, less the code
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -26,3 +32,31 @@ def frame_payload(frame: bytes) -> bytes:
     """The payload of a frame made by `text_frame`."""
     length = frame[1]
     return frame[2 + (2 if length == 126 else 8 if length == 127 else 0) :]
+
+
+def _control_frame(first: int, payload: bytes) -> bytes:
+    assert len(payload) <= 125, "control frames carry at most 125 bytes"
+    return bytes((first, len(payload))) + payload
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    """A close frame; a reason too long for it is cut at a character boundary.
+
+    NO_STATUS (1005: the peer's close had no code) is answered with no code at all.
+    """
+    if code == _NO_STATUS:
+        return _control_frame(_FIN_CLOSE, b"")
+    if code in _LOCAL_ONLY:
+        code = 1000
+    encoded = reason.encode()
+    if len(encoded) > _MAX_CLOSE_REASON:
+        encoded = encoded[:_MAX_CLOSE_REASON].decode(errors="ignore").encode()
+    return _control_frame(_FIN_CLOSE, struct.pack("!H", code) + encoded)
+
+
+def ping_frame(payload: bytes) -> bytes:
+    return _control_frame(_FIN_PING, payload)
+
+
+def pong_frame(payload: bytes) -> bytes:
+    return _control_frame(_FIN_PONG, payload)

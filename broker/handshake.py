@@ -1,6 +1,7 @@
 """The HTTP side of a WebSocket connection: read the upgrade request, refuse or accept it."""
 
 import http
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
@@ -16,6 +17,8 @@ RECEIVE_SIZE = 16_384
 # The upgrade request's size at most, headers included (nginx's default header buffer).
 # Below h11's own 16 KiB limit, which would only say 400.
 MAX_REQUEST_SIZE = 8_192
+# Where h11 sees a request's head end (it takes bare LF line endings too).
+_END_OF_HEAD = re.compile(rb"\n\r?\n")
 
 
 @attrs.frozen
@@ -67,13 +70,25 @@ def _is_plain_get(request: bytes) -> bool:
     return not upgrade and b"upgrade" not in connection.lower()
 
 
-async def receive_request(stream: trio.abc.ReceiveStream, ws: WSConnection) -> Request | None:
+@attrs.frozen
+class Received:
+    request: Request
+    after: bytes  # what the client sent after the request: its first frames
+
+
+def _after_head(received: bytes) -> bytes:
+    """What follows the request's head (which ends with an empty line)."""
+    end = _END_OF_HEAD.search(received)
+    return received[end.end() :] if end is not None else b""
+
+
+async def receive_request(stream: trio.abc.ReceiveStream, ws: WSConnection) -> Received | None:
     """The client's upgrade request, or None if it hung up first."""
     received = b""
     while True:
         for event in ws.events():
             if isinstance(event, Request):
-                return event
+                return Received(event, _after_head(received))
         data = await stream.receive_some(RECEIVE_SIZE)
         if not data:
             return None

@@ -12,7 +12,6 @@ from typing import Protocol
 import attrs
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import Connection
 
 from . import handshake, http_server, tls
 from .admin_api import AdminApi
@@ -57,7 +56,7 @@ class ListenError(OSError):
 @attrs.frozen
 class _Accepted:
     identity: Identity
-    ws: Connection
+    received: bytes  # the client's first frames, sent with its request
     remote: str  # for logs
     remote_address: str  # for plugins: the client's, as a trusted proxy forwarded it
     address: str | None  # the key it was admitted under, when a trusted proxy forwarded it
@@ -400,20 +399,21 @@ class Broker:
     ) -> _Accepted | None:
         """The client once it is accepted (and holds a slot).
 
-        Only wsproto's frame layer is kept: the handshake's state (an h11 parser and
-        its buffers) would otherwise stay for the whole life of the connection. From a
+        Nothing of wsproto is kept: the handshake's state (an h11 parser and its
+        buffers) would otherwise stay for the whole life of the connection. From a
         trusted ``proxy``, the client's address comes from the request, and the
         per-address limits are checked here, on that address.
         """
         ws = WSConnection(ConnectionType.SERVER)
         try:
-            request = await handshake.receive_request(stream, ws)
+            received = await handshake.receive_request(stream, ws)
         except HandshakeFailed as failure:
             log.debug("bad handshake from %s: %s", remote, failure.refusal.reason)
             await self._refuse(stream, failure.refusal)
             return None
-        if request is None:
+        if received is None:
             return None
+        request = received.request
         view = handshake.plugin_view(request, remote)
         address = None
         if proxy is not None:
@@ -428,9 +428,9 @@ class Broker:
                 return None
         accepted = None
         try:
-            outcome = await self._decide(stream, ws, view, config, remote)
-            if outcome is not None:
-                accepted = _Accepted(outcome[0], outcome[1], remote, view.remote_address, address)
+            identity = await self._decide(stream, ws, view, config, remote)
+            if identity is not None:
+                accepted = _Accepted(identity, received.after, remote, view.remote_address, address)
             return accepted
         finally:
             if accepted is None and address is not None:
@@ -458,8 +458,8 @@ class Broker:
         view: HandshakeRequest,
         config: Config,
         remote: str,
-    ) -> tuple[Identity, Connection] | None:
-        """Refuse or accept the request; the identity and frame layer if accepted."""
+    ) -> Identity | None:
+        """Refuse or accept the request; the identity if accepted."""
         outcome = (
             self._refusal(view.path, config)
             or self._origin_refusal(view, config)
@@ -478,8 +478,7 @@ class Broker:
         except BaseException:
             self._slots_taken -= 1
             raise
-        assert ws.connection is not None
-        return outcome, ws.connection
+        return outcome
 
     async def _handshake_in_time(
         self, stream: trio.abc.Stream, config: Config, remote: str, proxy: IPAddress | None
@@ -522,7 +521,7 @@ class Broker:
             config = self.config
             connection = ClientConnection(
                 client,
-                accepted.ws,
+                accepted.received,
                 client_id=secrets.token_urlsafe(12),
                 remote=remote,
                 remote_address=accepted.remote_address,

@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import protocol
-from ..messages import Received
+from ..frame_reader import Received
 from ..pipeline import PluginFailure
 from ..plugin import Refuse
 from ..protocol import ErrorCode, ProtocolError
