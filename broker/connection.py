@@ -392,13 +392,8 @@ class ClientConnection:
             self.stats.slow_consumer_disconnects += 1
             self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
 
-    @asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
-        self._held_by_backpressure = True
-        try:
-            yield
-        finally:
-            self._held_by_backpressure = False
+    def held(self) -> "_Held":
+        return _Held(self)
 
     @asynccontextmanager
     async def catching_up(self) -> AsyncIterator[CatchUp]:
@@ -443,3 +438,22 @@ class ClientConnection:
             self._expiry.cancel()
             self._expiry = None
         self._schedule_expiry(trio.current_time())
+
+
+class _Held:
+    """Meanwhile the heartbeat knows the client is held up (by backpressure), not gone.
+
+    A class, not an ``asynccontextmanager``: it is entered for every publish, and a
+    generator-based one costs an async generator (and its hooks) each time.
+    """
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self._connection = connection
+
+    async def __aenter__(self) -> None:
+        self._connection._held_by_backpressure = True
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._connection._held_by_backpressure = False

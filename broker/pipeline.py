@@ -60,6 +60,10 @@ class Pipeline:
         self._disconnect_listeners = having("on_disconnect")
 
     @property
+    def authorizes_publishes(self) -> bool:
+        return bool(self._publish_authorizers)
+
+    @property
     def filters_deliveries(self) -> bool:
         return bool(self._delivery_filters)
 

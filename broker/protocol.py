@@ -6,7 +6,7 @@ Pure functions and plain classes; nothing here touches a socket.
 import enum
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -129,6 +129,9 @@ _decoder = json.JSONDecoder(
 )
 
 
+_scan_once: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
+
+
 def _depth(value: Any) -> int:
     """How deeply arrays and objects nest in a decoded value (a scalar is 0)."""
     deepest = 0
@@ -147,20 +150,30 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def decode_json(text: str) -> Any:
-    """JSON as clients may send it (no NaN, no duplicate keys, bounded nesting)."""
-    too_deep = ProtocolError(
+def _too_deep() -> ProtocolError:
+    return ProtocolError(
         ErrorCode.BAD_REQUEST, f"JSON nests arrays and objects more than {MAX_JSON_DEPTH} deep"
     )
+
+
+def decode_json(text: str) -> Any:
+    """JSON as clients may send it (no NaN, no duplicate keys, bounded nesting)."""
     try:
-        value = _decoder.decode(text)
+        # The scanner alone first: JSONDecoder.decode's whitespace handling around it
+        # costs as much again, and requests rarely have any.
+        try:
+            value, end = _scan_once(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):
+            value = _decoder.decode(text)  # or its error, which says where
     except ValueError as exc:  # includes JSONDecodeError and int digit limits
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"not valid JSON: {exc}") from None
     except RecursionError:
-        raise too_deep from None
+        raise _too_deep() from None
     # Fewer brackets than the limit cannot nest deeper: the walk is for the rare rest.
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
-        raise too_deep
+        raise _too_deep()
     return value
 
 
@@ -185,6 +198,8 @@ def _refuse_unknown_fields(
     where: str,
     request_id: RequestId | None = None,
 ) -> None:
+    if obj.keys() <= allowed:
+        return
     unknown = obj.keys() - allowed
     if unknown:
         names = ", ".join(repr(name[:40]) for name in sorted(unknown)[:5])
@@ -256,6 +271,7 @@ def parse_publish(obj: Any, where: str = "the body") -> Publish:
 # Made once: json.dumps with any non-default option builds a new encoder per call.
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _ascii_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def encode_json(obj: dict[str, Any]) -> bytes:
@@ -298,18 +314,24 @@ def encode_message(
 ) -> bytes:
     """A delivery; ``meta`` adds envelope fields set by plugins (never op, topic, data,
     pos); ``pos`` is its position, on topics with history."""
-    message = (
-        {**meta, "op": "message", "topic": topic, "data": data}
-        if meta
-        else {
-            "op": "message",
-            "topic": topic,
-            "data": data,
-        }
-    )
-    if pos is not None:
-        message["pos"] = pos
-    return encode_json(message)
+    if meta:
+        message = {**meta, "op": "message", "topic": topic, "data": data}
+        if pos is not None:
+            message["pos"] = pos
+        return encode_json(message)
+    # Once per publish: assembled around the data rather than encoded as a dict, which
+    # costs the json module a new encoder object each time.
+    try:
+        encoded = _encode_string(data) if type(data) is str else _encoder.encode(data)
+        tail = "}" if pos is None else ',"pos":' + _encode_string(pos) + "}"
+        return (
+            '{"op":"message","topic":' + _encode_string(topic) + ',"data":' + encoded + tail
+        ).encode()
+    except UnicodeEncodeError:  # lone surrogates: escaped, as encode_json does
+        message = {"op": "message", "topic": topic, "data": data}
+        if pos is not None:
+            message["pos"] = pos
+        return _ascii_encoder.encode(message).encode()
 
 
 def encode_message_around_pos(

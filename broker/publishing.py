@@ -58,11 +58,12 @@ async def publish(
     subscribers' queues are full (backpressure).
     """
     check_publish_topic(topic, max_topic_length)
-    publication = await pipeline.authorize_publish(
-        client, Publication(topic, data), max_topic_length
-    )
-    if publication is None:
-        return None  # dropped by a plugin: acked, not delivered
+    publication = Publication(topic, data)
+    if pipeline.authorizes_publishes:
+        authorized = await pipeline.authorize_publish(client, publication, max_topic_length)
+        if authorized is None:
+            return None  # dropped by a plugin: acked, not delivered
+        publication = authorized
     accepts = None
     if pipeline.filters_deliveries:
         chosen = publication

@@ -40,6 +40,18 @@ def _check_common(name: str, max_bytes: int) -> list[str]:
 
 def check_topic(topic: str, max_bytes: int) -> None:
     """Validate a concrete topic, as used for publishing."""
+    if (  # the common case, checked once per publish without building a list of levels
+        type(topic) is str
+        and topic.isascii()
+        and 0 < len(topic) <= max_bytes
+        and topic[0] != SEPARATOR
+        and topic[-1] != SEPARATOR
+        and "//" not in topic
+        and "\x00" not in topic
+        and SINGLE_LEVEL not in topic
+        and MULTI_LEVEL not in topic
+    ):
+        return
     _check_common(topic, max_bytes)
     if SINGLE_LEVEL in topic or MULTI_LEVEL in topic:
         raise TopicError("wildcards '+' and '#' are not allowed in a publish topic")
