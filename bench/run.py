@@ -54,6 +54,7 @@ HISTORY = "trio-broker, history on every topic"
 REDIS = "trio-broker, redis engine"  # one node, its publisher and subscribers through Redis
 CROSS_NODE = "trio-broker, redis engine, 2 nodes"  # publisher on A, subscribers on A and B
 WORKERS = "trio-broker, redis engine, workers = 2"  # one node, two processes on the port
+SAMPLE = "trio-broker, sample config"  # etc/trio-broker.toml (acl, limits, topics) on port 0
 CLUSTER = '[cluster]\nengine = "redis"\nredis_url = "unix://{redis}"\n'
 VARIANTS = {
     SCRAPED: "[admin]\nenabled = true\nport = 0\n",
@@ -88,6 +89,22 @@ SCENARIOS: list[dict[str, Any]] = [
         "topics": 10000,
     },
     {"name": "idle, 10k connections", "mode": "idle", "subscribers": 10000},
+    {
+        # Near the machine's limit of 20,000 open files per process.
+        "name": "idle, 19k connections",
+        "mode": "idle",
+        "subscribers": 19000,
+        "brokers": ("trio-broker", "node ws"),
+    },
+    {
+        # Everyone reconnects at once (after a deploy): connect, welcome, subscribe, ack.
+        "name": "reconnect storm, 10k clients",
+        "mode": "storm",
+        "subscribers": 10000,
+        "inflight": 500,
+        "addresses": 200,
+        "brokers": (SAMPLE, "node ws"),
+    },
     {
         # Counting must cost nothing on the hot path: the same broker, admin off and on.
         "name": "saturation, S=100, metrics",
@@ -229,7 +246,7 @@ class Broker:
         assert self.process.stdout is not None
         deadline = time.monotonic() + 20
         for line in self.process.stdout:
-            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            found = re.search(r"(?<!admin )listening on 127\.0\.0\.1:(\d+)", line)
             if found:
                 self.port = int(found.group(1))
                 break
@@ -308,6 +325,8 @@ def run_load(
         elif "error" in message:
             raise RuntimeError(f"load generator: {message['error']}")
     loadgen.wait(60)
+    if result.get("storm_seconds"):
+        result["cpu_us_per_connection"] = 1e6 * result["cpu_seconds"] / result["connections"]
     if not idle and result.get("deliveries_per_s"):
         delivered = result["deliveries_per_s"] * result["window"]
         result["cpu_us_per_delivery"] = 1e6 * result["cpu_seconds"] / delivered
@@ -330,6 +349,8 @@ METRICS = [
     ("lost", "lost", "{:.0f}"),
     ("reordered", "reordered", "{:.0f}"),
     ("rss_per_connection_kib", "RSS KiB/conn", "{:.1f}"),
+    ("storm_seconds", "all subscribed, s", "{:.2f}"),
+    ("cpu_us_per_connection", "broker CPU µs/client", "{:.0f}"),
 ]
 
 
@@ -372,6 +393,9 @@ def main() -> None:
             configs[name] = Path(tmp) / f"bench-{index}.toml"
             text = TRIO_BROKER_CONFIG.format(server=SERVER_VARIANTS.get(name, "")) + extra
             configs[name].write_text(text.format(redis=redis_socket))
+        configs[SAMPLE] = Path(tmp) / "sample.toml"
+        sample = (ROOT / "etc" / "trio-broker.toml").read_text()
+        configs[SAMPLE].write_text(re.sub(r"(?m)^port = 808[01]$", "port = 0", sample))
         commands = broker_commands(configs)
         if args.brokers:
             commands = {k: v for k, v in commands.items() if k in args.brokers.split(";")}

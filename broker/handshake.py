@@ -7,9 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import h11
 import trio
-from wsproto import WSConnection
-from wsproto.events import AcceptConnection, Request
-from wsproto.utilities import RemoteProtocolError
+from wsproto.utilities import generate_accept_token
 
 from .plugin import HandshakeRequest
 
@@ -17,6 +15,7 @@ RECEIVE_SIZE = 16_384
 # The upgrade request's size at most, headers included (nginx's default header buffer).
 # Below h11's own 16 KiB limit, which would only say 400.
 MAX_REQUEST_SIZE = 8_192
+_VERSION_13 = (("Sec-WebSocket-Version", "13"),)
 # Where h11 sees a request's head end (it takes bare LF line endings too).
 _END_OF_HEAD = re.compile(rb"\n\r?\n")
 
@@ -34,7 +33,103 @@ class HandshakeFailed(Exception):
         self.refusal = refusal
 
 
-def plugin_view(request: Request, remote: str) -> HandshakeRequest:
+# A browser's address bar or curl, not a WebSocket client: say what the endpoint is.
+NOT_WEBSOCKET = Refusal(
+    426,
+    "this is a WebSocket endpoint: connect with a WebSocket client, for example "
+    'new WebSocket("ws://HOST:PORT/ws") in a browser\'s JavaScript',
+    (("Upgrade", "websocket"),),
+)
+
+
+@attrs.frozen
+class UpgradeRequest:
+    """An upgrade request that RFC 6455 section 4.2.1 accepts."""
+
+    target: str
+    host: str
+    key: bytes  # Sec-WebSocket-Key
+    # Its other headers (names lowercase), but Host and the extension and subprotocol
+    # offers, which the broker declines.
+    extra_headers: tuple[tuple[bytes, bytes], ...]
+
+
+@attrs.frozen
+class Received:
+    request: UpgradeRequest
+    after: bytes  # what the client sent after the request: its first frames
+
+
+def _after_head(received: bytes) -> bytes:
+    """What follows the request's head (which ends with an empty line)."""
+    end = _END_OF_HEAD.search(received)
+    return received[end.end() :] if end is not None else b""
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [token.strip().lower() for token in value.split(b",")]
+
+
+def _is_plain_get(event: h11.Request) -> bool:
+    """Whether ``event`` is a GET that asks for no upgrade at all."""
+    if event.method != b"GET":
+        return False
+    connection = b",".join(value for name, value in event.headers if name == b"connection")
+    upgrade = any(name == b"upgrade" for name, _ in event.headers)
+    return not upgrade and b"upgrade" not in connection.lower()
+
+
+def _bad(
+    reason: str, status: int = 400, headers: tuple[tuple[str, str], ...] = ()
+) -> HandshakeFailed:
+    return HandshakeFailed(Refusal(status, reason, headers))
+
+
+def check_upgrade(event: h11.Request) -> UpgradeRequest:
+    """The request if it is a WebSocket upgrade (checked as wsproto checks it, with its
+    answers); HandshakeFailed saying what is missing otherwise."""
+    if _is_plain_get(event):
+        raise HandshakeFailed(NOT_WEBSOCKET)
+    if event.method != b"GET":
+        raise _bad("Request method must be GET")
+    connection: list[bytes] = []
+    host = key = version = None
+    upgrade = b""
+    extra: list[tuple[bytes, bytes]] = []
+    for name, value in event.headers:  # h11 gives names in lowercase
+        if name == b"host":
+            host = value
+            continue
+        if name in (b"sec-websocket-extensions", b"sec-websocket-protocol"):
+            continue
+        if name == b"connection":
+            connection += _tokens(value)
+        elif name == b"sec-websocket-key":
+            key = value
+        elif name == b"sec-websocket-version":
+            version = value
+        elif name == b"upgrade":
+            upgrade = value
+        extra.append((bytes(name), bytes(value)))
+    if b"upgrade" not in connection:
+        raise _bad("Missing header, 'Connection: Upgrade'")
+    if version != b"13":
+        status = 426 if version else 400
+        raise _bad("Missing header, 'Sec-WebSocket-Version'", status, _VERSION_13)
+    if key is None:
+        raise _bad("Missing header, 'Sec-WebSocket-Key'")
+    if upgrade.lower() != b"websocket":
+        raise _bad("Missing header, 'Upgrade: websocket'")
+    if host is None:
+        raise _bad("Missing header, 'Host'")
+    try:
+        target, host_name = event.target.decode("ascii"), host.decode("idna")
+    except UnicodeError as exc:
+        raise _bad(f"malformed request: {exc}") from None
+    return UpgradeRequest(target, host_name, bytes(key), tuple(extra))
+
+
+def plugin_view(request: UpgradeRequest, remote: str) -> HandshakeRequest:
     """The upgrade request as plugins see it."""
     target = urlsplit(request.target)
     query = {key: tuple(values) for key, values in parse_qs(target.query).items()}
@@ -46,49 +141,11 @@ def plugin_view(request: Request, remote: str) -> HandshakeRequest:
     return HandshakeRequest(target.path, query, tuple(headers), remote)
 
 
-# A browser's address bar or curl, not a WebSocket client: say what the endpoint is.
-NOT_WEBSOCKET = Refusal(
-    426,
-    "this is a WebSocket endpoint: connect with a WebSocket client, for example "
-    'new WebSocket("ws://HOST:PORT/ws") in a browser\'s JavaScript',
-    (("Upgrade", "websocket"),),
-)
-
-
-def _is_plain_get(request: bytes) -> bool:
-    """Whether the head of ``request`` is a GET that asks for no upgrade at all."""
-    parser = h11.Connection(h11.SERVER)
-    parser.receive_data(request)
-    try:
-        event = parser.next_event()
-    except h11.RemoteProtocolError:
-        return False
-    if not isinstance(event, h11.Request) or event.method != b"GET":
-        return False
-    connection = b",".join(value for name, value in event.headers if name == b"connection")
-    upgrade = any(name == b"upgrade" for name, _ in event.headers)
-    return not upgrade and b"upgrade" not in connection.lower()
-
-
-@attrs.frozen
-class Received:
-    request: Request
-    after: bytes  # what the client sent after the request: its first frames
-
-
-def _after_head(received: bytes) -> bytes:
-    """What follows the request's head (which ends with an empty line)."""
-    end = _END_OF_HEAD.search(received)
-    return received[end.end() :] if end is not None else b""
-
-
-async def receive_request(stream: trio.abc.ReceiveStream, ws: WSConnection) -> Received | None:
+async def receive_request(stream: trio.abc.ReceiveStream) -> Received | None:
     """The client's upgrade request, or None if it hung up first."""
+    parser = h11.Connection(h11.SERVER)
     received = b""
     while True:
-        for event in ws.events():
-            if isinstance(event, Request):
-                return Received(event, _after_head(received))
         data = await stream.receive_some(RECEIVE_SIZE)
         if not data:
             return None
@@ -96,20 +153,13 @@ async def receive_request(stream: trio.abc.ReceiveStream, ws: WSConnection) -> R
         if len(received) > MAX_REQUEST_SIZE:
             reason = f"request headers larger than {MAX_REQUEST_SIZE} bytes"
             raise HandshakeFailed(Refusal(431, reason))
+        parser.receive_data(bytes(data))
         try:
-            ws.receive_data(bytes(data))
-        except RemoteProtocolError as exc:
-            if _is_plain_get(received):
-                raise HandshakeFailed(NOT_WEBSOCKET) from None
-            hint = exc.event_hint
-            status = getattr(hint, "status_code", 400)
-            headers = tuple(
-                (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
-                for name, value in getattr(hint, "headers", ())
-            )
-            raise HandshakeFailed(Refusal(status, str(exc), headers)) from None
-        except (UnicodeError, ValueError) as exc:
-            raise HandshakeFailed(Refusal(400, f"malformed request: {exc}")) from None
+            event = parser.next_event()
+        except h11.RemoteProtocolError:
+            raise _bad("Bad HTTP message") from None
+        if isinstance(event, h11.Request):
+            return Received(check_upgrade(event), _after_head(received))
 
 
 def http_error(refusal: Refusal) -> bytes:
@@ -130,5 +180,14 @@ async def refuse(stream: trio.abc.SendStream, refusal: Refusal) -> None:
     await stream.send_all(http_error(refusal))
 
 
-async def accept(stream: trio.abc.SendStream, ws: WSConnection) -> None:
-    await stream.send_all(ws.send(AcceptConnection()))
+def accept_response(request: UpgradeRequest) -> bytes:
+    """The 101 answer (no extension, no subprotocol)."""
+    key = request.key
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + generate_accept_token(key) + b"\r\n\r\n"
+    )
+
+
+async def accept(stream: trio.abc.SendStream, request: UpgradeRequest) -> None:
+    await stream.send_all(accept_response(request))

@@ -3,7 +3,6 @@
 import contextlib
 import errno
 import logging
-import secrets
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,12 +10,12 @@ from typing import Protocol
 
 import attrs
 import trio
-from wsproto import ConnectionType, WSConnection
 
 from . import handshake, http_server, tls
 from .admin_api import AdminApi
 from .admission import AddressLimits, address_key
 from .api_keys import load_api_keys
+from .client_ids import ClientIds
 from .config import Config
 from .connection import ClientConnection, CloseCode
 from .engine import Engine
@@ -156,6 +155,7 @@ class Broker:
         self._lame_duck = False
         self.flusher = Flusher()
         self.timers = Timers()
+        self._client_ids = ClientIds()
         self.engine: Engine = (
             RedisEngine(config, self.stats, lambda: self.pipeline)
             if config.cluster.engine == "redis"
@@ -404,9 +404,8 @@ class Broker:
         trusted ``proxy``, the client's address comes from the request, and the
         per-address limits are checked here, on that address.
         """
-        ws = WSConnection(ConnectionType.SERVER)
         try:
-            received = await handshake.receive_request(stream, ws)
+            received = await handshake.receive_request(stream)
         except HandshakeFailed as failure:
             log.debug("bad handshake from %s: %s", remote, failure.refusal.reason)
             await self._refuse(stream, failure.refusal)
@@ -428,7 +427,7 @@ class Broker:
                 return None
         accepted = None
         try:
-            identity = await self._decide(stream, ws, view, config, remote)
+            identity = await self._decide(stream, request, view, config, remote)
             if identity is not None:
                 accepted = _Accepted(identity, received.after, remote, view.remote_address, address)
             return accepted
@@ -454,7 +453,7 @@ class Broker:
     async def _decide(
         self,
         stream: trio.abc.Stream,
-        ws: WSConnection,
+        request: handshake.UpgradeRequest,
         view: HandshakeRequest,
         config: Config,
         remote: str,
@@ -474,7 +473,7 @@ class Broker:
             return None
         self._slots_taken += 1
         try:
-            await handshake.accept(stream, ws)
+            await handshake.accept(stream, request)
         except BaseException:
             self._slots_taken -= 1
             raise
@@ -522,7 +521,7 @@ class Broker:
             connection = ClientConnection(
                 client,
                 accepted.received,
-                client_id=secrets.token_urlsafe(12),
+                client_id=self._client_ids.next(),
                 remote=remote,
                 remote_address=accepted.remote_address,
                 identity=accepted.identity,
@@ -576,7 +575,7 @@ class Broker:
         broken = (trio.BrokenResourceError, trio.ClosedResourceError)
         with trio.move_on_after(timeout), contextlib.suppress(*broken):
             with contextlib.suppress(HandshakeFailed):
-                await handshake.receive_request(stream, WSConnection(ConnectionType.SERVER))
+                await handshake.receive_request(stream)
             await handshake.refuse(stream, refusal)
 
 

@@ -7,7 +7,9 @@
 //   --url may list several brokers (comma-separated): subscriber i connects to the
 //   (i mod n)th, the publisher to --publish-url (default: the first).
 //   modes: saturate (keep --inflight deliveries outstanding), rate (--rate deliveries/s),
-//          idle (open --subscribers connections, print {"event":"ready"}, wait for stdin EOF)
+//          idle (open --subscribers connections, print {"event":"ready"}, wait for stdin EOF),
+//          storm (--subscribers clients connect and subscribe, --inflight at a time, from
+//          --addresses source addresses 127.0.0.2...: how long until all are subscribed)
 "use strict";
 const WebSocket = require("ws");
 
@@ -32,9 +34,9 @@ const drainLimit = 10000;
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const now = () => performance.now(); // ms, sub-µs resolution, same clock in every socket
 
-function open(url) {
+function open(url, localAddress = undefined) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false, skipUTF8Validation: true });
+    const ws = new WebSocket(url, { perMessageDeflate: false, skipUTF8Validation: true, localAddress });
     ws.once("message", () => resolve(ws)); // the welcome
     ws.once("error", reject);
   });
@@ -67,6 +69,30 @@ async function idle() {
   emit({ event: "ready", connections: sockets.length });
   process.stdin.resume();
   process.stdin.on("end", () => { for (const ws of sockets) ws.terminate(); process.exit(0); });
+}
+
+async function storm() {
+  const addresses = +(args.addresses ?? 200);
+  const concurrency = +(args.inflight ?? 500);
+  const sockets = [];
+  let next = 0;
+  const source = (i) => { const n = 2 + (i % addresses); return `127.0.${n >> 8}.${n & 255}`; };
+  const client = async () => {
+    while (next < subscriberCount) {
+      const i = next++;
+      const ws = await open(urls[i % urls.length], source(i));
+      await request(ws, { op: "subscribe", topic: `storm/${i}`, id: 1 });
+      sockets.push(ws);
+    }
+  };
+  emit({ event: "start" });
+  const began = now();
+  await Promise.all(Array.from({ length: concurrency }, client));
+  const seconds = (now() - began) / 1000;
+  emit({ event: "end" });
+  emit({ result: { storm_seconds: seconds, connections: sockets.length } });
+  for (const ws of sockets) ws.terminate();
+  process.exit(0);
 }
 
 async function load() {
@@ -183,7 +209,7 @@ async function load() {
   process.exit(0);
 }
 
-(mode === "idle" ? idle() : load()).catch((error) => {
+({ idle, storm }[mode] ?? load)().catch((error) => {
   emit({ error: String(error) });
   process.exit(1);
 });
