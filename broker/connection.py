@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
-from . import protocol
 from .config import LimitsConfig, ServerConfig
 from .engine import Engine
 from .flusher import Flusher
@@ -163,10 +162,6 @@ class ClientConnection:
                 try:
                     if self.outbox.writer_running:  # asked for before the nursery was there
                         nursery.start_soon(self._write_loop)
-                    welcome = protocol.encode_welcome(
-                        self.client_id, self.server_name, self.client.identity.expires_at
-                    )
-                    self.outbox.offer(text_frame(welcome))
                     await pipeline.on_connect(self.client)
                     self._start_timers()
                     await self._read_loop()

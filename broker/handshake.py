@@ -187,7 +187,3 @@ def accept_response(request: UpgradeRequest) -> bytes:
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: " + generate_accept_token(key) + b"\r\n\r\n"
     )
-
-
-async def accept(stream: trio.abc.SendStream, request: UpgradeRequest) -> None:
-    await stream.send_all(accept_response(request))

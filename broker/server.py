@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from typing import Protocol
 import attrs
 import trio
 
-from . import handshake, http_server, tls
+from . import handshake, http_server, protocol, tls
 from .admin_api import AdminApi
 from .admission import AddressLimits, address_key
 from .api_keys import load_api_keys
@@ -21,6 +22,7 @@ from .connection import ClientConnection, CloseCode
 from .engine import Engine
 from .flusher import Flusher
 from .forwarding import IPAddress, TrustedProxies, client_address, parse_address
+from .frames import text_frame
 from .handshake import HandshakeFailed, Refusal
 from .http_server import HttpLimits
 from .memory_engine import MemoryEngine
@@ -55,6 +57,8 @@ class ListenError(OSError):
 @attrs.frozen
 class _Accepted:
     identity: Identity
+    client_id: str
+    response: bytes  # the 101 and the welcome, to send in one write
     received: bytes  # the client's first frames, sent with its request
     remote: str  # for logs
     remote_address: str  # for plugins: the client's, as a trusted proxy forwarded it
@@ -427,9 +431,9 @@ class Broker:
                 return None
         accepted = None
         try:
-            identity = await self._decide(stream, request, view, config, remote)
-            if identity is not None:
-                accepted = _Accepted(identity, received.after, remote, view.remote_address, address)
+            decided = await self._decide(stream, request, view, config, remote)
+            if decided is not None:
+                accepted = _Accepted(*decided, received.after, remote, view.remote_address, address)
             return accepted
         finally:
             if accepted is None and address is not None:
@@ -457,8 +461,9 @@ class Broker:
         view: HandshakeRequest,
         config: Config,
         remote: str,
-    ) -> Identity | None:
-        """Refuse or accept the request; the identity if accepted."""
+    ) -> tuple[Identity, str, bytes] | None:
+        """Refuse or accept the request; if accepted (a slot taken), the identity, the
+        client id and the response to send: the 101 and the welcome."""
         outcome = (
             self._refusal(view.path, config)
             or self._origin_refusal(view, config)
@@ -472,12 +477,9 @@ class Broker:
             await self._refuse(stream, outcome)
             return None
         self._slots_taken += 1
-        try:
-            await handshake.accept(stream, request)
-        except BaseException:
-            self._slots_taken -= 1
-            raise
-        return outcome
+        client_id = self._client_ids.next()
+        welcome = protocol.encode_welcome(client_id, SERVER_NAME, outcome.expires_at)
+        return outcome, client_id, handshake.accept_response(request) + text_frame(welcome)
 
     async def _handshake_in_time(
         self, stream: trio.abc.Stream, config: Config, remote: str, proxy: IPAddress | None
@@ -521,7 +523,7 @@ class Broker:
             connection = ClientConnection(
                 client,
                 accepted.received,
-                client_id=self._client_ids.next(),
+                client_id=accepted.client_id,
                 remote=remote,
                 remote_address=accepted.remote_address,
                 identity=accepted.identity,
@@ -534,10 +536,12 @@ class Broker:
                 flusher=self.flusher,
                 stats=self.stats,
             )
-            del accepted  # this frame lives as long as the connection: nothing spare in it
+            # Counted before the client hears it is welcome.
             self._connections.add(connection)
             log.debug("client %s connected from %s", connection.client_id, remote)
             try:
+                await _send_at_once(client, accepted.response, config.server.handshake_timeout)
+                del accepted  # this frame lives as long as the connection: nothing spare in it
                 if self._stopping:
                     connection.close(CloseCode.GOING_AWAY, "server shutdown")
                 await connection.run()
@@ -577,6 +581,22 @@ class Broker:
             with contextlib.suppress(HandshakeFailed):
                 await handshake.receive_request(stream)
             await handshake.refuse(stream, refusal)
+
+
+async def _send_at_once(stream: trio.abc.Stream, data: bytes, timeout: float) -> None:
+    """Send a connection's first bytes: without waiting where the socket takes them all
+    (a new socket nearly always does), else within ``timeout``."""
+    if isinstance(stream, trio.SocketStream):
+        fd = stream.socket.fileno()
+        try:
+            data = data[os.write(fd, data) :] if fd >= 0 else data
+        except BlockingIOError:
+            pass
+        except OSError as error:
+            raise trio.BrokenResourceError(f"send failed: {error}") from error
+    if data:
+        with trio.fail_after(timeout):
+            await stream.send_all(data)
 
 
 @asynccontextmanager
