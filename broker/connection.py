@@ -31,6 +31,7 @@ from .ops import dispatch
 from .outbox import Outbox, chunks
 from .pipeline import Pipeline
 from .plugin import Client, Identity
+from .raw_socket import read_now
 from .stats import Stats
 from .timers import Timer, Timers
 from .token_bucket import TokenBucket
@@ -305,14 +306,7 @@ class ClientConnection:
                 # What SocketStream.receive_some does, without its three coroutine
                 # frames, which every idle connection would hold while it waits here.
                 await trio.lowlevel.checkpoint_if_cancelled()
-                try:
-                    data = os.read(socket.fileno(), RECEIVE_SIZE)
-                except BlockingIOError:
-                    # Waited for outside the except block, which would keep the
-                    # exception and its traceback alive for as long as the wait.
-                    data = None
-                except OSError as error:  # a closed socket's fileno() is -1: EBADF
-                    raise trio.BrokenResourceError(f"receive failed: {error}") from error
+                data = read_now(socket, RECEIVE_SIZE)
                 if data is None:
                     await trio.lowlevel.wait_readable(socket)
                     continue

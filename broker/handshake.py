@@ -10,6 +10,7 @@ import trio
 from wsproto.utilities import generate_accept_token
 
 from .plugin import HandshakeRequest
+from .raw_socket import receive_some
 
 RECEIVE_SIZE = 16_384
 # The upgrade request's size at most, headers included (nginx's default header buffer).
@@ -146,14 +147,14 @@ async def receive_request(stream: trio.abc.ReceiveStream) -> Received | None:
     parser = h11.Connection(h11.SERVER)
     received = b""
     while True:
-        data = await stream.receive_some(RECEIVE_SIZE)
+        data = await receive_some(stream, RECEIVE_SIZE)
         if not data:
             return None
         received += data
         if len(received) > MAX_REQUEST_SIZE:
             reason = f"request headers larger than {MAX_REQUEST_SIZE} bytes"
             raise HandshakeFailed(Refusal(431, reason))
-        parser.receive_data(bytes(data))
+        parser.receive_data(data)
         try:
             event = parser.next_event()
         except h11.RemoteProtocolError:

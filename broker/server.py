@@ -3,7 +3,6 @@
 import contextlib
 import errno
 import logging
-import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from .origins import origin_allowed
 from .pipeline import Pipeline, PluginFailure
 from .plugin import HandshakeRequest, Identity, Refuse
 from .plugin_loader import build_pipeline
+from .raw_socket import send_all_soon
 from .redis_engine import RedisEngine
 from .reuse_port import reuse_port_listeners
 from .stats import BUSIEST, Snapshot, Stats
@@ -540,7 +540,7 @@ class Broker:
             self._connections.add(connection)
             log.debug("client %s connected from %s", connection.client_id, remote)
             try:
-                await _send_at_once(client, accepted.response, config.server.handshake_timeout)
+                await send_all_soon(client, accepted.response, config.server.handshake_timeout)
                 del accepted  # this frame lives as long as the connection: nothing spare in it
                 if self._stopping:
                     connection.close(CloseCode.GOING_AWAY, "server shutdown")
@@ -581,22 +581,6 @@ class Broker:
             with contextlib.suppress(HandshakeFailed):
                 await handshake.receive_request(stream)
             await handshake.refuse(stream, refusal)
-
-
-async def _send_at_once(stream: trio.abc.Stream, data: bytes, timeout: float) -> None:
-    """Send a connection's first bytes: without waiting where the socket takes them all
-    (a new socket nearly always does), else within ``timeout``."""
-    if isinstance(stream, trio.SocketStream):
-        fd = stream.socket.fileno()
-        try:
-            data = data[os.write(fd, data) :] if fd >= 0 else data
-        except BlockingIOError:
-            pass
-        except OSError as error:
-            raise trio.BrokenResourceError(f"send failed: {error}") from error
-    if data:
-        with trio.fail_after(timeout):
-            await stream.send_all(data)
 
 
 @asynccontextmanager

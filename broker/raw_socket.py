@@ -1,0 +1,51 @@
+"""Reads and writes on a plain TCP socket without trio.SocketStream's layers.
+
+SocketStream wraps every call in context managers and coroutine frames; on the paths run
+for every connection (the handshake, each read of an idle connection) that is most of
+the cost, and an idle connection would hold those frames while it waits.
+"""
+
+import os
+
+import trio
+
+
+def read_now(socket: trio.socket.SocketType, size: int) -> bytes | None:
+    """Up to ``size`` bytes the socket holds (b"" at EOF), or None if it has none yet.
+
+    A function, not a coroutine: the caller waits (`trio.lowlevel.wait_readable`) after
+    it returned, with no exception or traceback kept alive meanwhile.
+    """
+    try:
+        return os.read(socket.fileno(), size)  # a closed socket's fileno() is -1: EBADF
+    except BlockingIOError:
+        return None
+    except OSError as error:
+        raise trio.BrokenResourceError(f"receive failed: {error}") from error
+
+
+async def receive_some(stream: trio.abc.ReceiveStream, size: int) -> bytes:
+    """``stream.receive_some(size)``, directly on the socket of a plain SocketStream."""
+    if not isinstance(stream, trio.SocketStream):
+        return bytes(await stream.receive_some(size))
+    await trio.lowlevel.checkpoint_if_cancelled()
+    while (data := read_now(stream.socket, size)) is None:
+        await trio.lowlevel.wait_readable(stream.socket)
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    return data
+
+
+async def send_all_soon(stream: trio.abc.SendStream, data: bytes, timeout: float) -> None:
+    """Send ``data``: without waiting where the socket takes it all (a new connection's
+    first bytes nearly always fit), else within ``timeout`` seconds."""
+    if isinstance(stream, trio.SocketStream):
+        fd = stream.socket.fileno()
+        try:
+            data = data[os.write(fd, data) :] if fd >= 0 else data
+        except BlockingIOError:
+            pass
+        except OSError as error:
+            raise trio.BrokenResourceError(f"send failed: {error}") from error
+    if data:
+        with trio.fail_after(timeout):
+            await stream.send_all(data)
