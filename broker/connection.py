@@ -101,6 +101,8 @@ class ClientConnection:
             self._request_flush if self._flusher is not None else None,
         )
         self.subscriptions: set[str] = set()
+        # While a replay is sent (`catching_up`): live deliveries waiting to follow it.
+        self._aside: collections.deque[bytes] | None = None
         self.close_code: int | None = None
         self._close_sent = False
         # The nursery's cancel scope is the connection's: `close` sets its deadline.
@@ -126,10 +128,23 @@ class ClientConnection:
     # The router's Subscriber interface.
 
     def offer(self, frame: bytes) -> bool:
+        if self._aside is not None:
+            return self._put_aside(frame)
         return self.outbox.offer(frame)
 
     async def deliver(self, frame: bytes) -> None:
-        await self.send_frame(frame)
+        if self._aside is not None:
+            self._put_aside(frame)
+        else:
+            await self.send_frame(frame)
+
+    def _put_aside(self, frame: bytes) -> bool:
+        assert self._aside is not None
+        if len(self._aside) >= self.limits.max_queued_messages:
+            self._slow_consumer()
+            return True  # dropped: the connection is going away
+        self._aside.append(frame)
+        return True
 
     # Life cycle.
 
@@ -389,33 +404,21 @@ class ClientConnection:
         """Live deliveries wait aside while the block sends a replay, then follow it,
         but for those the block says the replay covered (`CatchUp.covers`).
 
-        The router's `offer` and `deliver` are shadowed by instance attributes for that
-        time, so that the usual path costs nothing. The deliveries waiting aside are
-        bounded like the outbox; a client that lets more pile up is a slow consumer.
+        The deliveries waiting aside are bounded like the outbox; a client that lets more
+        pile up is a slow consumer. (They were once diverted by shadowing `offer` with an
+        instance attribute: that turned each subscribed connection's attribute dict from
+        a shared-key one into a full one, 1.5 KiB more per idle connection.)
         """
-        waiting: collections.deque[bytes] = collections.deque()
+        waiting = self._aside = collections.deque()
         catch_up = CatchUp()
-
-        def offer(frame: bytes) -> bool:
-            if len(waiting) >= self.limits.max_queued_messages:
-                self._slow_consumer()
-                return True  # dropped: the connection is going away
-            waiting.append(frame)
-            return True
-
-        async def deliver(frame: bytes) -> None:
-            offer(frame)
-
-        self.offer = offer  # type: ignore[method-assign]
-        self.deliver = deliver  # type: ignore[method-assign]
         try:
             yield catch_up
             while waiting:  # what arrives meanwhile joins the end of the line
                 frame = waiting.popleft()
                 if catch_up.covers is None or not catch_up.covers(frame):
-                    await self.send_frame(frame)
+                    await self.send_frame(frame)  # straight to the outbox, not aside
         finally:
-            del self.offer, self.deliver
+            self._aside = None
 
     def _close_after_refusal(self, code: int, reason: str) -> None:
         # Drained, so that the error explaining the close arrives first.
