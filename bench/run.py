@@ -55,6 +55,10 @@ REDIS = "trio-broker, redis engine"  # one node, its publisher and subscribers t
 CROSS_NODE = "trio-broker, redis engine, 2 nodes"  # publisher on A, subscribers on A and B
 WORKERS = "trio-broker, redis engine, workers = 2"  # one node, two processes on the port
 SAMPLE = "trio-broker, sample config"  # etc/trio-broker.toml (acl, limits, topics) on port 0
+TLS = "trio-broker, wss://"  # a certificate made for the run (trustme)
+NODE_TLS = "node ws, wss://"
+TLS_BROKERS = {TLS, NODE_TLS}
+TLS_SECTION = '\n[server.tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n'
 CLUSTER = '[cluster]\nengine = "redis"\nredis_url = "unix://{redis}"\n'
 VARIANTS = {
     SCRAPED: "[admin]\nenabled = true\nport = 0\n",
@@ -62,6 +66,7 @@ VARIANTS = {
     REDIS: CLUSTER,
     CROSS_NODE: CLUSTER,
     WORKERS: CLUSTER,
+    TLS: TLS_SECTION,
 }
 SERVER_VARIANTS = {WORKERS: "workers = 2"}
 NODES = {CROSS_NODE: 2}
@@ -87,6 +92,19 @@ SCENARIOS: list[dict[str, Any]] = [
         "mode": "saturate",
         "subscribers": 10000,
         "topics": 10000,
+    },
+    # TLS: the same fan-out over wss://, against plain ws:// in the same run.
+    {
+        "name": "wss saturation, S=100",
+        "mode": "saturate",
+        "subscribers": 100,
+        "brokers": ("trio-broker", TLS, NODE_TLS),
+    },
+    {
+        "name": "wss saturation, S=1000",
+        "mode": "saturate",
+        "subscribers": 1000,
+        "brokers": ("trio-broker", TLS, NODE_TLS),
     },
     {"name": "idle, 10k connections", "mode": "idle", "subscribers": 10000},
     {
@@ -145,11 +163,24 @@ CLUSTER_BROKERS = {REDIS, CROSS_NODE, WORKERS}
 
 def broker_commands(configs: dict[str, Path]) -> dict[str, list[str]]:
     serve = [str(VENV_BIN / "trio-broker"), "serve", "--config"]
+    node = ["node", str(BENCH / "peers" / "node_ws_broker.js")]
     return {
         **{name: [*serve, str(path)] for name, path in configs.items()},
         "naive trio-websocket": [sys.executable, str(BENCH / "peers" / "naive_trio_broker.py")],
-        "node ws": ["node", str(BENCH / "peers" / "node_ws_broker.js")],
+        "node ws": node,
+        NODE_TLS: node,
     }
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (the load generator does not check it)."""
+    import trustme
+
+    issued = trustme.CA().issue_cert("127.0.0.1")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    issued.private_key_and_cert_chain_pem.write_to_path(str(key))
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    return cert, key
 
 
 def pinned(command: list[str], cpu: int) -> list[str]:
@@ -235,14 +266,23 @@ class Scraper(threading.Thread):
 
 
 class Broker:
-    def __init__(self, command: list[str], *, scraped: bool = False) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        scraped: bool = False,
+        tls: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.process = subprocess.Popen(
             pinned(command, 0),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )
+        self.scheme = "wss" if tls else "ws"
         assert self.process.stdout is not None
         deadline = time.monotonic() + 20
         for line in self.process.stdout:
@@ -283,7 +323,7 @@ def run_load(
     """Subscribers spread over ``brokers``, the publisher on the first."""
     options = {k: v for k, v in scenario.items() if k not in ("name", "brokers")}
     options.setdefault("duration", duration)
-    urls = [f"ws://127.0.0.1:{broker.port}/ws" for broker in brokers]
+    urls = [f"{broker.scheme}://127.0.0.1:{broker.port}/ws" for broker in brokers]
     command = ["node", str(BENCH / "loadgen" / "loadgen.js"), "--url", ",".join(urls)]
     for key, value in options.items():
         command += [f"--{key}", str(value)]
@@ -389,10 +429,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         configs = {}
         redis_socket = Path(tmp) / "redis.sock"
+        cert, key = make_certificate(Path(tmp))
+        node_tls = {"TLS_CERT": str(cert), "TLS_KEY": str(key)}
         for index, (name, extra) in enumerate({"trio-broker": "", **VARIANTS}.items()):
             configs[name] = Path(tmp) / f"bench-{index}.toml"
             text = TRIO_BROKER_CONFIG.format(server=SERVER_VARIANTS.get(name, "")) + extra
-            configs[name].write_text(text.format(redis=redis_socket))
+            configs[name].write_text(text.format(redis=redis_socket, cert=cert, key=key))
         configs[SAMPLE] = Path(tmp) / "sample.toml"
         sample = (ROOT / "etc" / "trio-broker.toml").read_text()
         configs[SAMPLE].write_text(re.sub(r"(?m)^port = 808[01]$", "port = 0", sample))
@@ -417,7 +459,13 @@ def main() -> None:
                     if name not in scenario.get("brokers", DEFAULT_BROKERS):
                         continue
                     brokers = [
-                        Broker(command, scraped=name == SCRAPED) for _ in range(NODES.get(name, 1))
+                        Broker(
+                            command,
+                            scraped=name == SCRAPED,
+                            tls=name in TLS_BROKERS,
+                            env=node_tls if name == NODE_TLS else None,
+                        )
+                        for _ in range(NODES.get(name, 1))
                     ]
                     try:
                         cluster = redis if name in CLUSTER_BROKERS else None

@@ -1,8 +1,16 @@
 // Baseline: the obvious Node `ws` broker, exact topics only, speaking trio-broker's protocol.
 "use strict";
+// With TLS_CERT and TLS_KEY (PEM files) in the environment it serves wss:// instead.
+const fs = require("fs");
+const https = require("https");
 const { WebSocketServer } = require("ws");
 
-const wss = new WebSocketServer({ host: "127.0.0.1", port: 0, path: "/ws", perMessageDeflate: false });
+const tls = process.env.TLS_CERT
+  ? https.createServer({ cert: fs.readFileSync(process.env.TLS_CERT), key: fs.readFileSync(process.env.TLS_KEY) })
+  : null;
+const wss = tls
+  ? new WebSocketServer({ server: tls, path: "/ws", perMessageDeflate: false })
+  : new WebSocketServer({ host: "127.0.0.1", port: 0, path: "/ws", perMessageDeflate: false });
 const topics = new Map();
 
 wss.on("connection", (ws) => {
@@ -29,4 +37,5 @@ wss.on("connection", (ws) => {
   });
   ws.on("close", () => { for (const t of subscriptions) topics.get(t)?.delete(ws); });
 });
-wss.on("listening", () => console.log(`listening on 127.0.0.1:${wss.address().port}`));
+if (tls) tls.listen(0, "127.0.0.1", () => console.log(`listening on 127.0.0.1:${tls.address().port}`));
+else wss.on("listening", () => console.log(`listening on 127.0.0.1:${wss.address().port}`));
