@@ -5,6 +5,7 @@ does not grow with the number of unrelated subscriptions.
 """
 
 import heapq
+from collections.abc import Collection
 from typing import Generic, TypeVar
 
 from .topics import MULTI_LEVEL, SEPARATOR, SINGLE_LEVEL, has_wildcard, is_reserved
@@ -29,13 +30,21 @@ class SubscriptionIndex(Generic[S]):
     """Maps valid filters to subscribers; `match` gives each subscriber once."""
 
     def __init__(self) -> None:
-        self._exact: dict[str, set[S]] = {}
+        # A filter's one subscriber itself, or a set of several: most exact filters (a
+        # user's own topic, a device's) have one, and an empty set alone is 216 bytes.
+        self._exact: dict[str, S | set[S]] = {}
         self._root: _Node[S] = _Node()
         self._wildcards = 0
 
     def add(self, topic_filter: str, subscriber: S) -> None:
         if not has_wildcard(topic_filter):
-            self._exact.setdefault(topic_filter, set()).add(subscriber)
+            held = self._exact.get(topic_filter)
+            if held is None:
+                self._exact[topic_filter] = subscriber
+            elif type(held) is set:
+                held.add(subscriber)
+            elif held is not subscriber:
+                self._exact[topic_filter] = {held, subscriber}  # type: ignore[arg-type]
             return
         node = self._root
         levels = topic_filter.split(SEPARATOR)
@@ -49,11 +58,13 @@ class SubscriptionIndex(Generic[S]):
 
     def remove(self, topic_filter: str, subscriber: S) -> None:
         if not has_wildcard(topic_filter):
-            subscribers = self._exact.get(topic_filter)
-            if subscribers is not None:
-                subscribers.discard(subscriber)
-                if not subscribers:
-                    del self._exact[topic_filter]
+            held = self._exact.get(topic_filter)
+            if held is subscriber:
+                del self._exact[topic_filter]
+            elif type(held) is set:
+                held.discard(subscriber)
+                if len(held) == 1:
+                    self._exact[topic_filter] = next(iter(held))
             return
         levels = topic_filter.split(SEPARATOR)
         multi = levels[-1] == MULTI_LEVEL
@@ -74,11 +85,20 @@ class SubscriptionIndex(Generic[S]):
                 break
             del nodes[depth - 1].children[path[depth - 1]]
 
-    def match(self, topic: str) -> set[S]:
-        """Every subscriber with at least one filter matching the (valid) topic."""
-        result = set(self._exact.get(topic, ()))
+    def match(self, topic: str) -> Collection[S]:
+        """Every subscriber with at least one filter matching the (valid) topic, once
+        each; a collection of its own, which later subscriptions do not change."""
+        held = self._exact.get(topic)
         if not self._wildcards:
-            return result
+            if held is None:
+                return ()
+            return set(held) if type(held) is set else (held,)  # type: ignore[return-value]
+        result: set[S] = set()
+        if held is not None:
+            if type(held) is set:
+                result |= held
+            else:
+                result.add(held)  # type: ignore[arg-type]
         levels = topic.split(SEPARATOR)
         depth_end = len(levels)
         reserved = is_reserved(topic)
@@ -100,14 +120,12 @@ class SubscriptionIndex(Generic[S]):
         return result
 
     def __len__(self) -> int:
-        return self._wildcards + sum(len(s) for s in self._exact.values())
+        return self._wildcards + sum(map(_count, self._exact.values()))
 
     def busiest(self, count: int) -> list[tuple[str, int]]:
         """The ``count`` filters with the most subscribers, most first (walks everything:
         for statistics)."""
-        found = [
-            (topic_filter, len(subscribers)) for topic_filter, subscribers in self._exact.items()
-        ]
+        found = [(topic_filter, _count(held)) for topic_filter, held in self._exact.items()]
         stack: list[tuple[_Node[S], list[str]]] = [(self._root, [])]
         while stack:
             node, levels = stack.pop()
@@ -127,3 +145,7 @@ class SubscriptionIndex(Generic[S]):
             count += bool(node.exact) + bool(node.below)
             stack.extend(node.children.values())
         return count
+
+
+def _count(held: object) -> int:
+    return len(held) if type(held) is set else 1
