@@ -106,6 +106,14 @@ SCENARIOS: list[dict[str, Any]] = [
         "subscribers": 1000,
         "brokers": ("trio-broker", TLS, NODE_TLS),
     },
+    {
+        # A chat room: 1,000 members, each publishing in turn, everyone hears everything.
+        "name": "chat room, 1000 members all publishing",
+        "mode": "saturate",
+        "subscribers": 1000,
+        "members-publish": 1,
+        "brokers": ("trio-broker", "node ws"),
+    },
     {"name": "idle, 10k connections", "mode": "idle", "subscribers": 10000},
     {
         # Near the machine's limit of 20,000 open files per process.

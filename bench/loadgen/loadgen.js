@@ -8,6 +8,8 @@
 //   (i mod n)th, the publisher to --publish-url (default: the first).
 //   modes: saturate (keep --inflight deliveries outstanding), rate (--rate deliveries/s),
 //          idle (open --subscribers connections, print {"event":"ready"}, wait for stdin EOF),
+//          --members-publish 1: the subscribers publish, in turn, instead of one publisher (a
+//          chat room where everyone talks; order across senders is not checked then),
 //          storm (--subscribers clients connect and subscribe, --inflight at a time, from
 //          --addresses source addresses 127.0.0.2...: how long until all are subscribed)
 "use strict";
@@ -30,6 +32,7 @@ const duration = +(args.duration ?? 5) * 1000;
 const payloadSize = +(args.payload ?? 100);
 const inflight = +(args.inflight ?? 10000);
 const drainLimit = 10000;
+const membersPublish = args["members-publish"] === "1";
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const now = () => performance.now(); // ms, sub-µs resolution, same clock in every socket
@@ -121,7 +124,7 @@ async function load() {
       const bar = text.indexOf("|", start);
       const seq = +text.slice(start, bar);
       const sent = +text.slice(bar + 1, text.indexOf("|", bar + 1));
-      if (seq <= lastSeq[i]) reordered++;
+      if (seq <= lastSeq[i] && !membersPublish) reordered++;
       lastSeq[i] = seq;
       receivedBy[i]++;
       received++;
@@ -143,7 +146,8 @@ async function load() {
   const publish = () => {
     const topic = seq % topicCount;
     const data = `${seq}|${now().toFixed(3)}|${padding}`.slice(0, Math.max(payloadSize, 24));
-    publisher.send(`{"op":"publish","topic":"bench/${topic}","data":"${data}"}`);
+    const sender = membersPublish ? subscribers[seq % subscriberCount] : publisher;
+    sender.send(`{"op":"publish","topic":"bench/${topic}","data":"${data}"}`);
     publishedPerTopic[topic]++;
     publishedDeliveries += perTopic;
     seq++;
