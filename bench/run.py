@@ -54,6 +54,10 @@ HISTORY = "trio-broker, history on every topic"
 REDIS = "trio-broker, redis engine"  # one node, its publisher and subscribers through Redis
 CROSS_NODE = "trio-broker, redis engine, 2 nodes"  # publisher on A, subscribers on A and B
 WORKERS = "trio-broker, redis engine, workers = 2"  # one node, two processes on the port
+# Both cores for the broker (the load generator shares CPU 1): one worker, then two.
+ONE_WORKER_2CPU = "trio-broker, redis engine, workers = 1, CPUs 0-1"
+TWO_WORKERS_2CPU = "trio-broker, redis engine, workers = 2, CPUs 0-1"
+BOTH_CORES = {ONE_WORKER_2CPU, TWO_WORKERS_2CPU}
 SAMPLE = "trio-broker, sample config"  # etc/trio-broker.toml (acl, limits, topics) on port 0
 TLS = "trio-broker, wss://"  # a certificate made for the run (trustme)
 NODE_TLS = "node ws, wss://"
@@ -67,8 +71,10 @@ VARIANTS = {
     CROSS_NODE: CLUSTER,
     WORKERS: CLUSTER,
     TLS: TLS_SECTION,
+    ONE_WORKER_2CPU: CLUSTER,
+    TWO_WORKERS_2CPU: CLUSTER,
 }
-SERVER_VARIANTS = {WORKERS: "workers = 2"}
+SERVER_VARIANTS = {WORKERS: "workers = 2", TWO_WORKERS_2CPU: "workers = 2"}
 NODES = {CROSS_NODE: 2}
 SCRAPE_INTERVAL = 1.0
 # Brokers a scenario runs against, unless it names its own.
@@ -152,6 +158,14 @@ SCENARIOS: list[dict[str, Any]] = [
         "topics": 10000,
         "brokers": ("trio-broker", HISTORY),
     },
+    {
+        # Scaling with workers: the broker may use both cores (the load generator shares
+        # CPU 1; its CPU share is in the table).
+        "name": "saturation, S=1000, workers on 2 cores",
+        "mode": "saturate",
+        "subscribers": 1000,
+        "brokers": (ONE_WORKER_2CPU, TWO_WORKERS_2CPU),
+    },
     # The cluster: the same load through Redis; CPU is that of every broker process.
     {
         "name": "saturation, S=100, cluster",
@@ -166,7 +180,7 @@ SCENARIOS: list[dict[str, Any]] = [
         "brokers": ("trio-broker", REDIS, CROSS_NODE, WORKERS),
     },
 ]
-CLUSTER_BROKERS = {REDIS, CROSS_NODE, WORKERS}
+CLUSTER_BROKERS = {REDIS, CROSS_NODE, WORKERS, *BOTH_CORES}
 
 
 def broker_commands(configs: dict[str, Path]) -> dict[str, list[str]]:
@@ -191,7 +205,7 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def pinned(command: list[str], cpu: int) -> list[str]:
+def pinned(command: list[str], cpu: int | str) -> list[str]:
     return ["taskset", "-c", str(cpu), *command] if TWO_CORES else command
 
 
@@ -281,9 +295,10 @@ class Broker:
         scraped: bool = False,
         tls: bool = False,
         env: dict[str, str] | None = None,
+        cpus: int | str = 0,
     ) -> None:
         self.process = subprocess.Popen(
-            pinned(command, 0),
+            pinned(command, cpus),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -350,15 +365,18 @@ def run_load(
     )
     assert loadgen.stdout is not None and loadgen.stdin is not None
     result: dict[str, Any] = {}
-    started = cpu_start = redis_start = 0.0
+    started = cpu_start = redis_start = loadgen_start = 0.0
     for line in loadgen.stdout:
         message = json.loads(line)
         if message.get("event") == "start":
             started, cpu_start, redis_start = time.monotonic(), cpu(pids), redis_cpu()
+            loadgen_start = cpu_seconds(loadgen.pid)
         elif message.get("event") == "end":
             window = time.monotonic() - started
             result["cpu_seconds"] = cpu(pids) - cpu_start
             result["broker_cpu_percent"] = 100 * result["cpu_seconds"] / window
+            loadgen_cpu = cpu_seconds(loadgen.pid) - loadgen_start
+            result["loadgen_cpu_percent"] = 100 * loadgen_cpu / window
             result["window"] = window
             if redis is not None:
                 result["redis_cpu_seconds"] = redis_cpu() - redis_start
@@ -391,6 +409,7 @@ METRICS = [
     ("p99_us", "p99 µs", "{:,.0f}"),
     ("max_us", "max µs", "{:,.0f}"),
     ("broker_cpu_percent", "broker CPU %", "{:.0f}"),
+    ("loadgen_cpu_percent", "load generator CPU %", "{:.0f}"),
     ("cpu_us_per_delivery", "CPU µs/delivery", "{:.2f}"),
     ("deliveries_per_cpu_s", "deliveries/CPU-s", "{:,.0f}"),
     ("redis_cpu_us_per_message", "Redis CPU µs/message", "{:.1f}"),
@@ -472,6 +491,7 @@ def main() -> None:
                             scraped=name == SCRAPED,
                             tls=name in TLS_BROKERS,
                             env=node_tls if name == NODE_TLS else None,
+                            cpus="0-1" if name in BOTH_CORES else 0,
                         )
                         for _ in range(NODES.get(name, 1))
                     ]
