@@ -60,6 +60,43 @@ class CloseCode:
 
 
 class ClientConnection:
+    # Slots: more than 30 attributes would not share their keys between instances, and
+    # each connection would carry a full dict (about 1 KiB).
+    __slots__ = (
+        "_aside",
+        "_close_sent",
+        "_deadline",
+        "_expiry",
+        "_flusher",
+        "_heartbeat",
+        "_held_by_backpressure",
+        "_incoming",
+        "_last_progress",
+        "_received",
+        "_scope",
+        "_socket",
+        "_throttled",
+        "_timer",
+        "_timers",
+        "_writer_done",
+        "_writer_scope",
+        "_writer_stopped",
+        "_writers",
+        "client",
+        "client_id",
+        "close_code",
+        "engine",
+        "limits",
+        "outbox",
+        "pipeline",
+        "remote",
+        "server",
+        "server_name",
+        "stats",
+        "stream",
+        "subscriptions",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -77,6 +114,7 @@ class ClientConnection:
         timers: Timers,
         flusher: Flusher | None = None,
         stats: Stats | None = None,
+        writers: trio.Nursery,
     ) -> None:
         self.stream = stream
         self._received = received  # what came after the handshake request, unread yet
@@ -108,7 +146,14 @@ class ClientConnection:
         self.close_code: int | None = None
         self._close_sent = False
         # The nursery's cancel scope is the connection's: `close` sets its deadline.
-        self._nursery: trio.Nursery | None = None  # open while `run` runs
+        # The connection's cancel scope, while `run` runs: `close` sets its deadline.
+        self._scope: trio.CancelScope | None = None
+        # A writer task, when one runs, lives in the broker's nursery (`writers`), not in a
+        # nursery of the connection's own: an idle connection would hold that nursery
+        # (0.4 KiB) for nothing. `run` stops it before it returns.
+        self._writers = writers
+        self._writer_scope: trio.CancelScope | None = None
+        self._writer_stopped: trio.Event | None = None
         self._deadline = math.inf  # for a `close` before `run`
         self._writer_done: trio.Event | None = None  # made by `close`
         self._heartbeat: Heartbeat | None = None
@@ -161,8 +206,9 @@ class ClientConnection:
         if deadline is None:
             deadline = trio.current_time() + self.server.close_timeout
         self._deadline = min(self._deadline, deadline)
-        if self._nursery is not None:
-            self._nursery.cancel_scope.deadline = self._deadline
+        for scope in (self._scope, self._writer_scope):
+            if scope is not None:
+                scope.deadline = self._deadline
         if self.closing:
             return
         self.close_code = code
@@ -174,23 +220,20 @@ class ClientConnection:
     async def run(self) -> None:
         pipeline = self.pipeline()
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.cancel_scope.deadline = self._deadline
-                self._nursery = nursery
+            with trio.CancelScope(deadline=self._deadline) as scope:
+                self._scope = scope
                 try:
-                    if self.outbox.writer_running:  # asked for before the nursery was there
-                        nursery.start_soon(self._write_loop)
+                    if self.outbox.writer_running:  # asked for before the scope was there
+                        self._spawn_writer()
                     await pipeline.on_connect(self.client)
                     self._start_timers()
                     await self._read_loop()
                     if self._writer_done is not None:
                         await self._writer_done.wait()
-                    nursery.cancel_scope.cancel()
                 finally:
-                    # Forgotten before the nursery can close: it closes when its last
-                    # child ends, and other tasks (the flusher) run before this one
-                    # resumes; a writer they asked for then must not be started.
-                    self._nursery = None
+                    # From now on a writer asked for (by the flusher) is not started.
+                    self._scope = None
+                    await self._stop_writer()
         finally:
             for timer in (self._timer, self._expiry):
                 if timer is not None:
@@ -212,9 +255,42 @@ class ClientConnection:
         self._flusher.schedule(self)
 
     def _start_writer(self) -> None:
-        # Before `run` opens the nursery, `run` starts the writer itself.
-        if self._nursery is not None:
-            self._nursery.start_soon(self._write_loop)
+        # Before `run` opens its scope, `run` starts the writer itself.
+        if self._scope is not None:
+            self._spawn_writer()
+
+    def _spawn_writer(self) -> None:
+        self._writer_stopped = trio.Event()
+        self._writers.start_soon(self._writer)
+
+    async def _writer(self) -> None:
+        """The writer task: `_write_loop` within the connection's deadline; if the socket
+        breaks, the reader is cancelled too (the connection is over)."""
+        assert self._writer_stopped is not None
+        try:
+            with trio.CancelScope(deadline=self._deadline) as self._writer_scope:
+                await self._write_loop()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            log.debug("client %s (%s): write failed: %r", self.client_id, self.remote, error)
+            self._cancel_reader()
+        except Exception:
+            log.exception("client %s (%s): error writing", self.client_id, self.remote)
+            self._cancel_reader()
+        finally:
+            self._writer_scope = None
+            self._writer_stopped.set()
+
+    def _cancel_reader(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _stop_writer(self) -> None:
+        """Cancel a running writer and wait until it ended: the socket closes after."""
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
+        if self._writer_stopped is not None:
+            with trio.CancelScope(shield=True):
+                await self._writer_stopped.wait()
 
     def _start_timers(self) -> None:
         now = trio.current_time()

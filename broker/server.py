@@ -277,6 +277,7 @@ class Broker:
                     await listener.aclose()
                 raise
         async with trio.open_nursery() as outer:
+            self._outer = outer  # connections' writer tasks live here (see ClientConnection)
             await outer.start(self.engine.run)
             outer.start_soon(self.flusher.run)
             outer.start_soon(self.timers.run)
@@ -535,6 +536,7 @@ class Broker:
                 timers=self.timers,
                 flusher=self.flusher,
                 stats=self.stats,
+                writers=self._outer,
             )
             # Counted before the client hears it is welcome.
             self._connections.add(connection)
