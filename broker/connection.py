@@ -91,7 +91,6 @@ class ClientConnection:
         "pipeline",
         "remote",
         "server",
-        "server_name",
         "stats",
         "stream",
         "subscriptions",
@@ -110,7 +109,6 @@ class ClientConnection:
         pipeline: Callable[[], Pipeline],
         server: ServerConfig,
         limits: LimitsConfig,
-        server_name: str,
         timers: Timers,
         flusher: Flusher | None = None,
         stats: Stats | None = None,
@@ -128,7 +126,6 @@ class ClientConnection:
         # A snapshot: a reload applies new limits to new connections only.
         self.server = server
         self.limits = limits
-        self.server_name = server_name
         self._timers = timers
         self.stats = stats if stats is not None else Stats()
         # Direct writes need the socket itself (not there under TLS).
@@ -145,7 +142,6 @@ class ClientConnection:
         self._aside: collections.deque[bytes] | None = None
         self.close_code: int | None = None
         self._close_sent = False
-        # The nursery's cancel scope is the connection's: `close` sets its deadline.
         # The connection's cancel scope, while `run` runs: `close` sets its deadline.
         self._scope: trio.CancelScope | None = None
         # A writer task, when one runs, lives in the broker's nursery (`writers`), not in a
@@ -450,14 +446,14 @@ class ClientConnection:
             elif type(event) is Pong:
                 if self._heartbeat is not None:
                     self._heartbeat.pong(trio.current_time())
-            elif type(event) is Violation and event.framing_intact:
-                # Read on, dropping what comes, for the peer's answer to this close.
-                self.close(event.code, event.reason)
             else:
                 assert isinstance(event, Close | Violation)
                 # A close is answered with its own code (unless this end closed first).
                 self.close(event.code, event.reason)
-                return True
+                # After a violation that left the framing intact, read on (the reader
+                # drops what comes) for the peer's answer to this close.
+                if isinstance(event, Close) or not event.framing_intact:
+                    return True
         return False
 
     async def _throttle(self, incoming: TokenBucket, frames: int) -> None:

@@ -40,12 +40,6 @@ class Received:
         self.payload = payload
         self.frames = frames
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Received) and (self.payload, self.frames) == (
-            other.payload,
-            other.frames,
-        )
-
     def __repr__(self) -> str:
         return f"Received({self.payload!r}, frames={self.frames})"
 

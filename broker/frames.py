@@ -6,13 +6,14 @@ message: it is built once per publish instead of once per delivery.
 
 import struct
 
+from .frame_reader import NO_STATUS
+
 _FIN_TEXT = 0x81
 _FIN_CLOSE = 0x88
 _FIN_PING = 0x89
 _FIN_PONG = 0x8A
-_NO_STATUS = 1005
 # Codes that say something about this end's connection only, never sent in a close frame.
-_LOCAL_ONLY = (1005, 1006, 1015)
+_LOCAL_ONLY = (NO_STATUS, 1006, 1015)
 _MAX_CLOSE_REASON = 123  # a control frame's 125 bytes, less the code
 
 
@@ -44,7 +45,7 @@ def close_frame(code: int, reason: str = "") -> bytes:
 
     NO_STATUS (1005: the peer's close had no code) is answered with no code at all.
     """
-    if code == _NO_STATUS:
+    if code == NO_STATUS:
         return _control_frame(_FIN_CLOSE, b"")
     if code in _LOCAL_ONLY:
         code = 1000

@@ -183,8 +183,7 @@ async def refuse(stream: trio.abc.SendStream, refusal: Refusal) -> None:
 
 def accept_response(request: UpgradeRequest) -> bytes:
     """The 101 answer (no extension, no subprotocol)."""
-    key = request.key
     return (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + generate_accept_token(key) + b"\r\n\r\n"
+        b"Sec-WebSocket-Accept: " + generate_accept_token(request.key) + b"\r\n\r\n"
     )

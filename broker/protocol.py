@@ -314,24 +314,21 @@ def encode_message(
 ) -> bytes:
     """A delivery; ``meta`` adds envelope fields set by plugins (never op, topic, data,
     pos); ``pos`` is its position, on topics with history."""
-    if meta:
-        message = {**meta, "op": "message", "topic": topic, "data": data}
-        if pos is not None:
-            message["pos"] = pos
-        return encode_json(message)
-    # Once per publish: assembled around the data rather than encoded as a dict, which
-    # costs the json module a new encoder object each time.
-    try:
-        encoded = _encode_string(data) if type(data) is str else _encoder.encode(data)
-        tail = "}" if pos is None else ',"pos":' + _encode_string(pos) + "}"
-        return (
-            '{"op":"message","topic":' + _encode_string(topic) + ',"data":' + encoded + tail
-        ).encode()
-    except UnicodeEncodeError:  # lone surrogates: escaped, as encode_json does
-        message = {"op": "message", "topic": topic, "data": data}
-        if pos is not None:
-            message["pos"] = pos
-        return _ascii_encoder.encode(message).encode()
+    if not meta:
+        # Once per publish: assembled around the data rather than encoded as a dict,
+        # which costs the json module a new encoder object each time.
+        try:
+            encoded = _encode_string(data) if type(data) is str else _encoder.encode(data)
+            tail = "}" if pos is None else ',"pos":' + _encode_string(pos) + "}"
+            return (
+                '{"op":"message","topic":' + _encode_string(topic) + ',"data":' + encoded + tail
+            ).encode()
+        except UnicodeEncodeError:
+            pass  # lone surrogates: encode_json escapes them
+    message = {**(meta or {}), "op": "message", "topic": topic, "data": data}
+    if pos is not None:
+        message["pos"] = pos
+    return encode_json(message)
 
 
 def encode_message_around_pos(

@@ -47,5 +47,8 @@ async def send_all_soon(stream: trio.abc.SendStream, data: bytes, timeout: float
         except OSError as error:
             raise trio.BrokenResourceError(f"send failed: {error}") from error
     if data:
-        with trio.fail_after(timeout):
+        with trio.move_on_after(timeout):
             await stream.send_all(data)
+            return
+        # A peer that takes nothing is gone for the connection's purposes: logged as such.
+        raise trio.BrokenResourceError(f"no room for {len(data)} bytes in {timeout} s")

@@ -532,7 +532,6 @@ class Broker:
                 pipeline=self._current_pipeline,
                 server=config.server,
                 limits=config.limits,
-                server_name=SERVER_NAME,
                 timers=self.timers,
                 flusher=self.flusher,
                 stats=self.stats,
