@@ -11,9 +11,9 @@ connection bounds both.
 """
 
 import collections
+import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -31,17 +31,16 @@ from .ops import dispatch
 from .outbox import Outbox, chunks
 from .pipeline import Pipeline
 from .plugin import Client, Identity
-from .raw_socket import read_now
+from .raw_socket import read_now, write_now
 from .stats import Stats
 from .timers import Timer, Timers
+from .tls_stream import TlsStream
 from .token_bucket import TokenBucket
 from .topics import has_wildcard
 
 log = logging.getLogger("broker.connection")
 
 RECEIVE_SIZE = 65_536
-# Scheduling rounds a TLS writer waits at most for its queue to stop growing (`_gather`).
-GATHER_ROUNDS = 8
 
 
 @attrs.define
@@ -78,6 +77,7 @@ class ClientConnection:
         "_throttled",
         "_timer",
         "_timers",
+        "_tls",
         "_writer_done",
         "_writer_scope",
         "_writer_stopped",
@@ -128,8 +128,11 @@ class ClientConnection:
         self.limits = limits
         self._timers = timers
         self.stats = stats if stats is not None else Stats()
-        # Direct writes need the socket itself (not there under TLS).
-        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        # Direct reads and writes need the socket itself (under TLS, below the TLS layer,
+        # whose `encrypt` and `decrypt` then apply).
+        self._tls = stream if isinstance(stream, TlsStream) else None
+        transport = stream.transport if isinstance(stream, TlsStream) else stream
+        self._socket = transport.socket if isinstance(transport, trio.SocketStream) else None
         self._flusher = flusher if self._socket is not None else None
         self.outbox = Outbox(
             limits.max_queued_messages,
@@ -328,12 +331,9 @@ class ClientConnection:
         if self._socket is not None and not self.outbox.writer_running and not self.closing:
             frame = close_frame(code, reason)
             self._close_sent = True
-            fd = self._socket.fileno()
-            try:
-                if fd >= 0:
-                    os.write(fd, frame)
-            except OSError:
-                pass  # full or broken: it was only a courtesy
+            # Full or broken, it was only a courtesy.
+            with contextlib.suppress(trio.BrokenResourceError):
+                write_now(self._socket, self._tls.encrypt(frame) if self._tls else frame)
         self.close(code, reason, deadline=trio.current_time())
 
     def _expire(self) -> None:
@@ -347,12 +347,15 @@ class ClientConnection:
             return
         data, count, nbytes = taken
         assert self._socket is not None
-        # Asked each time: a closed socket says -1, and its old number may be reused.
-        fd = self._socket.fileno()
-        try:
-            written = os.write(fd, data) if fd >= 0 else 0
-        except OSError:  # would block, or broken: the writer task finds out which
-            written = 0
+        if self._tls is not None:
+            try:
+                data = self._tls.encrypt(data)
+            except trio.BrokenResourceError as error:
+                log.debug("client %s (%s): %s", self.client_id, self.remote, error)
+                self.close(CloseCode.INTERNAL_ERROR, "TLS failure", deadline=trio.current_time())
+                return
+        # Would block, or broken: the writer task finds out which.
+        written = write_now(self._socket, data)
         # Not progress for the heartbeat: a socket with room takes a write whether or not
         # anyone is still at the other end. The writer's writes, which wait until the
         # peer drains a full socket, are.
@@ -362,51 +365,45 @@ class ClientConnection:
             self.outbox.direct_write_stalled(data[written:], count, nbytes)
 
     async def _write_loop(self) -> None:
+        # Under TLS, the writer writes the socket below it, as the flusher does: ``head``
+        # (the rest of a direct write) is already encrypted.
+        send = self.stream.send_all if self._tls is None else self._tls.transport.send_all
+        encrypt = self._tls.encrypt if self._tls is not None else bytes
         while True:
-            if self._socket is None:
-                await self._gather()
             batch = self.outbox.take_batch()
             if batch is None:
                 return
             if batch.head:
-                await self.stream.send_all(batch.head)
+                await send(batch.head)
                 self.outbox.sent(batch.head_count, batch.head_bytes)
                 self._last_progress = trio.current_time()
             if batch.control:
-                await self.stream.send_all(b"".join(batch.control))
+                # An empty control frame only asks that the TLS layer's own output be sent.
+                control = encrypt(b"".join(batch.control))
+                if control:
+                    await send(control)
             for chunk, count in chunks(batch.data):
-                await self.stream.send_all(chunk)
+                await send(encrypt(chunk))
                 self.outbox.sent(count, len(chunk))
                 self._last_progress = trio.current_time()
             if batch.final is not None:
-                await self.stream.send_all(batch.final)
+                await send(encrypt(batch.final))
             if batch.last:
                 assert self._writer_done is not None
                 self._writer_done.set()
-                return
-
-    async def _gather(self) -> None:
-        """Under TLS, let the queue grow while it grows before writing it.
-
-        Each TLS write costs a record's encryption and a system call, and a TLS publisher's
-        frames arrive one record, so one read, at a time: the reader yields after each, and
-        a writer taking what is queued at once would write one frame per publish. A few
-        scheduling rounds (while the publisher still adds to the queue) coalesce them.
-        """
-        for _ in range(GATHER_ROUNDS):
-            queued = len(self.outbox)
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            if len(self.outbox) == queued or self.outbox.full:
                 return
 
     async def _read_loop(self) -> None:
         """Handle what the peer sends until its close frame or EOF."""
         reader = FrameReader(self.limits.max_message_size)
         socket = self._socket
-        data: bytes | None = self._received
+        tls = self._tls
+        data: bytes | None = self._received + (tls.take_buffered() if tls is not None else b"")
         self._received = b""
         while True:
             if data and await self._handle_events(reader.receive(data)):
+                return
+            if tls is not None and tls.peer_closed:
                 return
             if socket is None:
                 data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
@@ -422,6 +419,10 @@ class ClientConnection:
             if not data:
                 return
             self._last_progress = trio.current_time()
+            if tls is not None:
+                data = tls.decrypt(data)
+                if tls.has_output:
+                    self.outbox.push_control(b"")  # gets it sent (`_write_loop`)
 
     async def _handle_events(self, events: list[Event]) -> bool:
         """Act on what the peer's frames said; True once its close arrived (or it broke

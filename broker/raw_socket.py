@@ -24,6 +24,17 @@ def read_now(socket: trio.socket.SocketType, size: int) -> bytes | None:
         raise trio.BrokenResourceError(f"receive failed: {error}") from error
 
 
+def write_now(socket: trio.socket.SocketType, data: bytes) -> int:
+    """Write what the socket takes of ``data`` without waiting: the number of bytes, 0 if
+    it is full or broken (a later write that waits finds out which)."""
+    # Asked each time: a closed socket says -1, and its old number may be reused.
+    fd = socket.fileno()
+    try:
+        return os.write(fd, data) if fd >= 0 and data else 0
+    except OSError:
+        return 0
+
+
 async def receive_some(stream: trio.abc.ReceiveStream, size: int) -> bytes:
     """``stream.receive_some(size)``, directly on the socket of a plain SocketStream."""
     if not isinstance(stream, trio.SocketStream):

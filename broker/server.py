@@ -34,6 +34,7 @@ from .redis_engine import RedisEngine
 from .reuse_port import reuse_port_listeners
 from .stats import BUSIEST, Snapshot, Stats
 from .timers import Timers
+from .tls_stream import TlsStream
 from .version import __version__
 
 log = logging.getLogger("broker.server")
@@ -501,7 +502,7 @@ class Broker:
         client: trio.abc.Stream = stream
         if self._tls is not None:
             # The TLS handshake runs on the first read, within handshake_timeout.
-            client = trio.SSLStream(stream, self._tls, server_side=True, https_compatible=True)
+            client = TlsStream(stream, self._tls)
         # A trusted proxy's clients are counted by the address its request names.
         proxy = parse_address(host)
         if not self._proxies.trusts(proxy):

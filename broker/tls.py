@@ -11,6 +11,8 @@ def server_context(
     """A context for wss://; ConfigError if the files cannot be used."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # A renegotiation would make a write wait for a read (see broker.tls_stream).
+    context.options |= ssl.OP_NO_RENEGOTIATION
     # WebSocket handshakes are HTTP/1.1; saying so keeps clients that offer h2 from picking it.
     context.set_alpn_protocols(["http/1.1"])
     try:
