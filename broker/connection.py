@@ -41,6 +41,11 @@ from .topics import has_wildcard
 log = logging.getLogger("broker.connection")
 
 RECEIVE_SIZE = 65_536
+# Seconds of handling one read's requests after which the reader lets others run.
+HANDLING_SLICE = 0.001
+# And after at least this many requests: each yield costs a write per subscriber the
+# requests left frames for, worth it once most have several.
+SLICE_REQUESTS = 8
 
 
 @attrs.define
@@ -432,6 +437,8 @@ class ClientConnection:
         while the connection waits for the next.
         """
         incoming = self._incoming
+        yield_at = time.perf_counter() + HANDLING_SLICE
+        handled = 0
         for event in events:
             if incoming is not None:
                 frames = event.frames if type(event) is Received else 1
@@ -441,6 +448,13 @@ class ClientConnection:
             if type(event) is Received:
                 if not self.closing:
                     await dispatch.handle(self, event, self._close_after_refusal)
+                    handled += 1
+                    if handled >= SLICE_REQUESTS and time.perf_counter() >= yield_at:
+                        # What the requests so far queued gets written (by the flusher)
+                        # while the rest are handled: the peers start reading it sooner.
+                        await trio.lowlevel.checkpoint()
+                        yield_at = time.perf_counter() + HANDLING_SLICE
+                        handled = 0
             elif type(event) is Ping:
                 if not self.closing:
                     self.outbox.push_control(pong_frame(event.payload))

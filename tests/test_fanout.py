@@ -2,6 +2,7 @@
 when a socket fills up, and write coalescing while it stays full."""
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -9,6 +10,8 @@ import trio.testing
 
 from broker import Broker
 from broker import connection as connection_module
+from broker.frame_reader import Event, FrameReader
+from broker.ops import dispatch
 from broker.outbox import Outbox
 from tests.conftest import Connect, StartBroker
 from tests.wsclient import Closed, WsClient
@@ -147,3 +150,52 @@ async def test_slow_consumer_with_a_half_written_frame_gets_it_whole_then_1008(
             received += 1
     assert (caught.value.code, caught.value.reason) == (1008, "slow consumer")
     assert 0 < received < count
+
+
+async def test_a_long_read_of_publishes_lets_the_flusher_write_before_it_is_all_handled(
+    start_broker: StartBroker, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = await start_broker(limits={"max_queued_messages": 10_000, "max_incoming_rate": 0})
+    subscriber = await connect(broker)
+    publisher = await connect(broker)
+    await subscriber.request({"op": "subscribe", "topic": "t", "id": 0})
+    # Spies: requests handled so far, the size of each read's batch, and where the
+    # subscriber's flushes fell.
+    handled = 0
+    batches: list[tuple[int, int]] = []  # (handled before the batch, its events)
+    flushed_at: list[int] = []
+    handle = dispatch.handle
+    receive = FrameReader.receive
+    flush = connection_module.ClientConnection.flush
+
+    async def counted_handle(*args: Any) -> None:
+        nonlocal handled
+        await handle(*args)
+        handled += 1
+
+    def recorded_receive(self: FrameReader, data: bytes) -> list[Event]:
+        events = receive(self, data)
+        batches.append((handled, len(events)))
+        return events
+
+    def recorded_flush(self: connection_module.ClientConnection) -> None:
+        if self.client_id == subscriber_id:
+            flushed_at.append(handled)
+        flush(self)
+
+    subscriber_id = next(c.client_id for c in broker._connections if c.subscriptions)
+    monkeypatch.setattr(dispatch, "handle", counted_handle)
+    monkeypatch.setattr(FrameReader, "receive", recorded_receive)
+    monkeypatch.setattr(connection_module.ClientConnection, "flush", recorded_flush)
+
+    count = 3000
+    for n in range(count):
+        publisher.protocol.send_text(b'{"op":"publish","topic":"t","data":%d}' % n)
+    publisher.protocol.send_text(b'{"op":"ping","id":1}')
+    await publisher.stream.send_all(b"".join(publisher.protocol.data_to_send()))  # one write
+    assert await publisher.recv() == {"op": "pong", "id": 1}
+    assert [(await subscriber.recv())["data"] for _ in range(count)] == list(range(count))
+
+    start, size = max(batches, key=lambda batch: batch[1])
+    assert size > 500, batches  # one read brought many publishes
+    assert any(start < at < start + size for at in flushed_at), (start, size, flushed_at)
