@@ -64,6 +64,8 @@ class Outbox:
         self._start_writer = start_writer
         self._request_flush = request_flush
         self._writer_running = False
+        # Asked the flusher already: it calls `take_for_direct_write` before long.
+        self._flush_requested = False
         self._head = b""
         self._head_count = 0
         self._head_bytes = 0
@@ -106,7 +108,9 @@ class Outbox:
         if self._writer_running:
             return  # it takes another batch before it ends
         if self._request_flush is not None and not self._finishing:
-            self._request_flush()
+            if not self._flush_requested:  # once per flush, not once per frame
+                self._flush_requested = True
+                self._request_flush()
         else:
             self._run_writer()
 
@@ -195,6 +199,7 @@ class Outbox:
         None while a writer task runs (it owns the socket then) or once finishing.
         Call `sent` with the counts once all of it is written, else `direct_write_stalled`.
         """
+        self._flush_requested = False
         if self._writer_running or self._finishing or not (self._data or self._control):
             return None
         count = len(self._data)
