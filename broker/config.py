@@ -231,6 +231,8 @@ class ClusterConfig:
     redis_timeout: float = _setting(5.0, positive=True, max=3600)
     # Seconds a node's presence entries outlive it if it dies without removing them.
     presence_ttl: float = _setting(60.0, min=3, max=86400)
+    # Messages from Redis waiting for this node; beyond, it resubscribes (docs/cluster.md).
+    max_backlog: int = _setting(100_000, min=100, max=10_000_000)
 
     def __attrs_post_init__(self) -> None:
         if self.redis_url is not None and self.redis_shards:

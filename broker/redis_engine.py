@@ -104,7 +104,8 @@ class RedisEngine(LocalPart):
         urls = cluster.redis_urls
         self.names = Names(cluster.prefix, len(urls))
         self.shards = [
-            Shard(index, url, password, cluster.redis_timeout) for index, url in enumerate(urls)
+            Shard(index, url, password, cluster.redis_timeout, cluster.max_backlog)
+            for index, url in enumerate(urls)
         ]
         self._presence_ttl_ms = int(cluster.presence_ttl * 1000)
         self._local_presence = PresenceTable()  # this node's clients: renewed in Redis

@@ -65,10 +65,18 @@ def _describe(error: BaseException) -> str:
 
 
 class Shard:
-    def __init__(self, index: int, url: str, password: str | None, timeout: float) -> None:
+    def __init__(
+        self,
+        index: int,
+        url: str,
+        password: str | None,
+        timeout: float,
+        max_backlog: int = 100_000,
+    ) -> None:
         self.index = index
         self.url = redact_url(url)
         self.timeout = timeout
+        self.max_backlog = max_backlog
         options: dict[str, Any] = {"stream_timeout": timeout, "connect_timeout": timeout}
         if password is not None:
             options["password"] = password
@@ -235,7 +243,7 @@ class Shard:
             started = trio.current_time()
             try:
                 await self._session(on_message, on_up, first_outcome)
-            except* FAILURES as group:
+            except* (FellBehind, *FAILURES) as group:
                 reason = _describe(group)
             except* trio.TooSlowError:
                 reason = f"no answer in {self.timeout:g} s"
@@ -284,6 +292,14 @@ class Shard:
         last = None
         while True:
             burst = await _burst(pubsub)
+            # coredis queues what Redis sends without bound: past the limit, start again
+            # from now rather than grow (the session ends; the node resubscribes).
+            backlog = len(burst) + pubsub.backlog()
+            if backlog > self.max_backlog:
+                raise FellBehind(
+                    f"this node fell {backlog} messages behind ([cluster] max_backlog = "
+                    f"{self.max_backlog}): its subscribers want more than it delivers"
+                )
             for message in burst:
                 if message is None or message["type"] not in ("message", "pmessage"):
                     continue
@@ -334,9 +350,22 @@ async def _burst(pubsub: "_PubSub") -> list[PubSubMessage | None]:
     return burst
 
 
+class FellBehind(Exception):
+    """More messages from Redis wait for this node than ``[cluster] max_backlog``."""
+
+
 class _PubSub(PubSub[bytes]):
     def get_message_nowait(self) -> PubSubMessage | None:
         """A message received already (anyio.WouldBlock if none): `get_message` without
         its checkpoint. coredis' receive stream is private; tests/test_cluster.py fails
         if this stops working."""
         return self._receive_stream.receive_nowait()
+
+    def backlog(self) -> int:
+        """Messages received from Redis and not taken yet: in coredis' two queues (the
+        connection's, then this object's; private too, see above)."""
+        waiting = self._receive_stream.statistics().current_buffer_used
+        connection = self.connection
+        if connection is not None:
+            waiting += connection._push_message_buffer_in.statistics().current_buffer_used
+        return waiting

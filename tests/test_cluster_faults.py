@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from broker import Broker
@@ -313,3 +314,43 @@ async def test_a_node_with_workers_goes_lame_duck_as_one(
         for client in clients:
             assert await client.wait_closed() == (1001, "lame duck")
         assert await trio.to_thread.run_sync(daemon.wait_exit) == 0
+
+
+async def test_a_node_that_falls_too_far_behind_redis_resubscribes_instead_of_growing(
+    start_node: StartNode, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The receiving node is held up by a subscriber that reads nothing (its outbox holds
+    # 10 messages, the node waits up to 2 s for room) while 3,000 messages come from Redis.
+    receiving = await start_node(
+        cluster={"max_backlog": 500},
+        limits={"max_queued_messages": 10, "slow_consumer_timeout": 2.0},
+    )
+    sending = await start_node()
+    stalled = await connect(receiving, receive_buffer=4096)
+    assert (await stalled.request({"op": "subscribe", "topic": "t", "id": 1}))["op"] == "ack"
+    healthy = await subscribed(connect, receiving, "t")
+    received: list[int] = []
+
+    async def read_healthy() -> None:
+        while (message := await healthy.recv(timeout=30))["data"] != "after":
+            received.append(message["data"][0])
+
+    publisher = await connect(sending)
+    padding = "x" * 2000
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_healthy)
+        for n in range(3000):
+            await publisher.send({"op": "publish", "topic": "t", "data": [n, padding]})
+        assert await publisher.request({"op": "ping", "id": 1}) == {"op": "pong", "id": 1}
+        shard = receiving.engine.shards[0]  # type: ignore[attr-defined]
+        with trio.fail_after(20):
+            while shard.outages == 0:  # noqa: ASYNC110 (the backlog is in coredis, no event)
+                await trio.sleep(0.01)
+        await wait_ready(receiving)
+        # What waited beyond the limit was dropped, not delivered; then it carries on.
+        ack = await publisher.request({"op": "publish", "topic": "t", "data": "after", "id": 2})
+        assert ack == {"op": "ack", "id": 2}
+    assert any("messages behind" in record.getMessage() for record in caplog.records)
+    assert 0 < len(received) < 3000
+    assert received == sorted(received)
+    assert (await stalled.wait_closed())[0] in (1008, None)  # a slow consumer, dropped
