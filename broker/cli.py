@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from . import client_cli, daemon
+from . import client_cli, daemon, gc_tuning
 from .config import ConfigError, config_warnings
 from .control import WorkerRole
 from .logs import configure_logging
@@ -76,6 +76,7 @@ def _serve(path: str) -> int:
         log.warning("%s: %s", path, warning)
     failed = False
     worker = WorkerRole.from_environment()
+    gc_tuning.tune()
     try:
         if worker is None and config.server.workers > 1:
             trio.run(Supervisor(Path(path), config, pipeline).run)
