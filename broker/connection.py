@@ -486,7 +486,7 @@ class ClientConnection:
                 self.limits.incoming_burst,
             )
         # Not reading means its pongs wait unread too: not its fault.
-        async with self.held():
+        with self.held():
             await trio.sleep(incoming.wait_for(frames, trio.current_time()))
 
     # Requests: each op is a module of `broker.ops`; this is the `Session` they use.
@@ -543,8 +543,9 @@ class ClientConnection:
 class _Held:
     """Meanwhile the heartbeat knows the client is held up (by backpressure), not gone.
 
-    A class, not an ``asynccontextmanager``: it is entered for every publish, and a
-    generator-based one costs an async generator (and its hooks) each time.
+    A plain class with a plain ``with``: it is entered for every publish, and a
+    generator-based context manager costs a generator (and an async one its hooks) each
+    time, an async ``with`` two coroutines.
     """
 
     __slots__ = ("_connection",)
@@ -552,8 +553,8 @@ class _Held:
     def __init__(self, connection: ClientConnection) -> None:
         self._connection = connection
 
-    async def __aenter__(self) -> None:
+    def __enter__(self) -> None:
         self._connection._held_by_backpressure = True
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._connection._held_by_backpressure = False

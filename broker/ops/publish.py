@@ -16,7 +16,7 @@ async def publish(session: Session, request: protocol.Publish) -> None:
             session.offer(text_frame(protocol.encode_error(error.code, error.message, None)))
 
     # Meanwhile nothing is read, pongs included: the wait is not the client's fault.
-    async with session.held():
+    with session.held():
         await publishing.publish(
             session.client,
             request.topic,

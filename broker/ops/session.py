@@ -1,6 +1,6 @@
 """What request handlers need of a connection: the IO shell around them."""
 
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import LimitsConfig
@@ -48,7 +48,7 @@ class Session(Protocol):
     def catching_up(self) -> AbstractAsyncContextManager["CatchUp"]:
         """Meanwhile live deliveries wait aside, to follow what the block sends."""
 
-    def held(self) -> AbstractAsyncContextManager[None]:
+    def held(self) -> AbstractContextManager[None]:
         """Meanwhile the heartbeat knows the client is held up, not gone."""
 
     def renew(self, identity: Identity) -> None:
