@@ -195,3 +195,59 @@ def test_the_chat_example_catches_up_after_a_reconnect(
             assert publish(4) == 1
     chat = [line for line in lines if line.startswith(("chat:", "missed"))]
     assert chat == ["chat: 1", "chat: 2", "chat: 3", "chat: 4"]
+
+
+# A page's traffic over wss://: many small messages, one of many TLS records, both ways.
+WSS_EXCHANGE = """async (url) => {
+  const open = () => new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    const queue = [], waiting = [];
+    ws.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (waiting.length) waiting.shift()(message); else queue.push(message);
+    };
+    ws.next = () => queue.length ? Promise.resolve(queue.shift())
+                                 : new Promise((r) => waiting.push(r));
+    ws.onopen = () => resolve(ws);
+    ws.onerror = () => reject(new Error("cannot connect to " + url));
+  });
+  const subscriber = await open(), publisher = await open();
+  await subscriber.next(); await publisher.next();  // the welcomes
+  subscriber.send(JSON.stringify({op: "subscribe", topic: "t", id: 1}));
+  const ack = await subscriber.next();
+  const big = "y".repeat(300000);
+  for (let n = 0; n < 500; n++) {
+    publisher.send(JSON.stringify({op: "publish", topic: "t", data: n}));
+  }
+  publisher.send(JSON.stringify({op: "publish", topic: "t", data: big, id: 2}));
+  const received = [];
+  for (let n = 0; n < 500; n++) received.push((await subscriber.next()).data);
+  const last = (await subscriber.next()).data;
+  return {ack, received, bigIntact: last === big, publisherAck: await publisher.next()};
+}"""
+
+
+def test_a_browser_over_wss(tmp_path: Path) -> None:
+    import trustme
+
+    from tests.test_tls import issue
+
+    keys = issue(trustme.CA(), tmp_path / "keys")
+    daemon = _start(
+        '[server]\nport = 0\nallowed_origins = ["null"]\n'
+        f'[server.tls]\ncert_file = "{keys["cert_file"]}"\nkey_file = "{keys["key_file"]}"\n'
+        "[limits]\nmax_message_size = 1048576\n",
+        tmp_path,
+    )
+    try:
+        # The certificate is the test's own: the browser is told not to check it.
+        with chromium(ALLOW_LOCAL_NETWORK, "--ignore-certificate-errors") as browser:
+            page = browser.new_page()
+            page.goto("about:blank")
+            result = page.evaluate(WSS_EXCHANGE, f"wss://127.0.0.1:{daemon.port}/ws")
+    finally:
+        _stop(daemon)
+    assert result["ack"] == {"op": "ack", "id": 1}
+    assert result["received"] == list(range(500))
+    assert result["bigIntact"]
+    assert result["publisherAck"] == {"op": "ack", "id": 2}
