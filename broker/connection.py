@@ -31,6 +31,7 @@ from .ops import dispatch
 from .outbox import Outbox, chunks
 from .pipeline import Pipeline
 from .plugin import Client, Identity
+from .protocol import TOKEN_EXPIRED_CLOSE
 from .raw_socket import read_now, write_now
 from .stats import Stats
 from .timers import Timer, Timers
@@ -60,7 +61,7 @@ class CloseCode:
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
-    TOKEN_EXPIRED = 4001
+    TOKEN_EXPIRED = TOKEN_EXPIRED_CLOSE
 
 
 class ClientConnection:
@@ -136,7 +137,7 @@ class ClientConnection:
         # Direct reads and writes need the socket itself (under TLS, below the TLS layer,
         # whose `encrypt` and `decrypt` then apply).
         self._tls = stream if isinstance(stream, TlsStream) else None
-        transport = stream.transport if isinstance(stream, TlsStream) else stream
+        transport = stream if self._tls is None else self._tls.transport
         self._socket = transport.socket if isinstance(transport, trio.SocketStream) else None
         self._flusher = flusher if self._socket is not None else None
         self.outbox = Outbox(

@@ -92,10 +92,6 @@ class Outbox:
         return self._writer_running
 
     @property
-    def full(self) -> bool:
-        return self._full
-
-    @property
     def _full(self) -> bool:
         return self._count >= self.capacity or self._bytes >= self.max_bytes
 

@@ -50,13 +50,8 @@ async def send_all_soon(stream: trio.abc.SendStream, data: bytes, timeout: float
     """Send ``data``: without waiting where the socket takes it all (a new connection's
     first bytes nearly always fit), else within ``timeout`` seconds."""
     if isinstance(stream, trio.SocketStream):
-        fd = stream.socket.fileno()
-        try:
-            data = data[os.write(fd, data) :] if fd >= 0 else data
-        except BlockingIOError:
-            pass
-        except OSError as error:
-            raise trio.BrokenResourceError(f"send failed: {error}") from error
+        # A broken socket writes nothing here; `send_all` below raises for it.
+        data = data[write_now(stream.socket, data) :]
     if data:
         with trio.move_on_after(timeout):
             await stream.send_all(data)

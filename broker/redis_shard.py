@@ -71,7 +71,7 @@ class Shard:
         url: str,
         password: str | None,
         timeout: float,
-        max_backlog: int = 100_000,
+        max_backlog: int,
     ) -> None:
         self.index = index
         self.url = redact_url(url)

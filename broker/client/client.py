@@ -24,6 +24,7 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..protocol import TOKEN_EXPIRED_CLOSE
 from ..topics import matches
 from .errors import BrokerError, ClientError, ConnectionLost, HandshakeRefused
 from .websocket import WebSocket
@@ -33,7 +34,6 @@ log = logging.getLogger("broker.client")
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
 SEEN = 10_000
 ENVELOPE = frozenset({"op", "topic", "data", "pos"})
-TOKEN_EXPIRED = 4001  # the close code of a connection whose credentials expired
 # A refresh goes out this many seconds before expiry, or at three quarters of a shorter
 # lifetime.
 REFRESH_MARGIN = 30.0
@@ -174,7 +174,7 @@ class Client:
                 group.cancel_scope.cancel()
             self._lost(lost)
             await ws.aclose()
-            expired = lost.code == TOKEN_EXPIRED
+            expired = lost.code == TOKEN_EXPIRED_CLOSE
             # Without get_token, reconnecting with expired credentials is hopeless.
             if not self._reconnect or (expired and self._get_token is None):
                 self._end(lost)
