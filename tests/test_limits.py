@@ -127,9 +127,10 @@ async def test_a_client_over_the_incoming_rate_is_slowed_down_not_dropped(
     flooder = await connect(broker)
     other = await connect(broker)
     count = 510
+    # From the first send: the broker (in this process) reads while the test sends.
+    started = trio.current_time()
     for n in range(count):
         await flooder.send({"op": "ping", "id": n})
-    started = trio.current_time()
     # Meanwhile everyone else is served at once.
     assert await other.request({"op": "ping", "id": "x"}, timeout=0.5) == {"op": "pong", "id": "x"}
     for n in range(count):
