@@ -48,6 +48,10 @@ class Names:
     def topic_of(self, channel: bytes) -> str:
         return channel[len(self.channel_prefix) :].decode()
 
+    def marker_channel(self, node: str) -> str:
+        """A node's own channel (`broker.snapshots`): no pattern of topics matches it."""
+        return f"{self.prefix}:n:{node}"
+
     def stream(self, topic: str) -> str:
         return f"{self.prefix}:h:{topic}"
 

@@ -31,8 +31,9 @@ from .ops import dispatch
 from .outbox import Outbox, chunks
 from .pipeline import Pipeline
 from .plugin import Client, Identity
-from .protocol import TOKEN_EXPIRED_CLOSE
+from .protocol import TOKEN_EXPIRED_CLOSE, ProtocolError
 from .raw_socket import read_now, write_now
+from .snapshots import Detour, Snapshot
 from .stats import Stats
 from .timers import Timer, Timers
 from .tls_stream import TlsStream
@@ -51,8 +52,9 @@ SLICE_REQUESTS = 8
 
 @attrs.define
 class CatchUp:
-    # Whether a live delivery is one the replay sent already (or an older one).
-    covers: Callable[[bytes], bool] | None = None
+    # Which live deliveries the replay sent already (or older ones), if the engine may
+    # deliver such.
+    snapshot: Snapshot | None = None
 
 
 class CloseCode:
@@ -68,9 +70,9 @@ class ClientConnection:
     # Slots: more than 30 attributes would not share their keys between instances, and
     # each connection would carry a full dict (about 1 KiB).
     __slots__ = (
-        "_aside",
         "_close_sent",
         "_deadline",
+        "_detour",
         "_expiry",
         "_flusher",
         "_heartbeat",
@@ -147,8 +149,9 @@ class ClientConnection:
             self._request_flush if self._flusher is not None else None,
         )
         self.subscriptions: set[str] = set()
-        # While a replay is sent (`catching_up`): live deliveries waiting to follow it.
-        self._aside: collections.deque[bytes] | None = None
+        # Around a recovery (`catching_up`): live deliveries waiting to follow a replay,
+        # and the snapshots saying which ones the replay held already.
+        self._detour: Detour | None = None
         self.close_code: int | None = None
         self._close_sent = False
         # The connection's cancel scope, while `run` runs: `close` sets its deadline.
@@ -180,22 +183,33 @@ class ClientConnection:
     # The router's Subscriber interface.
 
     def offer(self, frame: bytes) -> bool:
-        if self._aside is not None:
-            return self._put_aside(frame)
+        if self._detour is not None and self._detoured(frame):
+            return True
         return self.outbox.offer(frame)
 
     async def deliver(self, frame: bytes) -> None:
-        if self._aside is not None:
-            self._put_aside(frame)
-        else:
+        if self._detour is None or not self._detoured(frame):
             await self.send_frame(frame)
 
-    def _put_aside(self, frame: bytes) -> bool:
-        assert self._aside is not None
-        if len(self._aside) >= self.limits.max_queued_messages:
+    def _detoured(self, frame: bytes) -> bool:
+        """Whether a live delivery was put aside or dropped (`catching_up`); False: it goes
+        to the outbox as usual."""
+        detour = self._detour
+        assert detour is not None
+        waiting = detour.waiting
+        if waiting is None:
+            detour.forget(self.subscriptions)
+            if detour.done:
+                self._detour = None
+                return False
+        if detour.covers(frame):
+            return True
+        if waiting is None:
+            return False
+        if len(waiting) >= self.limits.max_queued_messages:
             self._slow_consumer()
             return True  # dropped: the connection is going away
-        self._aside.append(frame)
+        waiting.append(frame)
         return True
 
     # Life cycle.
@@ -510,24 +524,41 @@ class ClientConnection:
 
     @asynccontextmanager
     async def catching_up(self) -> AsyncIterator[CatchUp]:
-        """Live deliveries wait aside while the block sends a replay, then follow it,
-        but for those the block says the replay covered (`CatchUp.covers`).
+        """Live deliveries wait aside while the block sends a replay, then follow it, but
+        for those the block's snapshot covers (`CatchUp.snapshot`), which are dropped
+        until it settles (`broker.snapshots`).
 
         The deliveries waiting aside are bounded like the outbox; a client that lets more
         pile up is a slow consumer. (They were once diverted by shadowing `offer` with an
         instance attribute: that turned each subscribed connection's attribute dict from
         a shared-key one into a full one, 1.5 KiB more per idle connection.)
         """
-        waiting = self._aside = collections.deque()
+        detour = self._detour = self._detour or Detour()
+        waiting = detour.waiting = collections.deque()
         catch_up = CatchUp()
         try:
-            yield catch_up
-            while waiting:  # what arrives meanwhile joins the end of the line
-                frame = waiting.popleft()
-                if catch_up.covers is None or not catch_up.covers(frame):
-                    await self.send_frame(frame)  # straight to the outbox, not aside
+            try:
+                yield catch_up
+            except ProtocolError:
+                # The request fails, the connection goes on: what other subscriptions
+                # delivered meanwhile still goes out.
+                catch_up.snapshot = None
+                await self._send_waiting(detour, waiting)
+                raise
+            if catch_up.snapshot is not None:
+                detour.add(catch_up.snapshot)
+            await self._send_waiting(detour, waiting)
         finally:
-            self._aside = None
+            detour.waiting = None
+            detour.forget(self.subscriptions)
+            if detour.done:
+                self._detour = None
+
+    async def _send_waiting(self, detour: Detour, waiting: collections.deque[bytes]) -> None:
+        while waiting:  # what arrives meanwhile joins the end of the line
+            frame = waiting.popleft()
+            if not detour.covers(frame):
+                await self.send_frame(frame)  # straight to the outbox, not aside
 
     def _close_after_refusal(self, code: int, reason: str) -> None:
         # Drained, so that the error explaining the close arrives first.

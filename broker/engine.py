@@ -7,7 +7,9 @@ this process; a Redis engine keeps it in Redis, with the same contract:
 
 - `subscribe` and `publish` are atomic with respect to each other: a message whose
   position is after `Recovery.position` reaches the subscriber live, one at or
-  before it is in `Recovery.frames` (when asked for) or was never meant for it.
+  before it is in `Recovery.frames` (when asked for) or was never meant for it. An
+  engine that may still deliver such a message live says which in
+  `Recovery.snapshot`, and the connection drops it.
 - `publish` hands one frame to each matching subscriber once, waits for full ones
   (backpressure), and says how many it reached.
 - Join and leave events never wait: a subscriber whose queue is full misses them.
@@ -24,6 +26,7 @@ from .config import Config
 from .plugin import Client, Publication
 from .protocol import ProtocolError
 from .router import Subscriber
+from .snapshots import Snapshot
 from .stats import Link
 
 
@@ -32,9 +35,9 @@ class Recovery:
     frames: list[bytes]  # the retained deliveries after `since`, oldest first
     recovered: bool  # all of them: nothing after `since` was dropped
     position: str | None  # now, for the ack; None when the filter covers no history
-    # Whether a live delivery that arrived meanwhile is one of `frames` (or older): an
-    # engine that cannot take the snapshot atomically with subscribing says so.
-    covers: Callable[[bytes], bool] | None = None
+    # Which live deliveries, arriving meanwhile or later, are among `frames` (or older):
+    # an engine that cannot take the snapshot atomically with subscribing says so.
+    snapshot: Snapshot | None = None
 
 
 class Engine(Protocol):

@@ -13,8 +13,8 @@ slow-consumer timeout) while reading that shard.
 Positions are ``EPOCH:OFFSET`` as with the memory engine, the epoch that of the shard
 the topic lives on. A subscribe with ``since`` first makes sure the node's Redis
 subscription is confirmed, then reads the retained messages up to the offset of that
-moment; live deliveries waiting aside that the replay already holds are dropped
-(`Recovery.covers`).
+moment; live deliveries that the replay already holds, still on their way through the
+node's pub/sub connection, are dropped when they arrive (`broker.snapshots`).
 """
 
 import json
@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import trio
 from coredis.patterns.pipeline import Pipeline as RedisPipeline
 
@@ -33,7 +32,7 @@ from .cluster_keys import Interest, Names
 from .config import Config, ConfigError
 from .engine import Recovery
 from .engine_base import LocalPart
-from .frames import frame_payload, text_frame
+from .frames import text_frame
 from .pipeline import Pipeline
 from .plugin import Client, Publication
 from .positions import Position, new_epoch, parse_position
@@ -42,6 +41,7 @@ from .protocol import ProtocolError
 from .publishing import publication_of
 from .redis_shard import Shard
 from .router import Subscriber
+from .snapshots import Snapshot
 from .stats import Link, Stats
 from .topics import has_wildcard, matches
 
@@ -59,27 +59,6 @@ def read_password(path: str | None) -> str | None:
         reason = getattr(error, "strerror", None) or "empty or unreadable"
         problem = f"cluster.redis_password_file: {path!r}: {reason}"
         raise ConfigError("<config>", [problem]) from None
-
-
-@attrs.frozen
-class _Snapshot:
-    """What a recovery covered: per shard epoch, the offset it read up to."""
-
-    topic_filter: str
-    upto: dict[str, int]
-
-    def covers(self, frame: bytes) -> bool:
-        payload = frame_payload(frame)
-        if b'"pos":"' not in payload:
-            return False
-        message = json.loads(payload)
-        position = parse_position(message.get("pos"))
-        return (
-            position is not None
-            and message.get("op") == "message"
-            and position.offset <= self.upto.get(position.epoch, -1)
-            and matches(self.topic_filter, message["topic"])
-        )
 
 
 def _pairs(items: list[Any], start: int, count: int) -> list[tuple[int, bytes]]:
@@ -104,7 +83,14 @@ class RedisEngine(LocalPart):
         urls = cluster.redis_urls
         self.names = Names(cluster.prefix, len(urls))
         self.shards = [
-            Shard(index, url, password, cluster.redis_timeout, cluster.max_backlog)
+            Shard(
+                index,
+                url,
+                password,
+                cluster.redis_timeout,
+                cluster.max_backlog,
+                self.names.marker_channel(self.node),
+            )
             for index, url in enumerate(urls)
         ]
         self._presence_ttl_ms = int(cluster.presence_ttl * 1000)
@@ -208,48 +194,56 @@ class RedisEngine(LocalPart):
             asked = parse_position(since) or Position("", 0)
         found: list[tuple[int, bytes]] = []
         recovered = since is not None
-        upto: dict[str, int] = {}
+        snapshot = Snapshot(topic_filter)
         position = None
         for shard in self._shards_of(topic_filter):
-            epoch, offset, pairs, complete = await self._recover_shard(shard, topic_filter, asked)
-            upto[epoch] = offset
+            marker = shard.expect_marker(snapshot.expect_marker())
+            try:
+                epoch, offset, pairs, complete = await self._recover_shard(
+                    shard, topic_filter, asked, marker
+                )
+            except BaseException:
+                shard.forget_marker(marker)
+                raise
+            snapshot.read_up_to(epoch, offset)
             position = position or f"{epoch}:{offset}"
             found.extend(pairs)
             recovered = recovered and complete
         found.sort()
         frames = [text_frame(payload) for _, payload in found]
-        covers = _Snapshot(topic_filter, upto).covers
-        return Recovery(frames, since is None or recovered, position, covers)
+        return Recovery(frames, since is None or recovered, position, snapshot)
 
     async def _recover_shard(
-        self, shard: Shard, topic_filter: str, asked: Position | None
+        self, shard: Shard, topic_filter: str, asked: Position | None, marker: bytes
     ) -> tuple[str, int, list[tuple[int, bytes]], bool]:
         """The shard's epoch and offset now, the retained messages after ``asked``
-        (all of them if it is not a position of this shard), and whether that is all."""
+        (all of them if it is not a position of this shard), and whether that is all.
+        The command that reads the offset publishes ``marker`` (`broker.snapshots`)."""
         recover = self._script("RECOVER", shard)
         keys = [self.names.epoch, self.names.offset]
+
+        async def run(after: int, upto: str, marker: bytes = b"") -> list[Any]:
+            args = [new_epoch(), after, upto, shard.marker_channel, marker]
+            return await shard.call(lambda: recover(keys=keys, args=args))
+
         head = None
         if asked is None or has_wildcard(topic_filter):
             # The position first: every message after it comes live, every one up to
             # it is in the streams read next (whose list may grow meanwhile).
-            head = await shard.call(lambda: recover(keys=keys, args=[new_epoch(), 0, "+"]))
+            head = await run(0, "+", marker)
             if asked is None:
                 return head[0].decode(), int(head[1]), [], False
         assert asked is not None
         upto = "+" if head is None else head[1].decode()
         topics = await self._topics(shard, topic_filter)
         keys += [self.names.stream(topic) for topic in topics]
-
-        async def read(after: int) -> list[Any]:
-            return await shard.call(lambda: recover(keys=keys, args=[new_epoch(), after, upto]))
-
-        result = await read(asked.offset)
+        result = await run(asked.offset, upto, marker if head is None else b"")
         epoch, now_ms = result[0].decode(), int(result[2])
         offset = int(result[1]) if head is None else int(upto)
         if epoch != asked.epoch or asked.offset > offset:
             # Not a position of this history: everything retained, not recovered.
             if asked.offset:
-                result = await read(0)
+                result = await run(0, upto)
             everything = [pair for _, _, pairs in _streams(result) for pair in pairs]
             return epoch, offset, everything, False
         found: list[tuple[int, bytes]] = []

@@ -98,7 +98,9 @@ return {epoch, offset_text, receivers}
 )
 
 # KEYS: epoch, offset, then streams.
-# ARGV: new epoch, after (offset, exclusive), upto (offset, inclusive; '+': now).
+# ARGV: new epoch, after (offset, exclusive), upto (offset, inclusive; '+': now),
+#       marker channel, marker ('': none; published last, behind every message this
+#       offset covers, see broker/snapshots.py).
 # Returns {epoch, offset now, now (ms), then for each stream: exists (0/1),
 #          complete (0/1), count, count pairs of (offset, payload), oldest first}.
 RECOVER = (
@@ -139,6 +141,9 @@ for i = 3, #KEYS do
       table.insert(result, value)
     end
   end
+end
+if ARGV[5] ~= '' then
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
 return result
 """

@@ -13,6 +13,7 @@ subscribes to everything wanted at that moment; what was published in between is
 lost for live delivery (clients with history recover it).
 """
 
+import itertools
 import logging
 import math
 import random
@@ -72,6 +73,7 @@ class Shard:
         password: str | None,
         timeout: float,
         max_backlog: int,
+        marker_channel: str,
     ) -> None:
         self.index = index
         self.url = redact_url(url)
@@ -90,6 +92,12 @@ class Shard:
         self._wanted_changed = trio.Event()
         self._progress = trio.Event()  # set and replaced when confirmed or up/down change
         self._batcher = Batcher()
+        # This node's own channel, subscribed in every session beside what clients want:
+        # markers that commands publish behind the messages before them (`expect_marker`).
+        self.marker_channel = marker_channel
+        self._marker_channel = marker_channel.encode()
+        self._markers: dict[bytes, Callable[[], None]] = {}
+        self._marker_numbers = itertools.count()
 
     @property
     def up(self) -> bool:
@@ -147,6 +155,22 @@ class Shard:
                         pending.finish(None, unavailable(_describe(result)))
                     else:
                         pending.finish(result, None)
+
+    # Markers.
+
+    def expect_marker(self, arrived: Callable[[], None]) -> bytes:
+        """A token for a command to publish on `marker_channel`; ``arrived`` is called
+        when it comes back on the pub/sub connection, behind every message that Redis
+        sent this node before the command ran. Never called if the pub/sub session ends
+        first: what that session had not delivered is gone, but the marker may have
+        been published before the next session subscribed."""
+        token = str(next(self._marker_numbers)).encode()
+        self._markers[token] = arrived
+        return token
+
+    def forget_marker(self, token: bytes) -> None:
+        """The command failed: its marker may never come."""
+        self._markers.pop(token, None)
 
     # Subscriptions.
 
@@ -265,7 +289,7 @@ class Shard:
             self.client.connection_pool,
             ignore_subscribe_messages=True,
             retry_policy=NoRetryPolicy(),
-            channels=list(channels),
+            channels=[*channels, self.marker_channel],
             patterns=list(patterns),
             subscription_timeout=self.timeout,
             unsubscription_timeout=self.timeout,
@@ -285,6 +309,7 @@ class Shard:
                         await self._read(pubsub, on_message)
                 finally:
                     self._channels, self._patterns = set(), set()
+                    self._markers.clear()
         if connecting.cancelled_caught:
             raise TimeoutError(f"no connection in {self.timeout:g} s")
 
@@ -304,12 +329,18 @@ class Shard:
                 if message is None or message["type"] not in ("message", "pmessage"):
                     continue
                 data = message["data"]
+                channel = message["channel"]
+                if channel == self._marker_channel:
+                    assert isinstance(data, bytes)
+                    arrived = self._markers.pop(data, None)
+                    if arrived is not None:
+                        arrived()
+                    continue
                 # One publish matching several of our subscriptions arrives once for each,
                 # one right after the other on this connection.
                 if data == last:
                     continue
                 last = data
-                channel = message["channel"]
                 assert isinstance(channel, bytes) and isinstance(data, bytes)
                 await on_message(channel, data)
 

@@ -39,14 +39,17 @@ async def test_a_node_subscribes_in_redis_only_while_it_has_local_interest(
     start_node: StartNode, connect: Connect, redis: RedisServer
 ) -> None:
     node = await start_node()
+    # The node's own channel, for markers (broker/snapshots.py), is always there.
+    own = node.engine.shards[0].marker_channel.encode()  # type: ignore[attr-defined]
     async with await redis_client(redis) as client:
 
         async def channels() -> set[bytes]:
-            return set(await client.pubsub_channels())
+            return set(await client.pubsub_channels()) - {own}
 
         async def patterns() -> int:
             return int(await client.pubsub_numpat())
 
+        assert await client.pubsub_channels() == {own}
         assert await channels() == set() and await patterns() == 0
         first = await subscribed(connect, node, "chat/a")
         await subscribed(connect, node, "chat/a")
@@ -292,3 +295,43 @@ async def subscribed_ack(connect: Connect, node: Broker, topic_filter: str) -> t
     client = await connect(node)
     ack = await client.request({"op": "subscribe", "topic": topic_filter, "id": "s"})
     return client, ack["pos"]
+
+
+async def test_what_is_still_on_its_way_from_redis_after_a_replay_is_not_delivered_again(
+    start_node: StartNode, connect: Connect
+) -> None:
+    # The node's pub/sub reader is held up by a subscriber that reads nothing (its queue
+    # holds 10 messages; the node waits for room), so messages Redis sent pile up in the
+    # node, unread, while a client recovers: its replay holds them already. When the
+    # stalled subscriber reads again, the node delivers them, after the recovery's ack.
+    node = await start_node(
+        topics=[{**CHAT, "history_size": 1000}],
+        limits={"max_queued_messages": 10, "slow_consumer_timeout": 60.0},
+    )
+    stalled = await connect(node, receive_buffer=4096)
+    assert (await stalled.request({"op": "subscribe", "topic": "chat/a", "id": 1}))["op"] == "ack"
+    first = await connect(node)
+    since = (await first.request({"op": "subscribe", "topic": "chat/a", "id": 1}))["pos"]
+    await first.aclose()
+    publisher = await connect(node)
+    # 12 MB: far more than the stalled socket's buffers and queue hold.
+    total, padding = 300, "x" * 40_000
+    for n in range(total):
+        message = {"op": "publish", "topic": "chat/a", "data": [n, padding], "id": n}
+        assert await publisher.request(message) == {"op": "ack", "id": n}
+    recovering = await connect(node)
+    await recovering.send({"op": "subscribe", "topic": "chat/a", "id": "r", "since": since})
+    replayed, ack = await read_until(recovering, "ack")
+    assert ack["recovered"] is True
+    assert [m["data"][0] for m in replayed] == list(range(total))
+
+    async def read_until_after(client: WsClient) -> list[Any]:
+        data = []
+        while (message := await client.recv(timeout=30))["data"] != "after":
+            data.append(message["data"][0])
+        return data
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_until_after, stalled)  # the node's reader goes on
+        await publisher.request({"op": "publish", "topic": "chat/a", "data": "after", "id": "a"})
+        assert await read_until_after(recovering) == []

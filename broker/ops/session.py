@@ -46,7 +46,8 @@ class Session(Protocol):
         """Queue one framed message now, waiting while the queue is full."""
 
     def catching_up(self) -> AbstractAsyncContextManager["CatchUp"]:
-        """Meanwhile live deliveries wait aside, to follow what the block sends."""
+        """Meanwhile live deliveries wait aside, to follow what the block sends; those its
+        snapshot covers are dropped, then and later (`broker.snapshots`)."""
 
     def held(self) -> AbstractContextManager[None]:
         """Meanwhile the heartbeat knows the client is held up, not gone."""

@@ -48,7 +48,7 @@ async def subscribe(session: Session, request: protocol.Subscribe) -> Replied | 
                 with trio.CancelScope(shield=True):
                     await session.engine.leave(topic_filter, session.client)
             raise
-        catch_up.covers = recovery.covers
+        catch_up.snapshot = recovery.snapshot
         for frame in recovery.frames:
             if pipeline.filters_deliveries and not await pipeline.filter_delivery(
                 session.client, publication_of(frame_payload(frame))
