@@ -207,13 +207,13 @@ def test_random_publish_and_reconnect_schedules_never_lose_or_duplicate(
                 if not recovery.recovered:
                     # Honest: something the client had not seen is really gone. It reloads
                     # its state another way (here: it is handed all of it).
-                    wanted = _matching(published, topic_filter)
+                    wanted = matching(published, topic_filter)
                     assert not set(wanted) <= set(received) | set(replayed)
                     assert len(replayed) == len(set(replayed))
                     received = wanted
                 else:
                     received += replayed
-                    assert received == _matching(published, topic_filter)
+                    assert received == matching(published, topic_filter)
                 last_pos = recovery.position
         # Never twice, and in publish order.
         assert len(received) == len(set(received))
@@ -222,7 +222,7 @@ def test_random_publish_and_reconnect_schedules_never_lose_or_duplicate(
     trio.run(run)
 
 
-def _matching(published: list[tuple[str, int]], topic_filter: str) -> list[tuple[str, int]]:
+def matching(published: list[tuple[str, int]], topic_filter: str) -> list[tuple[str, int]]:
     from broker.topics import matches
 
     return [(topic, n) for topic, n in published if matches(topic_filter, topic)]
