@@ -11,8 +11,9 @@ import trio
 
 from broker import Broker
 from tests.cluster import CHAT, read_until, subscribed
-from tests.conftest import Connect, StartNode
+from tests.conftest import Connect, StartBroker, StartNode
 from tests.daemon_process import Daemon, serving
+from tests.redis_proxy import SlowPubSubProxy
 from tests.redis_server import RedisServer
 from tests.test_admin import ADMIN, AUTH, admin_url, scrape
 from tests.wsclient import Closed, WsClient
@@ -354,3 +355,27 @@ async def test_a_node_that_falls_too_far_behind_redis_resubscribes_instead_of_gr
     assert 0 < len(received) < 3000
     assert received == sorted(received)
     assert (await stalled.wait_closed())[0] in (1008, None)  # a slow consumer, dropped
+
+
+async def test_a_subscribe_that_fails_loses_nothing_that_waited_aside_meanwhile(
+    start_broker: StartBroker, connect: Connect, redis: RedisServer
+) -> None:
+    async with SlowPubSubProxy(str(redis.socket_path), delay=0) as proxy:
+        cluster = {"engine": "redis", "redis_url": proxy.url, "redis_timeout": 0.5}
+        node = await start_broker(cluster=cluster)
+        client = await subscribed(connect, node, "news")
+        publisher = await connect(node)
+        proxy.delay = 5.0  # Redis' confirmation of the next subscription comes too late
+        await client.send({"op": "subscribe", "topic": "chat/x", "id": "x"})
+        shard = node.engine.shards[0]  # type: ignore[attr-defined]
+        with trio.fail_after(5):
+            while not shard.counts.channels.get("trio-broker:t:chat/x"):  # noqa: ASYNC110
+                await trio.sleep(0.005)
+        # The subscribe waits for Redis: a delivery for the other subscription waits aside.
+        assert await publisher.request({"op": "publish", "topic": "news", "data": 1, "id": 1}) == {
+            "op": "ack",
+            "id": 1,
+        }
+        assert (await client.recv())["data"] == 1
+        error = await client.recv()
+        assert (error["op"], error["code"], error["id"]) == ("error", "unavailable", "x")
