@@ -77,18 +77,50 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED
 
 
+# What a command reports in one line (never a traceback): the broker's refusals and
+# errors, a connection that could not be made or was lost, a timeout.
+REPORTED = (ClientError, OSError, TimeoutError)
+
+
 async def _reporting(args: argparse.Namespace) -> int:
     """Run the command; its failures as one line on stderr and exit status 1."""
-    name = args.command
-    command = _subscribe if name == "sub" else _publish
+    command = _subscribe if args.command == "sub" else _publish
     try:
         return await command(args)
-    except HandshakeRefused as refused:
-        return _fail(f"{name}: {args.url}: {refused}")
-    except BrokerError as error:
+    except REPORTED as error:
+        return _report(args, error)
+    except BaseExceptionGroup as group:
+        # The client's tasks raise from inside task groups: the first failure explains.
+        first = _first_reported(group)
+        if first is None:
+            raise
+        return _report(args, first)
+
+
+def _first_reported(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The first of ``group``'s failures if every one is to be reported (cancellations
+    aside: they follow from the failure); None if one is something else."""
+    found = None
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            inner = _first_reported(error)
+            if inner is None:
+                return None
+            found = found or inner
+        elif isinstance(error, REPORTED):
+            found = found or error
+        elif not isinstance(error, trio.Cancelled):
+            return None
+    return found
+
+
+def _report(args: argparse.Namespace, error: BaseException) -> int:
+    name = args.command
+    if isinstance(error, HandshakeRefused):
+        return _fail(f"{name}: {args.url}: {error}")
+    if isinstance(error, BrokerError):
         return _fail(f"{name}: {error}")
-    except (ClientError, OSError) as error:
-        return _fail(f"{name}: {args.url}: {_describe(error)}")
+    return _fail(f"{name}: {args.url}: {_describe(error)}")
 
 
 def _fail(message: str) -> int:

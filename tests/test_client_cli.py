@@ -178,3 +178,23 @@ async def test_sub_reconnects_and_recovers_what_it_missed(daemon: Daemon) -> Non
             got = await trio.to_thread.run_sync(lines, sub, 3)
             assert [m["data"] for m in got] == ["missed 1", "missed 2", "missed 3"]
             assert await trio.to_thread.run_sync(sub.wait, TIMEOUT) == 0
+
+
+async def test_sub_without_reconnect_says_in_one_line_that_the_connection_was_lost(
+    daemon: Daemon,
+) -> None:
+    def publish(data: str) -> None:
+        assert run(["pub", "chat/a", data], env(daemon, **BOB)).returncode == 0
+
+    since = await trio.to_thread.run_sync(position_now, daemon)
+    await trio.to_thread.run_sync(publish, "before")
+    async with CuttableProxy(daemon.port) as proxy:
+        arguments = ["--no-reconnect", "--since", since, "chat/#"]
+        with subscriber(arguments, env(daemon, TRIO_BROKER_URL=proxy.url)) as sub:
+            (first,) = await trio.to_thread.run_sync(lines, sub, 1)
+            assert first["data"] == "before"
+            proxy.cut()
+            assert await trio.to_thread.run_sync(sub.wait, TIMEOUT) == 1
+            assert sub.stderr is not None
+            stderr = sub.stderr.read()
+    assert stderr == f"trio-broker sub: {proxy.url}: the connection was lost\n", stderr

@@ -112,7 +112,7 @@ class WebSocket:
             anyio.ClosedResourceError,
             OSError,
         ) as error:
-            raise ConnectionLost("the connection was closed") from error
+            raise ConnectionLost("the connection was lost") from error
         self._ws.receive_data(data)
         return list(self._ws.events())
 
@@ -124,7 +124,7 @@ class WebSocket:
             async with self._send_lock:
                 await self._stream.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
-            raise ConnectionLost("the connection was closed") from error
+            raise ConnectionLost("the connection was lost") from error
 
     async def receive(self) -> list[str]:
         """The text messages that arrived (at least one); pings are answered meanwhile.
