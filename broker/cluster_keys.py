@@ -33,9 +33,11 @@ class Names:
         self.prefix = prefix
         self.shard_count = shard_count
         self.channel_prefix = f"{prefix}:t:"
-        self.epoch = f"{prefix}:epoch"
-        self.offset = f"{prefix}:offset"
         self.topics = f"{prefix}:topics"  # topics with history: their streams expire then
+        # The keys every script that hands out or reads positions starts with: the epoch,
+        # the offset counter, and the replication ID of the master the epoch belongs to
+        # (broker/redis_scripts.py).
+        self.positions = (f"{prefix}:epoch", f"{prefix}:offset", f"{prefix}:epoch-replid")
 
     def shard_of(self, topic: str) -> int:
         if self.shard_count == 1:

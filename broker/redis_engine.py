@@ -220,7 +220,7 @@ class RedisEngine(LocalPart):
         (all of them if it is not a position of this shard), and whether that is all.
         The command that reads the offset publishes ``marker`` (`broker.snapshots`)."""
         recover = self._script("RECOVER", shard)
-        keys = [self.names.epoch, self.names.offset]
+        keys = [*self.names.positions]
 
         async def run(after: int, upto: str, marker: bytes = b"") -> list[Any]:
             args = [new_epoch(), after, upto, shard.marker_channel, marker]
@@ -294,8 +294,7 @@ class RedisEngine(LocalPart):
                 topic, publication.data, publication.meta
             )
             script = self._scripts["PUBLISH"][shard.index]
-            keys = [self.names.epoch, self.names.offset, self.names.stream(topic)]
-            keys.append(self.names.topics)
+            keys = [*self.names.positions, self.names.stream(topic), self.names.topics]
             args: list[str | bytes | int] = [
                 new_epoch(),
                 channel,
@@ -346,7 +345,7 @@ class RedisEngine(LocalPart):
     ) -> tuple[str, list[tuple[int, bytes]]]:
         topics = await self._topics(shard, topic_filter)
         newest = self._script("NEWEST", shard)
-        keys = [self.names.epoch, self.names.offset]
+        keys = [*self.names.positions]
         keys += [self.names.stream(topic) for topic in topics]
         result = await shard.call(lambda: newest(keys=keys, args=[new_epoch(), limit]))
         found: list[tuple[int, bytes]] = []

@@ -10,8 +10,15 @@ Streams: one per topic (``PREFIX:h:TOPIC``), entry ID ``0-OFFSET``, fields ``p``
 delivery's JSON, its position inside) and ``x`` (when it expires, ms; 0: never).
 Entries leave by XDEL, never by XTRIM, because only XDEL moves the stream's
 ``max-deleted-entry-id``, which tells a recovery whether something after its position
-was dropped. The epoch (``PREFIX:epoch``) names the history: a Redis that lost its data
-gets a new one, and positions of the old one no longer recover.
+was dropped.
+
+The epoch (``PREFIX:epoch``) names the history, and belongs to one run of one Redis
+master: the scripts compare that master's replication ID (``INFO replication``) with the
+one the epoch was started on (``PREFIX:epoch-replid``), and start a new epoch when they
+differ. A Redis that restarted or lost its data, and a replica promoted by a failover,
+have a new replication ID: what the old master acknowledged may be missing there
+(replication is asynchronous, an AOF is synced once a second), so positions of the old
+epoch no longer recover (``"recovered": false``), never wrongly.
 """
 
 # Shared head of the scripts that read streams: expired entries are skipped, and count
@@ -21,15 +28,18 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS[1] epoch, KEYS[2] offset; ARGV[1]: an epoch to use if there is none (a new
-# Redis, or one that lost its data). After _CLOCK.
+# KEYS[1] epoch, KEYS[2] offset, KEYS[3] epoch-replid; ARGV[1]: an epoch to use if
+# there is none or it is another master's (see the module's docstring). After _CLOCK.
 # A new history's offsets start from the clock, so that its first positions handed out
-# already say when they were given (see the module's docstring).
+# already say when they were given; a promoted replica's counter goes on from where its
+# data stops (and the clock), so its offsets stay above every one it holds.
 _EPOCH = """
+local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
 local epoch = redis.call('GET', KEYS[1])
-if not epoch then
+if not epoch or redis.call('GET', KEYS[3]) ~= replid then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
+  redis.call('SET', KEYS[3], replid)
   redis.call('SET', KEYS[2], string.format('%.0f', now * 1000), 'NX')
 end
 """
@@ -46,7 +56,7 @@ local function max_deleted(key)
 end
 """
 
-# KEYS: epoch, offset, stream, topics index.
+# KEYS: epoch, offset, epoch-replid, stream, topics index.
 # ARGV: new epoch, channel, pubsub header, payload head, payload tail, history_size,
 #       ttl (ms, 0: none), topic.
 # Returns {epoch, offset, how many subscriptions PUBLISH reached}.
@@ -66,15 +76,15 @@ local expires = 0
 if ttl > 0 then
   expires = now + ttl
 end
-redis.call('XADD', KEYS[3], '0-' .. offset_text, 'p', payload, 'x', string.format('%.0f', expires))
-local excess = redis.call('XLEN', KEYS[3]) - tonumber(ARGV[6])
+redis.call('XADD', KEYS[4], '0-' .. offset_text, 'p', payload, 'x', string.format('%.0f', expires))
+local excess = redis.call('XLEN', KEYS[4]) - tonumber(ARGV[6])
 if excess > 0 then
-  for _, entry in ipairs(redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', excess)) do
-    redis.call('XDEL', KEYS[3], entry[1])
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', excess)) do
+    redis.call('XDEL', KEYS[4], entry[1])
   end
 end
 for _ = 1, 100 do
-  local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+  local oldest = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)[1]
   if not oldest then
     break
   end
@@ -82,22 +92,22 @@ for _ = 1, 100 do
   if x == 0 or x > now then
     break
   end
-  redis.call('XDEL', KEYS[3], oldest[1])
+  redis.call('XDEL', KEYS[4], oldest[1])
 end
 if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[3], ttl)
-  redis.call('ZADD', KEYS[4], string.format('%.0f', now + ttl), ARGV[8])
+  redis.call('PEXPIRE', KEYS[4], ttl)
+  redis.call('ZADD', KEYS[5], string.format('%.0f', now + ttl), ARGV[8])
 else
-  redis.call('PERSIST', KEYS[3])
-  redis.call('ZADD', KEYS[4], '+inf', ARGV[8])
+  redis.call('PERSIST', KEYS[4])
+  redis.call('ZADD', KEYS[5], '+inf', ARGV[8])
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%.0f', now))
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', string.format('%.0f', now))
 local receivers = redis.call('PUBLISH', ARGV[2], ARGV[3] .. payload)
 return {epoch, offset_text, receivers}
 """
 )
 
-# KEYS: epoch, offset, then streams.
+# KEYS: epoch, offset, epoch-replid, then streams.
 # ARGV: new epoch, after (offset, exclusive), upto (offset, inclusive; '+': now),
 #       marker channel, marker ('': none; published last, behind every message this
 #       offset covers, see broker/snapshots.py).
@@ -114,7 +124,7 @@ local upto = ARGV[3]
 if upto ~= '+' then
   upto = '0-' .. upto
 end
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then
     table.insert(result, 0)
     table.insert(result, 1)
@@ -149,7 +159,8 @@ return result
 """
 )
 
-# KEYS: epoch, offset, then streams. ARGV: new epoch, how many of the newest per stream.
+# KEYS: epoch, offset, epoch-replid, then streams. ARGV: new epoch, how many of the newest
+# per stream.
 # Returns {epoch, offset now, then for each stream: count, count pairs of
 #          (offset, payload), newest first}.
 NEWEST = (
@@ -157,7 +168,7 @@ NEWEST = (
     + _EPOCH
     + """
 local result = {epoch, redis.call('GET', KEYS[2]) or '0'}
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   local found = {}
   for _, entry in ipairs(redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', ARGV[2])) do
     local x = tonumber(entry[2][4])
