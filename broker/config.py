@@ -12,7 +12,7 @@ from typing import Any, get_args
 
 import attrs
 
-from . import forwarding, origins
+from . import forwarding, origins, redis_urls
 from .topics import TopicError, check_filter
 
 
@@ -182,13 +182,11 @@ class LimitsConfig:
     max_history_request: int = _setting(1000, min=1, max=1_000_000)
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-
-
 def _check_redis_url(value: str) -> str | None:
-    scheme, separator, rest = value.partition("://")
-    if not separator or scheme not in REDIS_SCHEMES or not rest:
-        return "must be redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///PATH"
+    try:
+        redis_urls.check(value)
+    except redis_urls.UrlError as error:
+        return str(error)
     return None
 
 
@@ -226,6 +224,8 @@ class ClusterConfig:
     redis_url: str | None = _setting(None, optional=True, check=_check_redis_url, secret=True)
     redis_shards: tuple[str, ...] = _setting((), check=_check_redis_urls, secret=True)
     redis_password_file: str | None = _setting(None, optional=True, check=_check_nonempty)
+    # The sentinels' own password (redis+sentinel:// URLs), when they require one.
+    redis_sentinel_password_file: str | None = _setting(None, optional=True, check=_check_nonempty)
     prefix: str = _setting("trio-broker", check=_check_prefix)
     # Seconds one Redis command may take; then the request answers "unavailable".
     redis_timeout: float = _setting(5.0, positive=True, max=3600)
@@ -478,7 +478,15 @@ def config_warnings(config: Config) -> list[str]:
             f"server.host = {server.host!r} is reachable from other machines: in production, "
             "list only your application's origins"
         )
-    if config.cluster.engine == "redis":
+    cluster = config.cluster
+    if cluster.redis_sentinel_password_file is not None and not any(
+        map(redis_urls.is_sentinel, cluster.redis_urls)
+    ):
+        warnings.append(
+            "cluster.redis_sentinel_password_file is set but no Redis is a redis+sentinel:// "
+            "URL: it is not used"
+        )
+    if cluster.engine == "redis":
         for index, table in enumerate(config.topics):
             if table.history_size and not table.history_ttl:
                 warnings.append(

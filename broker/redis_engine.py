@@ -50,15 +50,15 @@ log = logging.getLogger("broker.redis")
 PRESENCE_RENEWALS_PER_TTL = 3
 
 
-def read_password(path: str | None) -> str | None:
+def read_password(key: str, path: str | None) -> str | None:
+    """The first line of the file that ``[cluster] key`` names."""
     if path is None:
         return None
     try:
         return Path(path).read_text(encoding="utf-8").splitlines()[0]
     except (OSError, UnicodeDecodeError, IndexError) as error:
         reason = getattr(error, "strerror", None) or "empty or unreadable"
-        problem = f"cluster.redis_password_file: {path!r}: {reason}"
-        raise ConfigError("<config>", [problem]) from None
+        raise ConfigError("<config>", [f"cluster.{key}: {path!r}: {reason}"]) from None
 
 
 def _pairs(items: list[Any], start: int, count: int) -> list[tuple[int, bytes]]:
@@ -79,17 +79,21 @@ class RedisEngine(LocalPart):
         self._pipeline = pipeline
         self.node = secrets.token_hex(4)
         self._headers = cluster_wire.Headers(self.node)
-        password = read_password(cluster.redis_password_file)
+        password = read_password("redis_password_file", cluster.redis_password_file)
+        sentinel_password = read_password(
+            "redis_sentinel_password_file", cluster.redis_sentinel_password_file
+        )
         urls = cluster.redis_urls
         self.names = Names(cluster.prefix, len(urls))
         self.shards = [
             Shard(
                 index,
                 url,
-                password,
-                cluster.redis_timeout,
-                cluster.max_backlog,
-                self.names.marker_channel(self.node),
+                password=password,
+                sentinel_password=sentinel_password,
+                timeout=cluster.redis_timeout,
+                max_backlog=cluster.max_backlog,
+                marker_channel=self.names.marker_channel(self.node),
             )
             for index, url in enumerate(urls)
         ]

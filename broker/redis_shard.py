@@ -13,6 +13,7 @@ subscribes to everything wanted at that moment; what was published in between is
 lost for live delivery (clients with history recover it).
 """
 
+import contextlib
 import itertools
 import logging
 import math
@@ -23,31 +24,22 @@ from typing import Any, TypeVar
 import anyio
 import coredis
 import trio
-from coredis.exceptions import RedisError
 from coredis.patterns.pubsub import PubSub
 from coredis.response.types import PubSubMessage
 from coredis.retry import NoRetryPolicy
 
+from . import redis_urls
 from .cluster_keys import Interest, InterestCounts
 from .config import redact_url
-from .protocol import ErrorCode, ProtocolError
+from .protocol import ProtocolError
 from .redis_batches import Batcher, Build, Pending, add_to_pipeline
+from .redis_failures import FAILURES, describe, is_read_only, unavailable
+from .redis_sentinel import SentinelLink
 
 log = logging.getLogger("broker.redis")
 
 T = TypeVar("T")
 
-# What a broken or unreachable Redis raises through coredis (on anyio's streams).
-FAILURES = (
-    RedisError,
-    OSError,
-    TimeoutError,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-)
 FIRST_BACKOFF = 0.1
 MAX_BURST = 1000
 MAX_BACKOFF = 5.0
@@ -55,34 +47,39 @@ MAX_BACKOFF = 5.0
 OnMessage = Callable[[bytes, bytes], Awaitable[None]]
 
 
-def unavailable(reason: str) -> ProtocolError:
-    return ProtocolError(ErrorCode.UNAVAILABLE, f"the cluster's Redis is unavailable ({reason})")
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, BaseExceptionGroup):
-        return "; ".join(_describe(inner) for inner in error.exceptions)
-    return str(error) or type(error).__name__
-
-
 class Shard:
     def __init__(
         self,
         index: int,
         url: str,
+        *,
         password: str | None,
+        sentinel_password: str | None,
         timeout: float,
         max_backlog: int,
         marker_channel: str,
     ) -> None:
         self.index = index
-        self.url = redact_url(url)
         self.timeout = timeout
         self.max_backlog = max_backlog
-        options: dict[str, Any] = {"stream_timeout": timeout, "connect_timeout": timeout}
-        if password is not None:
-            options["password"] = password
-        self.client: coredis.Redis[bytes] = coredis.Redis.from_url(url, **options)
+        self._sentinel: SentinelLink | None = None
+        if redis_urls.is_sentinel(url):
+            self._sentinel = SentinelLink(
+                redis_urls.parse_sentinel(url),
+                password=password,
+                sentinel_password=sentinel_password,
+                timeout=timeout,
+            )
+            self.url = str(self._sentinel.url)
+            self.client: coredis.Redis[bytes] = self._sentinel.client
+        else:
+            self.url = redact_url(url)
+            options: dict[str, Any] = {"stream_timeout": timeout, "connect_timeout": timeout}
+            if password is not None:
+                options["password"] = password
+            self.client = coredis.Redis.from_url(url, **options)
+        # Set when the sentinels switched our master: reconnect now, not after the backoff.
+        self._switched = trio.Event()
         self.counts = InterestCounts()
         self.down_reason: str | None = "not connected yet"
         self.outages = 0
@@ -118,7 +115,7 @@ class Shard:
         except trio.TooSlowError:
             raise unavailable(f"no answer in {self.timeout:g} s") from None
         except FAILURES as error:
-            raise unavailable(_describe(error)) from None
+            raise self._failed(error) from None
 
     async def submit(
         self, build: Build | None = None, publish: tuple[str, bytes, bytes] | None = None
@@ -145,16 +142,35 @@ class Shard:
                     pending.finish(None, failure)
                 continue
             except FAILURES as error:
-                failure = unavailable(_describe(error))
+                failure = self._failed(error)
                 for pending in batch:
                     pending.finish(None, failure)
                 continue
             for run, result in zip(answered, results, strict=True):
                 for pending in run:
                     if isinstance(result, BaseException):
-                        pending.finish(None, unavailable(_describe(result)))
+                        pending.finish(None, self._failed(result))
                     else:
                         pending.finish(result, None)
+
+    # Failovers (Sentinel).
+
+    def _master_switched(self, address: str) -> None:
+        """The sentinels made ``address`` the master: drop every connection (one still
+        open to the old master would write to a replica, or wait on a dead one)."""
+        log.warning("redis shard %d (%s): the master is now %s", self.index, self.url, address)
+        self._reconnect()
+
+    def _reconnect(self) -> None:
+        self.client.connection_pool.disconnect()  # the pub/sub connection too: it ends
+        self._switched.set()
+
+    def _failed(self, error: BaseException) -> ProtocolError:
+        """A command's failure, as the request sees it; a write refused by a replica means
+        a failover happened: find the master again."""
+        if is_read_only(error) and self._sentinel is not None:
+            self._reconnect()
+        return unavailable(describe(error))
 
     # Markers.
 
@@ -249,8 +265,14 @@ class Shard:
                 task_status.started()
 
         try:
-            async with self.client, trio.open_nursery() as nursery:
+            async with contextlib.AsyncExitStack() as stack:
+                if self._sentinel is not None:
+                    await stack.enter_async_context(self._sentinel.sentinel)
+                await stack.enter_async_context(self.client)
+                nursery = await stack.enter_async_context(trio.open_nursery())
                 nursery.start_soon(self._send_batches)
+                if self._sentinel is not None:
+                    nursery.start_soon(self._sentinel.watch, self._master_switched)
                 await self._keep_connected(on_message, on_up, first_outcome)
         finally:
             self.down_reason = "the broker is stopping"
@@ -268,14 +290,16 @@ class Shard:
             try:
                 await self._session(on_message, on_up, first_outcome)
             except* (FellBehind, *FAILURES) as group:
-                reason = _describe(group)
+                reason = self._explained(describe(group))
             except* trio.TooSlowError:
                 reason = f"no answer in {self.timeout:g} s"
             if trio.current_time() - started > MAX_BACKOFF:
                 backoff = FIRST_BACKOFF  # it was up for a while: try again soon
             self._went_down(reason)
             first_outcome()
-            await trio.sleep(backoff * random.uniform(0.5, 1.0))
+            with trio.move_on_after(backoff * random.uniform(0.5, 1.0)):
+                await self._switched.wait()  # a failover: the new master is there now
+            self._switched = trio.Event()
             backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _session(
@@ -350,6 +374,15 @@ class Shard:
         self._said_unreachable = False
         self.down_reason = None
         self._made_progress()
+
+    def _explained(self, reason: str) -> str:
+        """Redis' own words, and what to do when they are about a missing password."""
+        if "auth" not in reason.lower():
+            return reason
+        keys = "redis_password_file"
+        if self._sentinel is not None:
+            keys += " for Redis, redis_sentinel_password_file for the sentinels"
+        return f"{reason} (a password is missing or wrong: [cluster] {keys})"
 
     def _went_down(self, reason: str) -> None:
         if self.down_reason is None:

@@ -18,6 +18,7 @@ from broker.config import (
     restart_required,
 )
 from broker.origins import is_development_pattern
+from broker.redis_urls import SentinelUrl, parse_sentinel
 
 SAMPLE = Path(__file__).parent.parent / "etc" / "trio-broker.toml"
 
@@ -37,6 +38,7 @@ def test_sample_config_names_every_key_with_its_default() -> None:
     # and the Redis, which has no default.
     assert defaults["cluster"].pop("redis_url") is None
     assert defaults["cluster"].pop("redis_password_file") is None
+    assert defaults["cluster"].pop("redis_sentinel_password_file") is None
     # Except, on purpose, what `make run` needs: it serves pages of the developer's own
     # machine, and the admin listener with a development key.
     development = data["server"].pop("allowed_origins")
@@ -193,6 +195,45 @@ def test_cluster_settings_are_checked_together() -> None:
         '[server]\nworkers = 2\n[cluster]\nengine = "redis"\nredis_shards = ["redis://a", "unix:///b"]\n'
     )
     assert config.cluster.redis_urls == ("redis://a", "unix:///b")
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis+sentinel://a:26379/", "names no master"),
+        ("redis+sentinel://a/m", "sentinel 'a' must be HOST:PORT"),
+        ("redis+sentinel://a:0/m", "the port must be 1 to 65535"),
+        ("redis+sentinel://[::1/m", "must be [ADDRESS]:PORT"),
+        ("redis+sentinel://:hunter2@a:1/m", "carries no password"),
+        ("redis+sentinel://a:1,a:1/m", "names a sentinel twice"),
+        ("redis+sentinel://a:1/m/x", "database 'x' is not a number"),
+        ("redis+sentinel://a:1/m?db=1", "no query"),
+        ("redis+sentinel://a:1/my master", "spaces"),
+    ],
+)
+def test_sentinel_urls_are_checked(url: str, problem: str) -> None:
+    for section in (f'redis_url = "{url}"', f'redis_shards = ["{url}"]'):
+        with pytest.raises(ConfigError) as raised:
+            parse_config(f"[cluster]\n{section}\n")
+        text = str(raised.value)
+        assert "cluster.redis_" in text and problem in text and "hunter2" not in text
+
+
+def test_sentinel_urls_name_the_sentinels_and_the_master() -> None:
+    url = "redis+sentinel://10.0.0.5:26379,[::1]:26380,s3.example:26379/mymaster/2"
+    parsed = parse_sentinel(url)
+    sentinels = (("10.0.0.5", 26379), ("::1", 26380), ("s3.example", 26379))
+    assert parsed == SentinelUrl(sentinels, "mymaster", 2)
+    assert str(parsed) == url
+    shards = '["redis+sentinel://a:1/m1", "redis+sentinel://a:1/m2"]'
+    config = parse_config(
+        f'[cluster]\nengine = "redis"\nredis_shards = {shards}\n'
+        'redis_sentinel_password_file = "/etc/x"\n'
+    )
+    assert config.cluster.redis_urls == ("redis+sentinel://a:1/m1", "redis+sentinel://a:1/m2")
+    assert config_warnings(config) == []
+    (unused,) = config_warnings(parse_config('[cluster]\nredis_sentinel_password_file = "/x"\n'))
+    assert "redis_sentinel_password_file is set but no Redis is a redis+sentinel://" in unused
 
 
 def test_redis_passwords_stay_out_of_logs() -> None:
