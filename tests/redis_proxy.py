@@ -4,42 +4,23 @@ once, published messages reach the nodes ``delay`` seconds later (in order)."""
 
 import contextlib
 import math
-from types import TracebackType
 
 import trio
 
-BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
+from tests.tcp_proxy import BROKEN, LoopbackProxy
+
 SUBSCRIBING = (b"SUBSCRIBE", b"PSUBSCRIBE")
 
 
-class SlowPubSubProxy:
+class SlowPubSubProxy(LoopbackProxy):
     def __init__(self, socket_path: str, delay: float) -> None:
+        super().__init__()
         self.socket_path = socket_path
         self.delay = delay
-        self.port = 0
-        self._nursery_manager = trio.open_nursery()
-        self._nursery: trio.Nursery | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> "SlowPubSubProxy":
-        self._nursery = await self._nursery_manager.__aenter__()
-        (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listener.socket.getsockname()[1]
-        self._nursery.start_soon(trio.serve_listeners, self._forward, [listener])
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool | None:
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
-        return await self._nursery_manager.__aexit__(kind, error, traceback)
 
     async def _forward(self, client: trio.SocketStream) -> None:
         subscribing = trio.Event()  # a pub/sub connection: what Redis sends is delayed

@@ -5,6 +5,7 @@ import socket
 import struct
 import threading
 from types import TracebackType
+from typing import Self
 
 import trio
 
@@ -12,21 +13,15 @@ BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
 RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 seconds: close() sends a reset
 
 
-class CuttableProxy:
-    """Listens on 127.0.0.1 (a free port) and forwards each connection to ``target_port``.
+class LoopbackProxy:
+    """Listens on 127.0.0.1 (a free port) for the block; `_forward` serves each connection."""
 
-    `cut` drops every connection open now (a reset, no close frame); new ones get through.
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
+    def __init__(self) -> None:
         self.port = 0
-        self.connections = 0  # accepted so far
-        self._scopes: set[trio.CancelScope] = set()
         self._nursery_manager = trio.open_nursery()
         self._nursery: trio.Nursery | None = None
 
-    async def __aenter__(self) -> "CuttableProxy":
+    async def __aenter__(self) -> Self:
         self._nursery = await self._nursery_manager.__aenter__()
         (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
         self.port = listener.socket.getsockname()[1]
@@ -42,6 +37,22 @@ class CuttableProxy:
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
         return await self._nursery_manager.__aexit__(kind, error, traceback)
+
+    async def _forward(self, client: trio.SocketStream) -> None:
+        raise NotImplementedError
+
+
+class CuttableProxy(LoopbackProxy):
+    """Forwards each connection to ``target_port``.
+
+    `cut` drops every connection open now (a reset, no close frame); new ones get through.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__()
+        self.target_port = target_port
+        self.connections = 0  # accepted so far
+        self._scopes: set[trio.CancelScope] = set()
 
     @property
     def url(self) -> str:
