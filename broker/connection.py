@@ -537,14 +537,13 @@ class ClientConnection:
         waiting = detour.waiting = collections.deque()
         catch_up = CatchUp()
         try:
-            try:
-                yield catch_up
-            except ProtocolError:
-                # The request fails, the connection goes on: what other subscriptions
-                # delivered meanwhile still goes out.
-                catch_up.snapshot = None
-                await self._send_waiting(detour, waiting)
-                raise
+            yield catch_up
+        except ProtocolError:
+            # The request fails, the connection goes on: what other subscriptions delivered
+            # meanwhile still goes out.
+            await self._send_waiting(detour, waiting)
+            raise
+        else:
             if catch_up.snapshot is not None:
                 detour.add(catch_up.snapshot)
             await self._send_waiting(detour, waiting)
