@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,11 +59,22 @@ def run(
     )
 
 
+# As from a terminal, where Ctrl-C reaches the command: SIGINT's default action, even
+# where the tests run with SIGINT ignored (a background job of a script inherits that, and
+# Python then never raises KeyboardInterrupt). The exec keeps it for the command.
+AS_FROM_A_TERMINAL = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
 @contextmanager
 def subscriber(args: list[str], environment: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
     """A `trio-broker sub` running for the block, killed after."""
     with subprocess.Popen(
-        [*cli(), "sub", *args],
+        [*AS_FROM_A_TERMINAL, *cli(), "sub", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
