@@ -1,7 +1,7 @@
 """What the epoch's check of the master's replication ID costs Redis per history publish.
 
 Every script that hands out positions asks Redis for its replication ID (``INFO
-replication``) and compares it with the epoch's (broker/redis_scripts.py). This runs the
+replication``) and compares it with the epoch's (broker/cluster/scripts.py). This runs the
 PUBLISH script as the broker sends it and, as the baseline in the same run, the same
 script without that check, alternating, on a private redis-server (unix socket, no
 persistence, pinned to CPU 0 and this script to CPU 1), and reads Redis' own CPU time
@@ -24,8 +24,8 @@ import coredis
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from broker import redis_scripts
-from broker.cluster_keys import Names
+from broker.cluster import scripts as redis_scripts
+from broker.cluster.names import Names
 
 # The epoch as read before the check: created when missing, never compared.
 UNCHECKED_EPOCH = """

@@ -22,9 +22,9 @@ sys.path.insert(0, str(BENCH))
 
 from run import TRIO_BROKER_CONFIG  # noqa: E402
 
-from broker.config import load_config  # noqa: E402
-from broker.plugin_loader import build_pipeline  # noqa: E402
-from broker.server import Broker  # noqa: E402
+from broker.config.schema import load_config  # noqa: E402
+from broker.node.broker import Broker  # noqa: E402
+from broker.plugin_host.loader import build_pipeline  # noqa: E402
 
 
 async def main(count: int) -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from broker.subscriptions import SubscriptionIndex  # noqa: E402
-from broker.topics import matches  # noqa: E402
+from broker.core.subscriptions import SubscriptionIndex  # noqa: E402
+from broker.core.topics import matches  # noqa: E402
 
 SIZES = [1_000, 10_000, 100_000]
 TOPICS = 2_000  # distinct published topics per measurement

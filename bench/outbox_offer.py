@@ -19,8 +19,8 @@ FRAMES = 10
 
 def measure() -> float:
     """Nanoseconds per offer, for the ``broker`` package on sys.path."""
-    from broker.flusher import Flusher
-    from broker.outbox import Outbox
+    from broker.connections.flusher import Flusher
+    from broker.connections.outbox import Outbox
 
     flusher = Flusher()
 

@@ -33,17 +33,18 @@ async def measure() -> dict[str, float]:
     import trio
     import trio.testing
 
-    from broker import protocol, publishing
-    from broker.config import Config, LimitsConfig
-    from broker.connection import ClientConnection
-    from broker.flusher import Flusher
-    from broker.frame_reader import FrameReader, Received
-    from broker.memory_engine import MemoryEngine
-    from broker.ops import dispatch
-    from broker.outbox import Outbox
-    from broker.pipeline import Pipeline
+    from broker.config.schema import Config, LimitsConfig
+    from broker.connections.connection import ClientConnection
+    from broker.connections.flusher import Flusher
+    from broker.connections.outbox import Outbox
+    from broker.core.timers import Timers
+    from broker.engine import publishing
+    from broker.engine.memory import MemoryEngine
     from broker.plugin import Client, Identity
-    from broker.timers import Timers
+    from broker.plugin_host.pipeline import Pipeline
+    from broker.requests import dispatch
+    from broker.wire import protocol
+    from broker.wire.frame_reader import FrameReader, Received
 
     flusher = Flusher()
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import attrs
 
-from .protocol import ErrorCode
-from .token_bucket import TokenBucket
+from .core.token_bucket import TokenBucket
+from .wire.protocol import ErrorCode
 
 __all__ = [
     "Client",

@@ -17,8 +17,8 @@ import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
 
+from broker.core.topics import TopicError, check_filter, matches
 from broker.plugin import Client, Plugin, Publication, Refuse
-from broker.topics import TopicError, check_filter, matches
 
 MAX_REASON = 200
 

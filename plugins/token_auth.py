@@ -11,8 +11,8 @@ from pathlib import Path
 
 import attrs
 
-from broker.keys import DuplicateKey, KeyTable
-from broker.options import OptionsError, structure_options
+from broker.config.options import OptionsError, structure_options
+from broker.core.keys import DuplicateKey, KeyTable
 from broker.plugin import HandshakeRequest, Identity, Plugin, Refuse
 
 from .credentials import bearer_token

@@ -12,9 +12,9 @@ import pytest
 import trio
 
 from broker import Broker, Config
-from broker.config import config_from_mapping
-from broker.pipeline import Pipeline
-from broker.plugin_loader import build_pipeline
+from broker.config.schema import config_from_mapping
+from broker.plugin_host.loader import build_pipeline
+from broker.plugin_host.pipeline import Pipeline
 from tests.wsclient import WsClient
 
 if TYPE_CHECKING:

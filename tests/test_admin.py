@@ -11,9 +11,9 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker import Broker
-from broker.config import ConfigError
-from broker.plugin_loader import load
-from broker.ui_pages import websocket_url
+from broker.admin.ui_pages import websocket_url
+from broker.config.schema import ConfigError
+from broker.node.config_file import load
 from tests.conftest import ROOT, Connect, StartBroker, url
 from tests.wsclient import Rejected, WsClient
 

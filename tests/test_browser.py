@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.config import SAMPLE_API_KEY
+from broker.config.schema import SAMPLE_API_KEY
 from tests.browser import ALLOW_LOCAL_NETWORK, chromium
 from tests.conftest import ROOT, doc_block
 from tests.daemon_process import Daemon, make_run_config

@@ -24,7 +24,7 @@ from broker.client import (
     connect,
 )
 from broker.client.client import refresh_delay
-from broker.frames import text_frame
+from broker.wire.frames import text_frame
 from tests.conftest import StartBroker, url
 from tests.daemon_process import serving
 from tests.tcp_proxy import CuttableProxy

@@ -1,6 +1,6 @@
 import re
 
-from broker.client_ids import BATCH, ClientIds
+from broker.core.client_ids import BATCH, ClientIds
 
 
 def test_client_ids_are_url_safe_distinct_and_drawn_again_after_a_batch() -> None:

@@ -7,7 +7,7 @@ import httpx
 import trio
 
 from broker import Broker
-from broker.cluster_keys import Names
+from broker.cluster.names import Names
 from tests.cluster import CHAT, read_until, redis_client, subscribed, wait_until
 from tests.conftest import Connect, StartBroker, StartNode
 from tests.redis_server import RedisServer, redis_server
@@ -39,7 +39,7 @@ async def test_a_node_subscribes_in_redis_only_while_it_has_local_interest(
     start_node: StartNode, connect: Connect, redis: RedisServer
 ) -> None:
     node = await start_node()
-    # The node's own channel, for markers (broker/snapshots.py), is always there.
+    # The node's own channel, for markers (broker/core/snapshots.py), is always there.
     own = node.engine.shards[0].marker_channel.encode()  # type: ignore[attr-defined]
     async with await redis_client(redis) as client:
 

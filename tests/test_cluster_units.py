@@ -5,10 +5,11 @@ from typing import Any
 
 import pytest
 
-from broker import cluster_wire, protocol
-from broker.cluster_keys import Interest, InterestCounts, Names
-from broker.redis_batches import Pending, add_to_pipeline
-from broker.stats import Link, Snapshot, Stats
+from broker.cluster import wire as cluster_wire
+from broker.cluster.batches import Pending, add_to_pipeline
+from broker.cluster.names import Interest, InterestCounts, Names
+from broker.core.stats import Link, Snapshot, Stats
+from broker.wire import protocol
 
 
 def test_topics_are_spread_over_shards_by_a_stable_hash() -> None:

@@ -5,7 +5,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from broker.config import (
+from broker.config.redis_urls import SentinelUrl, parse_sentinel
+from broker.config.schema import (
     SAMPLE_API_KEY,
     ClusterConfig,
     Config,
@@ -17,8 +18,7 @@ from broker.config import (
     redact_url,
     restart_required,
 )
-from broker.origins import is_development_pattern
-from broker.redis_urls import SentinelUrl, parse_sentinel
+from broker.handshake.origins import is_development_pattern
 
 SAMPLE = Path(__file__).parent.parent / "etc" / "trio-broker.toml"
 

@@ -9,10 +9,10 @@ import trio
 import trio.testing
 
 from broker import Broker
-from broker import connection as connection_module
-from broker.frame_reader import Event, FrameReader
-from broker.ops import dispatch
-from broker.outbox import Outbox
+from broker.connections import connection as connection_module
+from broker.connections.outbox import Outbox
+from broker.requests import dispatch
+from broker.wire.frame_reader import Event, FrameReader
 from tests.conftest import Connect, StartBroker
 from tests.wsclient import Closed, WsClient
 

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from broker.forwarding import TrustedProxies, client_address, parse_address
+from broker.handshake.forwarding import TrustedProxies, client_address, parse_address
 
 TRUSTED = TrustedProxies(["127.0.0.1", "10.0.0.0/8", "2001:db8:ffff::/48"])
 PROXY = ipaddress.ip_address("10.1.2.3")

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from broker import frame_reader
-from broker.frame_reader import Close, FrameReader, Received, unmask
-from broker.frames import close_frame, ping_frame, pong_frame
+from broker.wire import frame_reader
+from broker.wire.frame_reader import Close, FrameReader, Received, unmask
+from broker.wire.frames import close_frame, ping_frame, pong_frame
 from tests.test_hostile_frames import (
     BINARY,
     CLOSE,

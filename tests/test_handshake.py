@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from broker import Broker
-from broker.handshake import (
+from broker.handshake.upgrade import (
     NOT_WEBSOCKET,
     HandshakeFailed,
     accept_response,

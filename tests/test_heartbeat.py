@@ -1,4 +1,4 @@
-from broker.heartbeat import Beat, Heartbeat
+from broker.core.heartbeat import Beat, Heartbeat
 
 NEVER = float("-inf")
 

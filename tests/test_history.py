@@ -8,15 +8,15 @@ import hypothesis.strategies as st
 import trio
 from hypothesis import given, settings
 
-from broker.config import config_from_mapping
-from broker.frames import frame_payload
-from broker.history import HistoryStore
-from broker.memory_engine import MemoryEngine
+from broker.config.schema import config_from_mapping
+from broker.core.history import HistoryStore
+from broker.core.presence import PresenceTable
+from broker.core.timers import Timers
+from broker.engine.memory import MemoryEngine
+from broker.engine.topic_rules import TopicRules
 from broker.plugin import Client, Identity, Publication
-from broker.positions import Position, parse_position
-from broker.presence import PresenceTable
-from broker.timers import Timers
-from broker.topic_rules import TopicRules
+from broker.wire.frames import frame_payload
+from broker.wire.positions import Position, parse_position
 
 # --- HistoryStore ----------------------------------------------------------------------------
 
@@ -223,6 +223,6 @@ def test_random_publish_and_reconnect_schedules_never_lose_or_duplicate(
 
 
 def matching(published: list[tuple[str, int]], topic_filter: str) -> list[tuple[str, int]]:
-    from broker.topics import matches
+    from broker.core.topics import matches
 
     return [(topic, n) for topic, n in published if matches(topic_filter, topic)]

@@ -5,8 +5,8 @@ import trio
 import trio.testing
 
 from broker import Broker
-from broker.admission import AddressLimits, address_key
-from broker.token_bucket import TokenBucket
+from broker.core.token_bucket import TokenBucket
+from broker.handshake.admission import AddressLimits, address_key
 from tests.conftest import UPGRADE, Connect, StartBroker, http_exchange, url
 from tests.wsclient import Closed, Rejected, WsClient
 

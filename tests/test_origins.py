@@ -3,8 +3,8 @@
 import pytest
 
 from broker import Broker
-from broker.config import ConfigError, parse_config
-from broker.origins import origin_allowed
+from broker.config.schema import ConfigError, parse_config
+from broker.handshake.origins import origin_allowed
 from tests.conftest import Connect, StartBroker, url
 from tests.wsclient import Rejected, WsClient
 

@@ -2,7 +2,7 @@ import pytest
 import trio
 import trio.testing
 
-from broker.outbox import MAX_PENDING_CONTROL, Batch, Outbox, chunks
+from broker.connections.outbox import MAX_PENDING_CONTROL, Batch, Outbox, chunks
 
 
 class Recorder:

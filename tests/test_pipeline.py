@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from broker import Broker
-from broker.config import ConfigError
-from broker.plugin_loader import load_plugins, resolve
+from broker.config.schema import ConfigError
+from broker.plugin_host.loader import load_plugins, resolve
 from tests import example_plugins
 from tests.conftest import Connect, StartBroker, make_config, url
 from tests.example_plugins import misbehave

@@ -2,9 +2,9 @@ from typing import Any
 
 import pytest
 
-from broker.config import ConfigError
+from broker.config.schema import ConfigError
 from broker.plugin import Client, Identity, Publication, Refuse
-from broker.plugin_loader import load_plugins
+from broker.plugin_host.loader import load_plugins
 from tests.conftest import Connect, StartBroker, make_config
 from tests.wsclient import WsClient
 

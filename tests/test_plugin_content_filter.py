@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from broker.config import ConfigError
-from broker.plugin_loader import load_plugins
+from broker.config.schema import ConfigError
+from broker.plugin_host.loader import load_plugins
 from tests.conftest import Connect, StartBroker, make_config
 from tests.wsclient import WsClient
 

@@ -8,7 +8,7 @@ import jwt
 import pytest
 
 from broker import Broker
-from broker.config import config_from_mapping
+from broker.config.schema import config_from_mapping
 from tests.conftest import ROOT, Connect, doc_block, make_pipeline, url
 from tests.wsclient import Rejected, WsClient
 

@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker import Broker
-from broker.config import ConfigError
-from broker.plugin_loader import load_plugins
+from broker.config.schema import ConfigError
+from broker.plugin_host.loader import load_plugins
 from tests.conftest import Connect, StartBroker, make_config, url
 from tests.wsclient import Rejected, WsClient
 

@@ -3,9 +3,9 @@ from typing import Any
 import pytest
 import trio
 
-from broker.config import ConfigError
+from broker.config.schema import ConfigError
 from broker.plugin import TokenBucket
-from broker.plugin_loader import load_plugins
+from broker.plugin_host.loader import load_plugins
 from tests.conftest import Connect, StartBroker, make_config
 from tests.wsclient import WsClient
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import ConfigError
-from broker.plugin_loader import load_plugins
+from broker.config.schema import ConfigError
+from broker.plugin_host.loader import load_plugins
 from tests.conftest import Connect, StartBroker, make_config, url
 from tests.wsclient import Rejected, WsClient
 

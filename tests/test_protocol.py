@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from broker import protocol
-from broker.protocol import ErrorCode, ProtocolError, Publish, Subscribe, parse_request
+from broker.wire import protocol
+from broker.wire.protocol import ErrorCode, ProtocolError, Publish, Subscribe, parse_request
 
 
 def test_parse_each_op() -> None:

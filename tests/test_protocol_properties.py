@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from broker import protocol
-from broker.protocol import MAX_JSON_DEPTH, ErrorCode, ProtocolError
-from broker.topics import TopicError, _check_common, check_filter, check_topic, matches
+from broker.core.topics import TopicError, _check_common, check_filter, check_topic, matches
+from broker.wire import protocol
+from broker.wire.protocol import MAX_JSON_DEPTH, ErrorCode, ProtocolError
 
 settings.register_profile("broker", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("broker")

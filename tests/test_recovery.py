@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from broker import Broker
-from broker.memory_engine import MemoryEngine
+from broker.engine.memory import MemoryEngine
 from tests.conftest import Connect, StartBroker, with_engine
 from tests.wsclient import WsClient
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from broker.config import ConfigError
-from broker.plugin_loader import load
+from broker.config.schema import ConfigError
+from broker.node.config_file import load
 from tests.conftest import Connect, StartBroker, url
 from tests.wsclient import Rejected, WsClient
 

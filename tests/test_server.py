@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from broker import Broker, __version__
-from broker.router import LocalRouter
+from broker.engine.router import LocalRouter
 from tests.conftest import UPGRADE, Connect, StartBroker, http_exchange, make_config, url
 from tests.wsclient import Closed, Rejected, WsClient
 

@@ -1,11 +1,11 @@
-"""Which live deliveries a recovery's replay held already (broker/snapshots.py, no I/O)."""
+"""Which live deliveries a recovery's replay held already (broker/core/snapshots.py, no I/O)."""
 
 import collections
 from collections.abc import Callable
 
-from broker import protocol
-from broker.frames import text_frame
-from broker.snapshots import Detour, Snapshot
+from broker.core.snapshots import Detour, Snapshot
+from broker.wire import protocol
+from broker.wire.frames import text_frame
 
 Marker = Callable[[], None]
 

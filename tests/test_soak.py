@@ -4,7 +4,7 @@ import pytest
 import trio
 
 from bench.soak import check, soak
-from broker.flusher import Flusher
+from broker.connections.flusher import Flusher
 
 
 async def test_churn_loses_nothing_leaks_nothing_and_the_daemon_exits_0() -> None:

@@ -1,8 +1,8 @@
 import itertools
 import random
 
-from broker.subscriptions import SubscriptionIndex
-from broker.topics import matches
+from broker.core.subscriptions import SubscriptionIndex
+from broker.core.topics import matches
 
 FILTERS = [
     "a",

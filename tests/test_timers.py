@@ -4,7 +4,7 @@ import pytest
 import trio
 import trio.testing
 
-from broker.timers import TimerQueue, Timers
+from broker.core.timers import TimerQueue, Timers
 
 
 def test_due_timers_come_out_earliest_first_and_ties_in_order() -> None:

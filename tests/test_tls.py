@@ -10,8 +10,8 @@ import trustme
 from websockets.frames import Opcode
 
 from broker import Broker
-from broker.config import ConfigError, parse_config
-from broker.plugin_loader import load
+from broker.config.schema import ConfigError, parse_config
+from broker.node.config_file import load
 from tests.conftest import Connect, StartBroker, make_config
 from tests.wsclient import Closed, WsClient
 

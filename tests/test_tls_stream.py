@@ -8,10 +8,10 @@ import pytest
 import trio
 import trustme
 
-from broker.config import TlsConfig
-from broker.raw_socket import read_now, write_now
-from broker.tls import server_context
-from broker.tls_stream import TlsStream
+from broker.config.schema import TlsConfig
+from broker.connections.raw_socket import read_now, write_now
+from broker.connections.tls_stream import TlsStream
+from broker.node.tls import server_context
 from tests.test_tls import issue, trusting
 
 

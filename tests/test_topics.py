@@ -1,6 +1,6 @@
 import pytest
 
-from broker.topics import (
+from broker.core.topics import (
     TopicError,
     check_filter,
     check_topic,

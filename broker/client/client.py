@@ -24,8 +24,8 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..protocol import TOKEN_EXPIRED_CLOSE
-from ..topics import matches
+from ..core.topics import matches
+from ..wire.protocol import TOKEN_EXPIRED_CLOSE
 from .errors import BrokerError, ClientError, ConnectionLost, HandshakeRefused
 from .websocket import WebSocket
 

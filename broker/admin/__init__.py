@@ -1,0 +1,1 @@
+"""The admin listener: health, metrics, the HTTP publish API, the demo pages."""

@@ -1,0 +1,1 @@
+"""The TOML config: its schema and validation, plugin options, Redis URLs."""

@@ -1,0 +1,523 @@
+"""The TOML configuration: plain attrs classes, validated with every error reported.
+
+The sample file ``etc/trio-broker.toml`` documents every key; keep them in step.
+"""
+
+import ipaddress
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_args
+
+import attrs
+
+from ..core.topics import TopicError, check_filter
+from ..handshake import forwarding, origins
+from . import redis_urls
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``errors`` lists every problem found."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.source = source
+        self.errors = errors
+        super().__init__("\n".join(f"{source}: {error}" for error in errors))
+
+
+def _setting(
+    default: Any,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    positive: bool = False,
+    choices: tuple[str, ...] = (),
+    check: Any = None,
+    section: type[Any] | None = None,
+    tables: type[Any] | None = None,
+    optional: bool = False,
+    secret: bool = False,
+) -> Any:
+    """A key; ``default`` None makes it required unless ``optional``.
+
+    ``section``: a table of that class; ``tables``: an array of tables of that class.
+    A ``secret`` value never appears in an error message.
+    """
+    return attrs.field(
+        default=default,
+        repr=not secret,
+        metadata={
+            "min": min,
+            "max": max,
+            "positive": positive,
+            "choices": choices,
+            "check": check,
+            "section": section,
+            "tables": tables,
+            "optional": optional,
+            "secret": secret,
+        },
+    )
+
+
+def _check_path(value: str) -> str | None:
+    if not value.startswith("/"):
+        return "must start with '/'"
+    if any(ch in value for ch in "?# ") or not value.isascii():
+        return "must be a plain ASCII URL path without query, fragment or spaces"
+    return None
+
+
+def _check_nonempty(value: str) -> str | None:
+    return None if value else "must not be empty"
+
+
+def _check_origins(value: tuple[str, ...]) -> str | None:
+    for origin in value:
+        if not origins.is_valid_pattern(origin):
+            return f"{origin[:80]!r} is not an origin: {origins.PATTERN_HELP}"
+    return None
+
+
+def _check_networks(value: tuple[str, ...]) -> str | None:
+    for entry in value:
+        try:
+            forwarding.TrustedProxies([entry])
+        except ValueError as error:
+            return f"{entry[:80]!r} is not an address or network (10.0.0.0/8, ::1): {error}"
+    return None
+
+
+@attrs.frozen
+class TlsConfig:
+    cert_file: str = _setting(None, check=_check_nonempty)
+    key_file: str = _setting(None, check=_check_nonempty)
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str = _setting("127.0.0.1", check=_check_nonempty)
+    port: int = _setting(8080, min=0, max=65535)
+    path: str = _setting("/ws", check=_check_path)
+    shutdown_timeout: float = _setting(10.0, positive=True, max=3600)
+    handshake_timeout: float = _setting(10.0, positive=True, max=3600)
+    heartbeat_interval: float = _setting(30.0, min=0, max=86400)
+    heartbeat_timeout: float = _setting(10.0, positive=True, max=3600)
+    close_timeout: float = _setting(5.0, positive=True, max=3600)
+    plugin_timeout: float = _setting(5.0, positive=True, max=3600)
+    lame_duck_duration: float = _setting(30.0, positive=True, max=86400)
+    allowed_origins: tuple[str, ...] = _setting((), check=_check_origins)
+    trusted_proxies: tuple[str, ...] = _setting((), check=_check_networks)
+    proxy_header: str = _setting("X-Forwarded-For", choices=forwarding.HEADERS)
+    tls: TlsConfig | None = _setting(None, section=TlsConfig)
+    # Processes sharing the port (SO_REUSEPORT), meeting through the cluster engine.
+    workers: int = _setting(1, min=1, max=1024)
+
+
+def _check_topic_filter(value: str) -> str | None:
+    try:
+        check_filter(value, 65_536)
+    except TopicError as error:
+        return str(error)
+    return None
+
+
+@attrs.frozen
+class TopicConfig:
+    """One ``[[topics]]`` table: options for the topics its ``filter`` matches."""
+
+    filter: str = _setting(None, check=_check_topic_filter)
+    history_size: int = _setting(0, min=0, max=1_000_000)
+    history_ttl: float = _setting(0.0, min=0, max=365 * 86400)
+    presence: bool = _setting(False)
+    join_leave: bool = _setting(False)
+
+
+@attrs.frozen
+class ApiKey:
+    """One ``[admin] api_keys`` entry: a key (inline or in a file) and whom it stands for."""
+
+    user: str = _setting(None, check=_check_nonempty)
+    roles: tuple[str, ...] = _setting(())
+    key: str | None = _setting(None, optional=True, secret=True)
+    key_file: str | None = _setting(None, optional=True, check=_check_nonempty)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.key is None) == (self.key_file is None):
+            raise ValueError(f"set exactly one of 'key' and 'key_file' for user {self.user!r}")
+
+
+@attrs.frozen
+class AdminConfig:
+    enabled: bool = _setting(False)
+    host: str = _setting("127.0.0.1", check=_check_nonempty)
+    port: int = _setting(8081, min=0, max=65535)
+    # Demo pages at /ui/ (a chat on the browser client).
+    ui: bool = _setting(False)
+    api_keys: tuple[ApiKey, ...] = _setting((), tables=ApiKey)
+    # Bounds on what one HTTP client may make the broker hold.
+    max_connections: int = _setting(100, min=1, max=1_000_000)
+    max_request_size: int = _setting(1_048_576, min=1024, max=2**30)
+    request_timeout: float = _setting(10.0, positive=True, max=3600)
+    idle_timeout: float = _setting(60.0, positive=True, max=86400)
+    tls: TlsConfig | None = _setting(None, section=TlsConfig)
+
+
+@attrs.frozen
+class LimitsConfig:
+    max_connections: int = _setting(10_000, min=1, max=10_000_000)
+    # Off, or generous: one address may be a NAT or a proxy in front of thousands of users.
+    max_connections_per_ip: int = _setting(0, min=0, max=10_000_000)
+    handshake_rate_per_ip: float = _setting(100.0, min=0, max=1_000_000)
+    handshake_burst_per_ip: int = _setting(10_000, min=1, max=10_000_000)
+    max_message_size: int = _setting(65_536, min=256, max=64 * 1024 * 1024)
+    max_subscriptions: int = _setting(100, min=1, max=1_000_000)
+    max_topic_length: int = _setting(256, min=1, max=65_536)
+    max_queued_messages: int = _setting(1000, min=1, max=1_000_000)
+    max_queued_bytes: int = _setting(1_048_576, min=1024, max=2**40)
+    slow_consumer_timeout: float = _setting(5.0, positive=True, max=3600)
+    max_incoming_rate: float = _setting(10_000.0, min=0, max=10_000_000)
+    incoming_burst: int = _setting(10_000, min=1, max=10_000_000)
+    max_history_bytes: int = _setting(64 * 2**20, min=0, max=2**40)
+    max_history_request: int = _setting(1000, min=1, max=1_000_000)
+
+
+def _check_redis_url(value: str) -> str | None:
+    try:
+        redis_urls.check(value)
+    except redis_urls.UrlError as error:
+        return str(error)
+    return None
+
+
+def _check_redis_urls(value: tuple[str, ...]) -> str | None:
+    for url in value:
+        problem = _check_redis_url(url)
+        if problem:
+            return f"{redact_url(url)!r}: {problem}"
+    if len(set(value)) != len(value):
+        return "the same shard is listed twice"
+    return None
+
+
+def _check_prefix(value: str) -> str | None:
+    if not value or not value.isascii() or any(ch in value for ch in " *?[]\\:"):
+        return "must be non-empty ASCII without spaces, ':' or glob characters (*?[]\\)"
+    return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password it may carry (for logs and errors)."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not separator or not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+@attrs.frozen
+class ClusterConfig:
+    """``[cluster]``: where nodes and workers meet (docs/cluster.md)."""
+
+    engine: str = _setting("memory", choices=("memory", "redis"))
+    redis_url: str | None = _setting(None, optional=True, check=_check_redis_url, secret=True)
+    redis_shards: tuple[str, ...] = _setting((), check=_check_redis_urls, secret=True)
+    redis_password_file: str | None = _setting(None, optional=True, check=_check_nonempty)
+    # The sentinels' own password (redis+sentinel:// URLs), when they require one.
+    redis_sentinel_password_file: str | None = _setting(None, optional=True, check=_check_nonempty)
+    prefix: str = _setting("trio-broker", check=_check_prefix)
+    # Seconds one Redis command may take; then the request answers "unavailable".
+    redis_timeout: float = _setting(5.0, positive=True, max=3600)
+    # Seconds a node's presence entries outlive it if it dies without removing them.
+    presence_ttl: float = _setting(60.0, min=3, max=86400)
+    # Messages from Redis waiting for this node; beyond, it resubscribes (docs/cluster.md).
+    max_backlog: int = _setting(100_000, min=100, max=10_000_000)
+
+    def __attrs_post_init__(self) -> None:
+        if self.redis_url is not None and self.redis_shards:
+            raise ValueError("set redis_url or redis_shards, not both")
+
+    @property
+    def redis_urls(self) -> tuple[str, ...]:
+        return self.redis_shards or ((self.redis_url,) if self.redis_url else ())
+
+
+@attrs.frozen
+class LogConfig:
+    level: str = _setting("info", choices=("debug", "info", "warning", "error"))
+    format: str = _setting("text", choices=("text", "json"))
+
+
+@attrs.frozen
+class PluginSpec:
+    """One ``[[plugins]]`` table: ``use`` names the plugin, the rest are its options."""
+
+    use: str
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig = attrs.field(factory=ServerConfig)
+    admin: AdminConfig = attrs.field(factory=AdminConfig)
+    limits: LimitsConfig = attrs.field(factory=LimitsConfig)
+    log: LogConfig = attrs.field(factory=LogConfig)
+    cluster: ClusterConfig = attrs.field(factory=ClusterConfig)
+    topics: tuple[TopicConfig, ...] = ()
+    plugins: tuple[PluginSpec, ...] = ()
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "admin": AdminConfig,
+    "limits": LimitsConfig,
+    "log": LogConfig,
+    "cluster": ClusterConfig,
+}
+# How errors name a kind of value (plugin options use them too).
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _convert(field: "attrs.Attribute[Any]", value: Any) -> tuple[Any, str | None]:
+    """Return the value as the field's type, or an error message."""
+    kind = field.type
+    if field.metadata["optional"]:
+        (kind,) = (member for member in get_args(kind) if member is not type(None))
+    if field.metadata["secret"]:
+        converted, problem = _convert_value(field, kind, value)
+        if problem:
+            problem = problem.partition(", got ")[0]  # says nothing of the value
+        return converted, problem
+    return _convert_value(field, kind, value)
+
+
+def _convert_value(field: "attrs.Attribute[Any]", kind: Any, value: Any) -> tuple[Any, str | None]:
+    if kind == tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            return None, f"must be an array of strings, got {_describe(value)}"
+        value = tuple(value)
+        kind = tuple
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        return None, f"must be {TYPE_NAMES[kind]}, got {_describe(value)}"
+    meta = field.metadata
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, f"must be a finite number, got {_describe(value)}"
+    if meta["positive"] and value <= 0:
+        return None, f"must be greater than 0, got {_describe(value)}"
+    if meta["min"] is not None and value < meta["min"]:
+        return None, f"must be at least {meta['min']}, got {_describe(value)}"
+    if meta["max"] is not None and value > meta["max"]:
+        return None, f"must be at most {meta['max']}, got {_describe(value)}"
+    if meta["choices"] and value not in meta["choices"]:
+        allowed = ", ".join(repr(choice) for choice in meta["choices"])
+        return None, f"must be one of {allowed}, got {_describe(value)}"
+    if meta["check"] is not None:
+        problem = meta["check"](value)
+        if problem:
+            return None, f"{problem}, got {_describe(value)}"
+    return value, None
+
+
+def _build_section(name: str, cls: type[Any], table: Any, errors: list[str]) -> Any:
+    if not isinstance(table, Mapping):
+        errors.append(f"[{name}] must be a table, got {_describe(table)}")
+        return None
+    fields = {field.name: field for field in attrs.fields(cls)}
+    values: dict[str, Any] = {}
+    reported = len(errors)
+    for key, value in table.items():
+        field = fields.get(key)
+        if field is None:
+            known = ", ".join(fields)
+            errors.append(f"{name}.{key}: unknown key (known keys: {known})")
+            continue
+        if field.metadata["section"] is not None:
+            values[key] = _build_section(f"{name}.{key}", field.metadata["section"], value, errors)
+            continue
+        if field.metadata["tables"] is not None:
+            values[key] = _build_tables(f"{name}.{key}", field.metadata["tables"], value, errors)
+            continue
+        converted, problem = _convert(field, value)
+        if problem:
+            errors.append(f"{name}.{key}: {problem}")
+        else:
+            values[key] = converted
+    # A default of None means required, except for a whole optional table.
+    missing = [
+        key
+        for key, field in fields.items()
+        if field.default is None
+        and field.metadata["section"] is None
+        and not field.metadata["optional"]
+        and key not in table
+    ]
+    errors.extend(f"{name}.{key}: required" for key in missing)
+    if len(errors) > reported:
+        return None  # there is nothing valid to build
+    try:
+        return cls(**values)
+    except ValueError as problem:  # what the class checks across its keys
+        errors.append(f"{name}: {problem}")
+        return None
+
+
+def _build_tables(name: str, cls: type[Any], tables: Any, errors: list[str]) -> Any:
+    if not isinstance(tables, list):
+        errors.append(f"{name}: must be an array of tables, got {_describe(tables)}")
+        return None
+    built = [
+        _build_section(f"{name}[{index}]", cls, table, errors) for index, table in enumerate(tables)
+    ]
+    return None if None in built else tuple(built)
+
+
+def _plugin_specs(tables: Any, errors: list[str]) -> tuple[PluginSpec, ...]:
+    if not isinstance(tables, list):
+        errors.append("plugins: must be an array of tables ([[plugins]])")
+        return ()
+    specs = []
+    for index, table in enumerate(tables):
+        if not isinstance(table, Mapping):
+            errors.append(f"plugins[{index}]: must be a table")
+        elif not isinstance(table.get("use"), str) or not table["use"]:
+            errors.append(f"plugins[{index}].use: required, the plugin's name or 'module:Class'")
+        else:
+            options = {key: value for key, value in table.items() if key != "use"}
+            specs.append(PluginSpec(table["use"], options))
+    return tuple(specs)
+
+
+def config_from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
+    """Validate parsed TOML; raise ConfigError listing every problem.
+
+    Plugin options are validated when the plugins are loaded (`broker.plugin_host.loader`).
+    """
+    errors: list[str] = []
+    sections: dict[str, Any] = {}
+    for name, table in data.items():
+        if name == "plugins":
+            sections[name] = _plugin_specs(table, errors)
+            continue
+        if name == "topics":
+            sections[name] = _build_tables(name, TopicConfig, table, errors)
+            continue
+        cls = _SECTIONS.get(name)
+        if cls is None:
+            known = ", ".join([*_SECTIONS, "topics", "plugins"])
+            errors.append(f"[{name}]: unknown section (known sections: {known})")
+            continue
+        sections[name] = _build_section(name, cls, table, errors)
+    if errors:
+        raise ConfigError(source, errors)
+    config = Config(**sections)
+    errors = _cross_section_errors(config)
+    if errors:
+        raise ConfigError(source, errors)
+    return config
+
+
+def _cross_section_errors(config: Config) -> list[str]:
+    cluster = config.cluster
+    errors = []
+    if cluster.engine == "redis" and not cluster.redis_urls:
+        errors.append('cluster.redis_url: required with engine = "redis" (or redis_shards)')
+    if cluster.engine == "memory" and config.server.workers > 1:
+        errors.append(
+            f'server.workers = {config.server.workers} needs [cluster] engine = "redis": '
+            "with the memory engine each worker would be a broker of its own, and a message "
+            "published to one would never reach subscribers of another"
+        )
+    return errors
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # The message carries "(at line L, column C)".
+        raise ConfigError(source, [f"invalid TOML: {exc}"]) from None
+    return config_from_mapping(data, source)
+
+
+def load_config(path: str | Path) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc}"]) from None
+    return parse_config(text, str(path))
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# The sample config's key, for `make run`: published, so never to be trusted.
+SAMPLE_API_KEY = "dev-key-from-the-sample-config"
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is valid but probably not meant: logged at start and reload, shown by check-config."""
+    warnings = []
+    server = config.server
+    development = [o for o in server.allowed_origins if origins.is_development_pattern(o)]
+    if development and not _is_loopback(server.host):
+        listed = ", ".join(repr(entry) for entry in development)
+        warnings.append(
+            f"server.allowed_origins admits pages of developers' machines ({listed}) while "
+            f"server.host = {server.host!r} is reachable from other machines: in production, "
+            "list only your application's origins"
+        )
+    cluster = config.cluster
+    if cluster.redis_sentinel_password_file is not None and not any(
+        map(redis_urls.is_sentinel, cluster.redis_urls)
+    ):
+        warnings.append(
+            "cluster.redis_sentinel_password_file is set but no Redis is a redis+sentinel:// "
+            "URL: it is not used"
+        )
+    if cluster.engine == "redis":
+        for index, table in enumerate(config.topics):
+            if table.history_size and not table.history_ttl:
+                warnings.append(
+                    f"topics[{index}] ({table.filter!r}) keeps history without history_ttl: with "
+                    "the redis engine every topic it matches keeps a stream in Redis until Redis "
+                    "evicts it (max_history_bytes bounds the memory engine only)"
+                )
+    for index, key in enumerate(config.admin.api_keys):
+        if key.key == SAMPLE_API_KEY:
+            warnings.append(
+                f"admin.api_keys[{index}] is the sample config's development key, which "
+                "anyone can read: use a key_file of your own outside development"
+            )
+    return warnings
+
+
+def restart_required(old: Config, new: Config) -> list[str]:
+    """Keys whose new value only takes effect after a restart."""
+    changed = [
+        f"server.{key}"
+        for key in ("host", "port", "workers")
+        if getattr(old.server, key) != getattr(new.server, key)
+    ]
+    changed += [
+        f"admin.{key}"
+        for key in ("enabled", "host", "port")
+        if getattr(old.admin, key) != getattr(new.admin, key)
+    ]
+    return changed + [
+        f"cluster.{field.name}"
+        for field in attrs.fields(ClusterConfig)
+        if getattr(old.cluster, field.name) != getattr(new.cluster, field.name)
+    ]

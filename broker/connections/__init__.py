@@ -1,0 +1,1 @@
+"""One client's connection: reading requests, its outbox and writes, TLS below it."""

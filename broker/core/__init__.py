@@ -1,0 +1,3 @@
+"""Socket-free core data: topics and subscriptions, history, presence, timers, rate
+buckets, statistics.
+"""

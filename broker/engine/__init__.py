@@ -1,0 +1,3 @@
+"""The engine: fan-out, history and presence behind one interface; the single-node (memory)
+engine.
+"""

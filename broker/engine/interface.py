@@ -1,0 +1,98 @@
+"""The engine: fan-out, history and presence, behind one interface.
+
+Everything that nodes of a cluster must share goes through an engine: who is
+subscribed to what, the positions and retained messages of topics with history,
+and who is present on a topic. `broker.engine.memory.MemoryEngine` keeps it all in
+this process; a Redis engine keeps it in Redis, with the same contract:
+
+- `subscribe` and `publish` are atomic with respect to each other: a message whose
+  position is after `Recovery.position` reaches the subscriber live, one at or
+  before it is in `Recovery.frames` (when asked for) or was never meant for it. An
+  engine that may still deliver such a message live says which in
+  `Recovery.snapshot`, and the connection drops it.
+- `publish` hands one frame to each matching subscriber once, waits for full ones
+  (backpressure), and says how many it reached.
+- Join and leave events never wait: a subscriber whose queue is full misses them.
+- An engine that cannot reach what it shares raises ProtocolError ``unavailable``.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from ..config.schema import Config
+from ..core.snapshots import Snapshot
+from ..core.stats import Link
+from ..plugin import Client, Publication
+from ..wire.protocol import ProtocolError
+from .router import Subscriber
+
+
+@attrs.frozen
+class Recovery:
+    frames: list[bytes]  # the retained deliveries after `since`, oldest first
+    recovered: bool  # all of them: nothing after `since` was dropped
+    position: str | None  # now, for the ack; None when the filter covers no history
+    # Which live deliveries, arriving meanwhile or later, are among `frames` (or older):
+    # an engine that cannot take the snapshot atomically with subscribing says so.
+    snapshot: Snapshot | None = None
+
+
+class Engine(Protocol):
+    def configure(self, config: Config) -> None:
+        """A reloaded config: new [[topics]] tables and history bounds."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Its background work (connections to other nodes), until cancelled."""
+
+    @property
+    def unready_reason(self) -> str | None:
+        """Why this node cannot serve now (None: it can)."""
+
+    async def subscribe(
+        self, topic_filter: str, subscriber: Subscriber, since: str | None
+    ) -> Recovery: ...
+
+    def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> None: ...
+
+    async def publish(
+        self,
+        publication: Publication,
+        accepts: Callable[[Subscriber], Awaitable[bool]] | None,
+        on_failure: Callable[[ProtocolError], None] | None = None,
+    ) -> int | None:
+        """Subscribers reached (counted in the stats too). With ``on_failure`` the
+        engine may return None as soon as it took the message, and report a failure
+        to publish it later through ``on_failure`` (for publishes nobody awaits)."""
+
+    async def history(
+        self, topic_filter: str, limit: int, max_bytes: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The newest ``limit`` retained messages (oldest first) that fit in ``max_bytes``
+        of frames, and the position now."""
+
+    def has_presence(self, topic: str) -> bool: ...
+
+    async def presence(self, topic: str) -> list[dict[str, Any]]: ...
+
+    async def join(self, topic: str, client: Client) -> None:
+        """``client`` subscribed to exactly ``topic``: presence and join events."""
+
+    async def leave(self, topic: str, client: Client, *, announce: bool = True) -> None:
+        """It unsubscribed or disconnected; ``announce`` False: no leave event."""
+
+    @property
+    def subscription_count(self) -> int: ...
+
+    @property
+    def retained(self) -> tuple[int, int]:
+        """Messages kept for history, and their bytes."""
+
+    def filter_count(self) -> int: ...
+
+    def busiest(self, count: int) -> list[tuple[str, int]]:
+        """The filters with the most subscribers on this node, most first."""
+
+    def links(self) -> list[Link]: ...

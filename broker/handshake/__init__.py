@@ -1,0 +1,3 @@
+"""The WebSocket opening handshake: the upgrade request, which origins and proxies to
+trust, admission per address.
+"""

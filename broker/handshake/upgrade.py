@@ -1,0 +1,187 @@
+"""The HTTP side of a WebSocket connection (no I/O): the upgrade request read and checked as
+RFC 6455 section 4.2.1 says, and the bytes that refuse or accept it."""
+
+import http
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import h11
+from wsproto.utilities import generate_accept_token
+
+from ..plugin import HandshakeRequest
+
+RECEIVE_SIZE = 16_384
+# The upgrade request's size at most, headers included (nginx's default header buffer).
+# Below h11's own 16 KiB limit, which would only say 400.
+MAX_REQUEST_SIZE = 8_192
+_VERSION_13 = (("Sec-WebSocket-Version", "13"),)
+# Where h11 sees a request's head end (it takes bare LF line endings too).
+_END_OF_HEAD = re.compile(rb"\n\r?\n")
+
+
+@attrs.frozen
+class Refusal:
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class HandshakeFailed(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
+# A browser's address bar or curl, not a WebSocket client: say what the endpoint is.
+NOT_WEBSOCKET = Refusal(
+    426,
+    "this is a WebSocket endpoint: connect with a WebSocket client, for example "
+    'new WebSocket("ws://HOST:PORT/ws") in a browser\'s JavaScript',
+    (("Upgrade", "websocket"),),
+)
+
+
+@attrs.frozen
+class UpgradeRequest:
+    """An upgrade request that RFC 6455 section 4.2.1 accepts."""
+
+    target: str
+    host: str
+    key: bytes  # Sec-WebSocket-Key
+    # Its other headers (names lowercase), but Host and the extension and subprotocol
+    # offers, which the broker declines.
+    extra_headers: tuple[tuple[bytes, bytes], ...]
+
+
+@attrs.frozen
+class Received:
+    request: UpgradeRequest
+    after: bytes  # what the client sent after the request: its first frames
+
+
+def _after_head(received: bytes) -> bytes:
+    """What follows the request's head (which ends with an empty line)."""
+    end = _END_OF_HEAD.search(received)
+    return received[end.end() :] if end is not None else b""
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [token.strip().lower() for token in value.split(b",")]
+
+
+def _is_plain_get(event: h11.Request) -> bool:
+    """Whether ``event`` is a GET that asks for no upgrade at all."""
+    if event.method != b"GET":
+        return False
+    connection = b",".join(value for name, value in event.headers if name == b"connection")
+    upgrade = any(name == b"upgrade" for name, _ in event.headers)
+    return not upgrade and b"upgrade" not in connection.lower()
+
+
+def _bad(
+    reason: str, status: int = 400, headers: tuple[tuple[str, str], ...] = ()
+) -> HandshakeFailed:
+    return HandshakeFailed(Refusal(status, reason, headers))
+
+
+def check_upgrade(event: h11.Request) -> UpgradeRequest:
+    """The request if it is a WebSocket upgrade (checked as wsproto checks it, with its
+    answers); HandshakeFailed saying what is missing otherwise."""
+    if _is_plain_get(event):
+        raise HandshakeFailed(NOT_WEBSOCKET)
+    if event.method != b"GET":
+        raise _bad("Request method must be GET")
+    connection: list[bytes] = []
+    host = key = version = None
+    upgrade = b""
+    extra: list[tuple[bytes, bytes]] = []
+    for name, value in event.headers:  # h11 gives names in lowercase
+        if name == b"host":
+            host = value
+            continue
+        if name in (b"sec-websocket-extensions", b"sec-websocket-protocol"):
+            continue
+        if name == b"connection":
+            connection += _tokens(value)
+        elif name == b"sec-websocket-key":
+            key = value
+        elif name == b"sec-websocket-version":
+            version = value
+        elif name == b"upgrade":
+            upgrade = value
+        extra.append((bytes(name), bytes(value)))
+    if b"upgrade" not in connection:
+        raise _bad("Missing header, 'Connection: Upgrade'")
+    if version != b"13":
+        status = 426 if version else 400
+        raise _bad("Missing header, 'Sec-WebSocket-Version'", status, _VERSION_13)
+    if key is None:
+        raise _bad("Missing header, 'Sec-WebSocket-Key'")
+    if upgrade.lower() != b"websocket":
+        raise _bad("Missing header, 'Upgrade: websocket'")
+    if host is None:
+        raise _bad("Missing header, 'Host'")
+    try:
+        target, host_name = event.target.decode("ascii"), host.decode("idna")
+    except UnicodeError as exc:
+        raise _bad(f"malformed request: {exc}") from None
+    return UpgradeRequest(target, host_name, bytes(key), tuple(extra))
+
+
+def plugin_view(request: UpgradeRequest, remote: str) -> HandshakeRequest:
+    """The upgrade request as plugins see it."""
+    target = urlsplit(request.target)
+    query = {key: tuple(values) for key, values in parse_qs(target.query).items()}
+    headers = [("host", request.host)]
+    headers += [
+        (bytes(name).decode("latin-1").lower(), bytes(value).decode("latin-1"))
+        for name, value in request.extra_headers
+    ]
+    return HandshakeRequest(target.path, query, tuple(headers), remote)
+
+
+class RequestReader:
+    """The upgrade request from the bytes the client sends (no I/O: the node reads them)."""
+
+    def __init__(self) -> None:
+        self._parser = h11.Connection(h11.SERVER)
+        self._received = b""
+
+    def receive(self, data: bytes) -> Received | None:
+        """The request once its head is complete (None until then); raises HandshakeFailed
+        for one that is too large, malformed, or not an upgrade RFC 6455 accepts."""
+        self._received += data
+        if len(self._received) > MAX_REQUEST_SIZE:
+            reason = f"request headers larger than {MAX_REQUEST_SIZE} bytes"
+            raise HandshakeFailed(Refusal(431, reason))
+        self._parser.receive_data(data)
+        try:
+            event = self._parser.next_event()
+        except h11.RemoteProtocolError:
+            raise _bad("Bad HTTP message") from None
+        if isinstance(event, h11.Request):
+            return Received(check_upgrade(event), _after_head(self._received))
+        return None
+
+
+def http_error(refusal: Refusal) -> bytes:
+    """A complete HTTP/1.1 error response that ends the connection."""
+    phrase = http.HTTPStatus(refusal.status).phrase
+    body = f"{refusal.status} {phrase}: {refusal.reason}\n".encode()
+    head = [f"HTTP/1.1 {refusal.status} {phrase}"]
+    head += [f"{name}: {value}" for name, value in refusal.headers]
+    head += [
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    return "\r\n".join([*head, "", ""]).encode() + body
+
+
+def accept_response(request: UpgradeRequest) -> bytes:
+    """The 101 answer (no extension, no subprotocol)."""
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + generate_accept_token(request.key) + b"\r\n\r\n"
+    )

@@ -1,0 +1,1 @@
+"""One broker node: its listeners, the connections it owns, reloads and shutdown."""

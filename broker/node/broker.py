@@ -1,0 +1,609 @@
+"""The broker server: listens, runs the handshake, owns every connection task."""
+
+import contextlib
+import errno
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+import attrs
+import trio
+
+from ..admin import http_server
+from ..admin.api import AdminApi
+from ..admin.api_keys import load_api_keys
+from ..admin.http_server import HttpLimits
+from ..cluster.engine import RedisEngine
+from ..config.schema import Config
+from ..connections.connection import ClientConnection, CloseCode
+from ..connections.flusher import Flusher
+from ..connections.raw_socket import receive_some, send_all_soon
+from ..connections.tls_stream import TlsStream
+from ..core.client_ids import ClientIds
+from ..core.stats import BUSIEST, Snapshot, Stats
+from ..core.timers import Timers
+from ..engine.interface import Engine
+from ..engine.memory import MemoryEngine
+from ..handshake import upgrade as handshake
+from ..handshake.admission import AddressLimits, address_key
+from ..handshake.forwarding import IPAddress, TrustedProxies, client_address, parse_address
+from ..handshake.origins import origin_allowed
+from ..handshake.upgrade import HandshakeFailed, Refusal
+from ..plugin import HandshakeRequest, Identity, Refuse
+from ..plugin_host.loader import build_pipeline
+from ..plugin_host.pipeline import Pipeline, PluginFailure
+from ..version import __version__
+from ..wire import protocol
+from ..wire.frames import text_frame
+from . import tls
+from .reuse_port import reuse_port_listeners
+
+log = logging.getLogger("broker.server")
+
+SERVER_NAME = f"trio-broker/{__version__}"
+# How long a client refused for its address's limits may take to send its request.
+REFUSAL_READ_TIMEOUT = 1.0
+
+
+class ListenError(OSError):
+    """The configured address cannot be listened on (in use, not local, no permission)."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        message = f"cannot listen on {host}:{port}: {cause.strerror or cause}"
+        if cause.errno == errno.EADDRINUSE:
+            message += " (another process, perhaps another trio-broker, has it: stop it or set "
+            message += "[server] port)"
+        super().__init__(cause.errno, message)
+
+
+@attrs.frozen
+class _Accepted:
+    identity: Identity
+    client_id: str
+    response: bytes  # the 101 and the welcome, to send in one write
+    received: bytes  # the client's first frames, sent with its request
+    remote: str  # for logs
+    remote_address: str  # for plugins: the client's, as a trusted proxy forwarded it
+    address: str | None  # the key it was admitted under, when a trusted proxy forwarded it
+
+
+_RETRY_AFTER = (("Retry-After", "1"),)
+
+
+def _limit_refusal(reason: str) -> Refusal:
+    return Refusal(429, reason, _RETRY_AFTER)
+
+
+async def _listen(host: str, port: int, *, reuse_port: bool = False) -> list[trio.SocketListener]:
+    try:
+        if reuse_port:
+            return await reuse_port_listeners(host, port)
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as error:
+        raise ListenError(host, port, error) from error
+
+
+class Workers(Protocol):
+    async def node_snapshot(self, own: Snapshot) -> Snapshot:
+        """``own`` (the supervisor's) with every worker's numbers added."""
+
+
+async def _receive_request(stream: trio.abc.ReceiveStream) -> handshake.Received | None:
+    """The client's upgrade request, or None if it hung up first."""
+    reader = handshake.RequestReader()
+    while data := await receive_some(stream, handshake.RECEIVE_SIZE):
+        if (received := reader.receive(data)) is not None:
+            return received
+    return None
+
+
+def _peer(stream: trio.SocketStream) -> tuple[str, str]:
+    """The client's host, and host:port for logs."""
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return "?", "?"
+    host, port = address[0], address[1]
+    return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _address_limits(config: Config) -> tuple[int, float, int]:
+    limits = config.limits
+    return (
+        limits.max_connections_per_ip,
+        limits.handshake_rate_per_ip,
+        limits.handshake_burst_per_ip,
+    )
+
+
+def _tls_contexts(config: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """The WebSocket listener's and the admin listener's (files read now)."""
+    server, admin = config.server.tls, config.admin.tls
+    return (
+        None if server is None else tls.server_context(server),
+        None if admin is None else tls.server_context(admin, key="admin.tls"),
+    )
+
+
+def _http_limits(config: Config) -> HttpLimits:
+    admin = config.admin
+    return HttpLimits(admin.max_request_size, admin.request_timeout, admin.idle_timeout)
+
+
+class Broker:
+    """A running broker. Start it with ``await nursery.start(broker.serve)``.
+
+    ``serve`` returns after `stop` once every client was closed with 1001, or
+    when ``shutdown_timeout`` ran out.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        pipeline: Pipeline | None = None,
+        *,
+        config_file: str | None = None,
+        websocket: bool = True,
+        reuse_port: bool = False,
+    ) -> None:
+        """``pipeline`` defaults to the plugins of ``config`` (ConfigError if invalid).
+
+        ``websocket`` False: the admin listener only (the supervisor of workers);
+        ``reuse_port``: the WebSocket port is shared with other processes (a worker).
+        """
+        self.config = config
+        self.config_file = config_file
+        self._websocket = websocket
+        self._reuse_port = reuse_port
+        self.workers: Workers | None = None  # set by a supervisor: its node_snapshot
+        self.shared_port: int | None = None  # set by a supervisor: its workers' port
+        self.stats = Stats()
+        self.pipeline = pipeline or build_pipeline(config)
+        self.pipeline.stats = self.stats
+        self._tls, self._admin_tls = _tls_contexts(config)
+        self.api_keys = load_api_keys(config.admin)
+        self.admin_listeners: list[trio.SocketListener] = []
+        self._admin_api = AdminApi(self)
+        self._admin_addresses = AddressLimits(*_address_limits(config))
+        self._admin_connections = 0
+        self._lame_duck_requested = trio.Event()
+        self._lame_duck = False
+        self.flusher = Flusher()
+        self.timers = Timers()
+        self._client_ids = ClientIds()
+        self.engine: Engine = (
+            RedisEngine(config, self.stats, lambda: self.pipeline)
+            if config.cluster.engine == "redis"
+            else MemoryEngine(config, self.timers, self.stats)
+        )
+        # One for every connection: they ask it for the pipeline at each operation.
+        self._current_pipeline = lambda: self.pipeline
+        self.listeners: list[trio.SocketListener] = []
+        self._connections: set[ClientConnection] = set()
+        self._slots_taken = 0
+        self._handshakes: set[trio.CancelScope] = set()
+        self._stop_requested = trio.Event()
+        self._stopping = False
+        self._addresses = AddressLimits(*_address_limits(config))
+        self._proxies = TrustedProxies(config.server.trusted_proxies)
+        self._warned_of_missing_proxy_header = False
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [listener.socket.getsockname()[:2] for listener in self.listeners]
+
+    @property
+    def admin_addresses(self) -> list[tuple[str, int]]:
+        return [listener.socket.getsockname()[:2] for listener in self.admin_listeners]
+
+    @property
+    def admin_port(self) -> int:
+        return self.admin_addresses[0][1]
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    @property
+    def websocket_port(self) -> int:
+        """Where clients connect: this process's listener, or its workers' shared port."""
+        return self.shared_port or self.port
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def reconfigure(self, config: Config, pipeline: Pipeline | None = None) -> None:
+        """Apply a new config: new handshakes and new connections see it at once.
+
+        Existing connections keep their identity and limits; their next operations go
+        through the new pipeline (by default, built from ``config``).
+        """
+        new_pipeline = pipeline or build_pipeline(config)
+        # Files are read again: renewed certificates, changed keys. All of it before
+        # anything changes: a failure (ConfigError) leaves the broker as it was.
+        tls_contexts = _tls_contexts(config)
+        api_keys = load_api_keys(config.admin)
+        self._tls, self._admin_tls = tls_contexts
+        self.api_keys = api_keys
+        new_pipeline.stats = self.stats
+        self.pipeline = new_pipeline
+        self.config = config
+        self.engine.configure(config)
+        self._addresses.configure(*_address_limits(config))
+        self._admin_addresses.configure(*_address_limits(config))
+        self._proxies = TrustedProxies(config.server.trusted_proxies)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def unready_reason(self) -> str | None:
+        """Why load balancers should send no new clients here (None: they may)."""
+        if self._stopping:
+            return "shutting down"
+        if self._lame_duck:
+            return "lame duck"
+        return self.engine.unready_reason
+
+    def snapshot(self) -> Snapshot:
+        """This process's numbers, for the admin listener."""
+        retained_messages, retained_bytes = self.engine.retained
+        return Snapshot(
+            stats=self.stats,
+            connections=self.connection_count,
+            subscriptions=self.engine.subscription_count,
+            topics=self.engine.filter_count(),
+            retained_messages=retained_messages,
+            retained_bytes=retained_bytes,
+            links=self.engine.links(),
+            unready_reason=self.unready_reason,
+            busiest=self.engine.busiest(BUSIEST),
+        )
+
+    async def node_snapshot(self) -> Snapshot:
+        """The node's numbers: this process's, and its workers' if it has any."""
+        if self.workers is None:
+            return self.snapshot()
+        return await self.workers.node_snapshot(self.snapshot())
+
+    def enter_lame_duck(self) -> None:
+        """Stop accepting, close clients spread over ``lame_duck_duration``, then stop."""
+        self._lame_duck_requested.set()
+
+    def stop(self) -> None:
+        """Stop accepting and close every client with 1001 (see `serve`)."""
+        self._stop_requested.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        server, admin = self.config.server, self.config.admin
+        if self._websocket:
+            self.listeners = await _listen(server.host, server.port, reuse_port=self._reuse_port)
+        if admin.enabled:
+            try:
+                self.admin_listeners = await _listen(admin.host, admin.port)
+            except ListenError:
+                for listener in self.listeners:
+                    await listener.aclose()
+                raise
+        async with trio.open_nursery() as outer:
+            self._outer = outer  # connections' writer tasks live here (see ClientConnection)
+            await outer.start(self.engine.run)
+            outer.start_soon(self.flusher.run)
+            outer.start_soon(self.timers.run)
+            if self.admin_listeners:
+                # Serves through the shutdown (health, metrics) until the last client left.
+                outer.start_soon(self._serve_admin)
+            async with trio.open_nursery() as nursery:
+                accepting = trio.CancelScope()
+                if self.listeners:
+                    nursery.start_soon(self._accept, accepting, nursery)
+                outer.start_soon(self._lame_duck_when_asked, accepting)
+                task_status.started()
+                await self._stop_requested.wait()
+                self._stopping = True
+                accepting.cancel()
+                deadline = trio.current_time() + self.config.server.shutdown_timeout
+                for scope in self._handshakes:
+                    scope.cancel()
+                for connection in self._connections:
+                    connection.close(
+                        CloseCode.GOING_AWAY, "server shutdown", drain=True, deadline=deadline
+                    )
+                nursery.cancel_scope.deadline = deadline
+            outer.cancel_scope.cancel()  # every connection is gone: nothing left to flush or time
+
+    async def _lame_duck_when_asked(self, accepting: trio.CancelScope) -> None:
+        await self._lame_duck_requested.wait()
+        if self._stopping:
+            return
+        self._lame_duck = True
+        accepting.cancel()  # the listeners close: load balancers send clients elsewhere
+        duration = self.config.server.lame_duck_duration
+        leaving = list(self._connections)
+        log.info("lame duck: closing %d clients over %g s", len(leaving), duration)
+        # Evenly spread, so that clients reconnecting elsewhere do not come all at once.
+        started = trio.current_time()
+        for index, connection in enumerate(leaving):
+            await trio.sleep_until(started + duration * index / len(leaving))
+            connection.close(CloseCode.GOING_AWAY, "lame duck", drain=True)
+        self.stop()
+
+    async def _serve_admin(self) -> None:
+        async with trio.open_nursery() as handlers:
+            await trio.serve_listeners(
+                self._handle_admin_stream, self.admin_listeners, handler_nursery=handlers
+            )
+
+    async def _handle_admin_stream(self, stream: trio.SocketStream) -> None:
+        host, remote = _peer(stream)
+        client: trio.abc.Stream = stream
+        if self._admin_tls is not None:
+            client = trio.SSLStream(stream, self._admin_tls, server_side=True)
+        address = address_key(host)
+        refused = self._addresses_refusal(self._admin_addresses, address)
+        if refused is None and self._admin_connections >= self.config.admin.max_connections:
+            self._admin_addresses.release(address)
+            refused = Refusal(503, "too many admin connections", _RETRY_AFTER)
+        if refused is not None:
+            await self._refuse_early(client, remote, refused)
+            await trio.aclose_forcefully(client)
+            return
+        self._admin_connections += 1
+        try:
+            await http_server.serve_connection(
+                client, self._admin_api.handle, _http_limits(self.config), remote, SERVER_NAME
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            log.debug("admin connection from %s broke: %r", remote, error)
+        except Exception:
+            log.exception("internal error on the admin connection from %s", remote)
+        finally:
+            self._admin_connections -= 1
+            self._admin_addresses.release(address)
+            await trio.aclose_forcefully(client)
+
+    def _addresses_refusal(self, limits: AddressLimits, address: str) -> Refusal | None:
+        """Admit ``address`` (release it later) or say why not."""
+        reason = limits.admit(address, trio.current_time())
+        return None if reason is None else _limit_refusal(reason)
+
+    async def _accept(self, scope: trio.CancelScope, nursery: trio.Nursery) -> None:
+        with scope:
+            # serve_listeners closes the listeners when cancelled.
+            await trio.serve_listeners(self._handle_stream, self.listeners, handler_nursery=nursery)
+
+    def _refusal(self, path: str, config: Config) -> Refusal | None:
+        if path != config.server.path:
+            return Refusal(404, f"no WebSocket endpoint at {path[:100]!r}")
+        if self._stopping:
+            return Refusal(503, "the server is shutting down")
+        if self._slots_taken >= config.limits.max_connections:
+            return Refusal(503, "too many connections")
+        return None
+
+    def _origin_refusal(self, request: HandshakeRequest, config: Config) -> Refusal | None:
+        origin = request.origin
+        host = request.header("host") or ""
+        allowed = config.server.allowed_origins
+        if origin_allowed(origin, host, allowed):
+            return None
+        assert origin is not None
+        # The browser shows only "403": this line in the log is what explains it.
+        if allowed:
+            policy = ", ".join(repr(entry) for entry in allowed)
+            policy = policy if len(policy) <= 200 else policy[:197] + "..."
+        else:
+            policy = f"empty: same host as the request's Host {host[:100]!r} only"
+        return Refusal(
+            403,
+            f"origin {origin[:100]!r} is not allowed by [server] allowed_origins ({policy}); "
+            "add it there if that page is yours",
+        )
+
+    async def _authenticate(self, request: HandshakeRequest) -> Identity | Refusal:
+        try:
+            return await self.pipeline.authenticate(request)
+        except Refuse as refusal:
+            return Refusal(refusal.status, refusal.message)
+        except PluginFailure:
+            return Refusal(500, "authentication failed")
+
+    async def _handshake(
+        self, stream: trio.abc.Stream, config: Config, remote: str, proxy: IPAddress | None
+    ) -> _Accepted | None:
+        """The client once it is accepted (and holds a slot).
+
+        Nothing of wsproto is kept: the handshake's state (an h11 parser and its
+        buffers) would otherwise stay for the whole life of the connection. From a
+        trusted ``proxy``, the client's address comes from the request, and the
+        per-address limits are checked here, on that address.
+        """
+        try:
+            received = await _receive_request(stream)
+        except HandshakeFailed as failure:
+            log.debug("bad handshake from %s: %s", remote, failure.refusal.reason)
+            await self._refuse(stream, failure.refusal)
+            return None
+        if received is None:
+            return None
+        request = received.request
+        view = handshake.plugin_view(request, remote)
+        address = None
+        if proxy is not None:
+            client = self._forwarded_client(view, config, proxy, remote)
+            view = attrs.evolve(view, remote_address=client)
+            remote = f"{client} via {remote}"
+            address = address_key(client)
+            refused = self._addresses_refusal(self._addresses, address)
+            if refused is not None:
+                log.info("refused %s: %d %s", remote, refused.status, refused.reason)
+                await self._refuse(stream, refused)
+                return None
+        accepted = None
+        try:
+            decided = await self._decide(stream, request, view, config, remote)
+            if decided is not None:
+                accepted = _Accepted(*decided, received.after, remote, view.remote_address, address)
+            return accepted
+        finally:
+            if accepted is None and address is not None:
+                self._addresses.release(address)
+
+    def _forwarded_client(
+        self, view: HandshakeRequest, config: Config, proxy: IPAddress, remote: str
+    ) -> str:
+        header = config.server.proxy_header
+        values = [value for name, value in view.headers if name == header.lower()]
+        if not values and not self._warned_of_missing_proxy_header:
+            self._warned_of_missing_proxy_header = True
+            log.warning(
+                "trusted proxy %s sent no %s header: the clients behind it count as the "
+                "proxy's own address (have the proxy set it, see README)",
+                remote,
+                header,
+            )
+        return str(client_address(proxy, header, values, self._proxies))
+
+    async def _decide(
+        self,
+        stream: trio.abc.Stream,
+        request: handshake.UpgradeRequest,
+        view: HandshakeRequest,
+        config: Config,
+        remote: str,
+    ) -> tuple[Identity, str, bytes] | None:
+        """Refuse or accept the request; if accepted (a slot taken), the identity, the
+        client id and the response to send: the 101 and the welcome."""
+        outcome = (
+            self._refusal(view.path, config)
+            or self._origin_refusal(view, config)
+            or await self._authenticate(view)
+        )
+        # Checked again: other handshakes may have taken the last slots meanwhile.
+        if isinstance(outcome, Identity):
+            outcome = self._refusal(view.path, config) or outcome
+        if isinstance(outcome, Refusal):
+            log.info("refused %s: %d %s", remote, outcome.status, outcome.reason)
+            await self._refuse(stream, outcome)
+            return None
+        self._slots_taken += 1
+        client_id = self._client_ids.next()
+        welcome = protocol.encode_welcome(client_id, SERVER_NAME, outcome.expires_at)
+        return outcome, client_id, handshake.accept_response(request) + text_frame(welcome)
+
+    async def _handshake_in_time(
+        self, stream: trio.abc.Stream, config: Config, remote: str, proxy: IPAddress | None
+    ) -> _Accepted | None:
+        with trio.move_on_after(config.server.handshake_timeout) as scope:
+            self._handshakes.add(scope)
+            try:
+                return await self._handshake(stream, config, remote, proxy)
+            finally:
+                self._handshakes.discard(scope)
+        log.debug("handshake from %s did not complete in time", remote)
+        return None
+
+    async def _handle_stream(self, stream: trio.SocketStream) -> None:
+        # One function from accept to close: every coroutine frame in this chain is
+        # held by every idle connection for as long as it lives.
+        host, remote = _peer(stream)
+        client: trio.abc.Stream = stream
+        if self._tls is not None:
+            # The TLS handshake runs on the first read, within handshake_timeout.
+            client = TlsStream(stream, self._tls)
+        # A trusted proxy's clients are counted by the address its request names.
+        proxy = parse_address(host)
+        if not self._proxies.trusts(proxy):
+            proxy = None
+        address = None if proxy else address_key(host)
+        if address is not None:
+            refused = self._addresses_refusal(self._addresses, address)
+            if refused is not None:
+                self.stats.handshake_refusals[refused.status] += 1
+                await self._refuse_early(client, remote, refused)
+                await trio.aclose_forcefully(client)
+                return
+        try:
+            accepted = await self._handshake_in_time(client, self.config, remote, proxy)
+            if accepted is None:
+                return
+            address = address or accepted.address
+            remote = accepted.remote
+            config = self.config
+            connection = ClientConnection(
+                client,
+                accepted.received,
+                client_id=accepted.client_id,
+                remote=remote,
+                remote_address=accepted.remote_address,
+                identity=accepted.identity,
+                engine=self.engine,
+                pipeline=self._current_pipeline,
+                server=config.server,
+                limits=config.limits,
+                timers=self.timers,
+                flusher=self.flusher,
+                stats=self.stats,
+                writers=self._outer,
+            )
+            # Counted before the client hears it is welcome.
+            self._connections.add(connection)
+            log.debug("client %s connected from %s", connection.client_id, remote)
+            try:
+                await send_all_soon(client, accepted.response, config.server.handshake_timeout)
+                del accepted  # this frame lives as long as the connection: nothing spare in it
+                if self._stopping:
+                    connection.close(CloseCode.GOING_AWAY, "server shutdown")
+                await connection.run()
+            finally:
+                self._connections.discard(connection)
+                self._slots_taken -= 1
+                log.debug(
+                    "client %s (%s) disconnected, close code %s",
+                    connection.client_id,
+                    remote,
+                    connection.close_code,
+                )
+        except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
+            log.debug("connection from %s broke: %r", remote, group.exceptions)
+        except* Exception:
+            log.exception("internal error on the connection from %s", remote)
+        finally:
+            if address is not None:
+                self._addresses.release(address)
+            await trio.aclose_forcefully(client)
+
+    async def _refuse(self, stream: trio.abc.SendStream, refusal: Refusal) -> None:
+        self.stats.handshake_refusals[refusal.status] += 1
+        await stream.send_all(handshake.http_error(refusal))
+
+    async def _refuse_early(self, stream: trio.abc.Stream, remote: str, refusal: Refusal) -> None:
+        """Refuse a client over a limit, after reading its request (not counted here).
+
+        Read first: closing a socket with unread data sends a reset, which can reach
+        the client before the answer. The short deadline keeps a flood of refused
+        sockets from piling up.
+        """
+        log.info("refused %s: %d %s", remote, refusal.status, refusal.reason)
+        timeout = min(REFUSAL_READ_TIMEOUT, self.config.server.handshake_timeout)
+        broken = (trio.BrokenResourceError, trio.ClosedResourceError)
+        with trio.move_on_after(timeout), contextlib.suppress(*broken):
+            with contextlib.suppress(HandshakeFailed):
+                await _receive_request(stream)
+            await stream.send_all(handshake.http_error(refusal))
+
+
+@asynccontextmanager
+async def open_broker(config: Config) -> AsyncIterator[Broker]:
+    """Run a broker for the duration of the block; leaving it shuts the broker down."""
+    broker = Broker(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(broker.serve)
+        try:
+            yield broker
+        finally:
+            broker.stop()

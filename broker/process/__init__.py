@@ -1,0 +1,1 @@
+"""The daemon process: signals, systemd, workers under a supervisor, logging."""
