@@ -11,9 +11,9 @@ imports only the client (`broker.client`, on asyncio or Trio) loads neither Trio
 server's dependencies (websockets keeps its package lazy for the same reason).
 
 The subpackages, each importing only those listed after it: ``cli``, ``process``,
-``admin``, ``node``, ``requests``, ``connections``, ``cluster``, ``engine``,
-``plugin_host``, ``config``, ``handshake``, ``core``, ``wire``; beside them, the public
-plugin API (``broker.plugin``) and the client (``broker.client``). docs/design.md.
+``node``, ``admin``, ``connections``, ``requests``, ``cluster``, ``engine``,
+``plugin_host``, the public plugin API (``broker.plugin``), ``config``, ``handshake``, the
+client (``broker.client``), ``core``, ``wire``. docs/design.md.
 """
 
 from typing import TYPE_CHECKING, Any

@@ -13,18 +13,33 @@ from typing import Any
 
 import attrs
 
+from .config.options import OptionsError, structure_options
+from .core.keys import DuplicateKey, KeyTable
 from .core.token_bucket import TokenBucket
+from .core.topics import TopicError, check_filter, covers, matches, overlaps
 from .wire.protocol import ErrorCode
 
+# Beside the hooks' types, the helpers a plugin needs and the built-in plugins use: topic
+# filters (`matches` is the broker's own), secrets looked up in constant time, a token
+# bucket, and the strict validation that the broker applies to ``Options``.
 __all__ = [
     "Client",
+    "DuplicateKey",
     "ErrorCode",
     "HandshakeRequest",
     "Identity",
+    "KeyTable",
+    "OptionsError",
     "Plugin",
     "Publication",
     "Refuse",
     "TokenBucket",
+    "TopicError",
+    "check_filter",
+    "covers",
+    "matches",
+    "overlaps",
+    "structure_options",
 ]
 
 

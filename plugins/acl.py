@@ -20,8 +20,17 @@ from typing import Any, Literal
 
 import attrs
 
-from broker.core.topics import TopicError, check_filter, covers, matches, overlaps
-from broker.plugin import Client, Plugin, Publication, Refuse
+from broker.plugin import (
+    Client,
+    Plugin,
+    Publication,
+    Refuse,
+    TopicError,
+    check_filter,
+    covers,
+    matches,
+    overlaps,
+)
 
 USER_PLACEHOLDER = "{user}"
 # In a rule's user or role: any (authenticated user; role at all).

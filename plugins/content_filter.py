@@ -17,8 +17,7 @@ import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
 
-from broker.core.topics import TopicError, check_filter, matches
-from broker.plugin import Client, Plugin, Publication, Refuse
+from broker.plugin import Client, Plugin, Publication, Refuse, TopicError, check_filter, matches
 
 MAX_REASON = 200
 

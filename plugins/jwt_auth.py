@@ -13,8 +13,18 @@ from typing import Any
 import attrs
 import jwt
 
-from broker.core.topics import TopicError, check_filter, covers, matches
-from broker.plugin import Client, HandshakeRequest, Identity, Plugin, Publication, Refuse
+from broker.plugin import (
+    Client,
+    HandshakeRequest,
+    Identity,
+    Plugin,
+    Publication,
+    Refuse,
+    TopicError,
+    check_filter,
+    covers,
+    matches,
+)
 
 from .credentials import bearer_token
 

@@ -11,9 +11,16 @@ from pathlib import Path
 
 import attrs
 
-from broker.config.options import OptionsError, structure_options
-from broker.core.keys import DuplicateKey, KeyTable
-from broker.plugin import HandshakeRequest, Identity, Plugin, Refuse
+from broker.plugin import (
+    DuplicateKey,
+    HandshakeRequest,
+    Identity,
+    KeyTable,
+    OptionsError,
+    Plugin,
+    Refuse,
+    structure_options,
+)
 
 from .credentials import bearer_token
 

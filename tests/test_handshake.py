@@ -8,13 +8,8 @@ import pytest
 import trio
 
 from broker import Broker
-from broker.handshake.upgrade import (
-    NOT_WEBSOCKET,
-    HandshakeFailed,
-    accept_response,
-    check_upgrade,
-    plugin_view,
-)
+from broker.handshake.upgrade import NOT_WEBSOCKET, HandshakeFailed, accept_response, check_upgrade
+from broker.plugin_host.handshake_view import plugin_view
 from tests.conftest import UPGRADE
 from tests.test_hostile_frames import TEXT, frame
 

@@ -18,9 +18,9 @@ LAYERS = [
     "cluster",
     "engine",
     "plugin_host",
+    "plugin",
     "config",
     "handshake",
-    "plugin",
     "client",
     "core",
     "wire",
@@ -65,6 +65,25 @@ def test_each_subpackage_imports_only_those_below_it() -> None:
                 if rank[there] < rank[here]:
                     upward.append(f"{module} imports {target}")
     assert upward == []
+
+
+def test_the_built_in_plugins_use_only_the_public_plugin_api() -> None:
+    # As a third-party plugin must: broker.plugin (docs/plugins.md), nothing else of broker.
+    private = []
+    for path in sorted((ROOT / "plugins").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            private += [
+                f"{path.name}: {module}"
+                for module in modules
+                if module.split(".")[0] == "broker" and module != "broker.plugin"
+            ]
+    assert private == []
 
 
 def test_the_client_loads_neither_trio_nor_the_server() -> None:

@@ -3,13 +3,10 @@ RFC 6455 section 4.2.1 says, and the bytes that refuse or accept it."""
 
 import http
 import re
-from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import h11
 from wsproto.utilities import generate_accept_token
-
-from ..plugin import HandshakeRequest
 
 RECEIVE_SIZE = 16_384
 # The upgrade request's size at most, headers included (nginx's default header buffer).
@@ -127,18 +124,6 @@ def check_upgrade(event: h11.Request) -> UpgradeRequest:
     except UnicodeError as exc:
         raise _bad(f"malformed request: {exc}") from None
     return UpgradeRequest(target, host_name, bytes(key), tuple(extra))
-
-
-def plugin_view(request: UpgradeRequest, remote: str) -> HandshakeRequest:
-    """The upgrade request as plugins see it."""
-    target = urlsplit(request.target)
-    query = {key: tuple(values) for key, values in parse_qs(target.query).items()}
-    headers = [("host", request.host)]
-    headers += [
-        (bytes(name).decode("latin-1").lower(), bytes(value).decode("latin-1"))
-        for name, value in request.extra_headers
-    ]
-    return HandshakeRequest(target.path, query, tuple(headers), remote)
 
 
 class RequestReader:

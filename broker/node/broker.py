@@ -32,6 +32,7 @@ from ..handshake.forwarding import IPAddress, TrustedProxies, client_address, pa
 from ..handshake.origins import origin_allowed
 from ..handshake.upgrade import HandshakeFailed, Refusal
 from ..plugin import HandshakeRequest, Identity, Refuse
+from ..plugin_host.handshake_view import plugin_view
 from ..plugin_host.loader import build_pipeline
 from ..plugin_host.pipeline import Pipeline, PluginFailure
 from ..version import __version__
@@ -431,7 +432,7 @@ class Broker:
         if received is None:
             return None
         request = received.request
-        view = handshake.plugin_view(request, remote)
+        view = plugin_view(request, remote)
         address = None
         if proxy is not None:
             client = self._forwarded_client(view, config, proxy, remote)
