@@ -236,3 +236,12 @@ def with_engine(request: pytest.FixtureRequest, start_broker: StartBroker) -> St
         return await start_broker(plugins, cluster=cluster, **sections)
 
     return start
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the redis engine (a redis-server of their own) are slow too."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_redis = callspec is not None and "redis" in callspec.params.values()
+        if on_redis or {"redis", "start_node"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -18,6 +18,8 @@ from tests.browser import ALLOW_LOCAL_NETWORK, chromium
 from tests.conftest import ROOT, doc_block
 from tests.daemon_process import Daemon, make_run_config
 
+pytestmark = pytest.mark.slow  # Chromium
+
 SNIPPET = doc_block(ROOT / "README.md", "browser-quickstart", "js")
 README_URL = "ws://127.0.0.1:8080/ws"
 # Records what the snippet logs, as JSON, for the test to read back.

@@ -18,6 +18,8 @@ from tests.conftest import ROOT
 from tests.daemon_process import Daemon, serving
 from tests.test_browser import admin_publish, make_run_daemon  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.slow  # Chromium
+
 PAGE = "<!doctype html><title>client test</title>\n"
 
 

@@ -16,6 +16,8 @@ from websockets.sync.client import ClientConnection, connect
 from broker import __version__
 from tests.daemon_process import TIMEOUT, Daemon, run_cli
 
+pytestmark = pytest.mark.slow  # subprocesses: the daemon
+
 SAMPLE = Path(__file__).parent.parent / "etc" / "trio-broker.toml"
 BASE = '[server]\nhost = "127.0.0.1"\nport = 0\n'
 

@@ -17,6 +17,8 @@ from broker.client import connect
 from tests.daemon_process import Daemon, cli, serving
 from tests.tcp_proxy import CuttableProxy
 
+pytestmark = pytest.mark.slow  # subprocesses: the daemon and the CLI
+
 CONFIG = """
 [server]
 port = 0

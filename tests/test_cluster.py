@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from broker import Broker
@@ -12,6 +13,8 @@ from tests.cluster import CHAT, read_until, redis_client, subscribed, wait_until
 from tests.conftest import Connect, StartBroker, StartNode
 from tests.redis_server import RedisServer, redis_server
 from tests.wsclient import WsClient
+
+pytestmark = pytest.mark.slow  # redis-server
 
 
 async def test_a_publish_on_one_node_reaches_subscribers_on_every_node_once(

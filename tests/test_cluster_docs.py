@@ -5,11 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.conftest import ROOT, doc_block
 from tests.daemon_process import Daemon
 from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow  # redis-server, subprocesses
 
 README = ROOT / "README.md"
 

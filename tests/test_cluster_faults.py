@@ -18,6 +18,8 @@ from tests.redis_server import RedisServer
 from tests.test_admin import ADMIN, AUTH, admin_url, scrape
 from tests.wsclient import Closed, WsClient
 
+pytestmark = pytest.mark.slow  # redis-server, subprocesses
+
 
 async def wait_ready(node: Broker, ready: bool = True, timeout: float = 15) -> None:
     """Until the node's readiness is ``ready`` (it reconnects with backoff)."""

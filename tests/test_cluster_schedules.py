@@ -13,6 +13,7 @@ import itertools
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 
@@ -22,6 +23,8 @@ from tests.redis_proxy import SlowPubSubProxy
 from tests.redis_server import RedisServer
 from tests.test_history import TOPICS, matching
 from tests.wsclient import WsClient
+
+pytestmark = pytest.mark.slow  # redis-server, hypothesis
 
 NODES = 2
 PUBSUB_DELAY = 0.05  # seconds: many times what a replay takes here

@@ -18,6 +18,8 @@ from tests.conftest import Connect, StartBroker
 from tests.redis_sentinel import DOWN_AFTER_MS, SentinelSetup, sentinel_setup
 from tests.wsclient import WsClient
 
+pytestmark = pytest.mark.slow  # redis-server and sentinels
+
 REDIS_TIMEOUT = 1.0
 
 

@@ -16,6 +16,8 @@ from tests.daemon_process import Daemon
 from tests.example_plugins import misbehave
 from tests.wsclient import WsClient
 
+pytestmark = pytest.mark.slow  # faults under load, subprocesses
+
 CLIENTS = 1000
 CONFIG = """
 [server]

@@ -9,6 +9,7 @@ import signal
 import struct
 from pathlib import Path
 
+import pytest
 import trio
 
 from bench.run import rss_bytes
@@ -16,6 +17,8 @@ from bench.soak import open_fds
 from tests.daemon_process import Daemon
 from tests.test_hostile_frames import MASK, frame
 from tests.wsclient import WsClient
+
+pytestmark = pytest.mark.slow  # a fuzz run against the daemon
 
 DURATION = 3.0
 CLIENTS = 4

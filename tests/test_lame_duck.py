@@ -12,6 +12,8 @@ from tests.conftest import open_clients
 from tests.daemon_process import Daemon, serving
 from tests.wsclient import WsClient
 
+pytestmark = pytest.mark.slow  # lame duck spread over seconds
+
 CLIENTS = 500
 DURATION = 4.0
 CONFIG = f"""

@@ -1,9 +1,12 @@
 """The Redis client the cluster engine is built on (coredis), on Trio, against a real server."""
 
 import coredis
+import pytest
 import trio
 
 from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow  # redis-server
 
 
 async def test_coredis_commands_and_pubsub_run_on_trio(redis: RedisServer) -> None:

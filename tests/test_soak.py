@@ -6,6 +6,8 @@ import trio
 from bench.soak import check, soak
 from broker.connections.flusher import Flusher
 
+pytestmark = pytest.mark.slow  # a soak: thousands of clients
+
 
 async def test_churn_loses_nothing_leaks_nothing_and_the_daemon_exits_0() -> None:
     report = await soak(connections=300, duration=4.0, seed=7)

@@ -7,6 +7,8 @@ import pytest
 
 from tests.conftest import UPGRADE, Connect, StartBroker, http_exchange, upgrade_all_at_once
 
+pytestmark = pytest.mark.slow  # thousands of clients
+
 STORM = 5000
 
 

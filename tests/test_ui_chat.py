@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import httpx
+import pytest
 
 from broker.client import Client, connect
 from tests.browser import chromium
@@ -20,6 +21,8 @@ from tests.daemon_process import Daemon, cli
 from tests.tcp_proxy import ThreadedCuttableProxy
 from tests.test_browser import make_run_daemon  # noqa: F401 (fixture)
 from tests.test_client_cli import position_now
+
+pytestmark = pytest.mark.slow  # Chromium
 
 SCREENSHOTS = os.environ.get("TRIO_BROKER_SCREENSHOTS")
 
