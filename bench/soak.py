@@ -12,7 +12,7 @@ the broker's RSS after the churn stays within a bound of what it was before it, 
 every file descriptor the connections took is given back.
 
     python bench/soak.py                                  # 2,000 connections, 60 s
-    python bench/soak.py --connections 300 --duration 5   # what tests/test_soak.py runs
+    python bench/soak.py --connections 300 --duration 5   # what tests/node/test_soak.py runs
 
 Results go to bench/results/soak.json.
 """

@@ -421,7 +421,7 @@ class FellBehind(Exception):
 class _PubSub(PubSub[bytes]):
     def get_message_nowait(self) -> PubSubMessage | None:
         """A message received already (anyio.WouldBlock if none): `get_message` without
-        its checkpoint. coredis' receive stream is private; tests/test_cluster.py fails
+        its checkpoint. coredis' receive stream is private; tests/cluster/test_cluster.py fails
         if this stops working."""
         return self._receive_stream.receive_nowait()
 

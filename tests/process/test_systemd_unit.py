@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.daemon_process import cli
 
-UNIT = Path(__file__).parent.parent / "systemd" / "trio-broker.service"
+UNIT = ROOT / "systemd" / "trio-broker.service"
 INSTALLED = "/opt/trio-broker/bin/trio-broker"
 
 

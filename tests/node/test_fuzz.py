@@ -15,7 +15,7 @@ import trio
 from bench.run import rss_bytes
 from bench.soak import open_fds
 from tests.daemon_process import Daemon
-from tests.test_hostile_frames import MASK, frame
+from tests.wire.test_hostile_frames import MASK, frame
 from tests.wsclient import WsClient
 
 pytestmark = pytest.mark.slow  # a fuzz run against the daemon

@@ -11,7 +11,7 @@ from broker import Broker
 from broker.handshake.upgrade import NOT_WEBSOCKET, HandshakeFailed, accept_response, check_upgrade
 from broker.plugin_host.handshake_view import plugin_view
 from tests.conftest import UPGRADE
-from tests.test_hostile_frames import TEXT, frame
+from tests.wire.test_hostile_frames import TEXT, frame
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 GOOD = {

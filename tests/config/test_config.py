@@ -19,8 +19,9 @@ from broker.config.schema import (
     restart_required,
 )
 from broker.handshake.origins import is_development_pattern
+from tests.conftest import ROOT
 
-SAMPLE = Path(__file__).parent.parent / "etc" / "trio-broker.toml"
+SAMPLE = ROOT / "etc" / "trio-broker.toml"
 
 
 def test_empty_file_is_the_defaults() -> None:

@@ -12,7 +12,7 @@ from broker.config.schema import TlsConfig
 from broker.connections.raw_socket import read_now, write_now
 from broker.connections.tls_stream import TlsStream
 from broker.node.tls import server_context
-from tests.test_tls import issue, trusting
+from tests.connections.test_tls import issue, trusting
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import pytest
 import trio
 
 from broker import Broker
-from tests.cluster import CHAT, read_until, subscribed
+from tests.admin.test_admin import ADMIN, AUTH, admin_url, scrape
+from tests.cluster.nodes import CHAT, read_until, subscribed
 from tests.conftest import Connect, StartBroker, StartNode
 from tests.daemon_process import Daemon, serving
 from tests.redis_proxy import SlowPubSubProxy
 from tests.redis_server import RedisServer
-from tests.test_admin import ADMIN, AUTH, admin_url, scrape
 from tests.wsclient import Closed, WsClient
 
 pytestmark = pytest.mark.slow  # redis-server, subprocesses

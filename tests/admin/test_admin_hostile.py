@@ -8,9 +8,9 @@ import pytest
 import trio
 import trustme
 
+from tests.admin.test_admin import ADMIN, AUTH, KEY, admin_url
 from tests.conftest import StartBroker, http_exchange, make_config
-from tests.test_admin import ADMIN, AUTH, KEY, admin_url
-from tests.test_tls import issue
+from tests.connections.test_tls import issue
 
 TIGHT = {**ADMIN, "max_request_size": 1024, "request_timeout": 0.5, "idle_timeout": 0.3}
 PUBLISH = (

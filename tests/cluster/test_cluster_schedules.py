@@ -1,5 +1,5 @@
 """Random publish, disconnect and reconnect schedules on a two-node cluster: never a message
-lost or delivered twice (the redis engine; tests/test_history.py has the memory engine's).
+lost or delivered twice (the redis engine; tests/core/test_history.py has the memory engine's).
 
 Real nodes on the test's redis-server, clients of `websockets`' protocol. What Redis
 publishes reaches the nodes late (`SlowPubSubProxy`), and on each node a watcher holds the
@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 
 from broker import Broker, Config
 from tests.conftest import make_config, make_pipeline, url
+from tests.core.test_history import TOPICS, matching
 from tests.redis_proxy import SlowPubSubProxy
 from tests.redis_server import RedisServer
-from tests.test_history import TOPICS, matching
 from tests.wsclient import WsClient
 
 pytestmark = pytest.mark.slow  # redis-server, hypothesis

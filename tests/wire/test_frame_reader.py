@@ -11,7 +11,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from broker.wire import frame_reader
 from broker.wire.frame_reader import Close, FrameReader, Received, unmask
 from broker.wire.frames import close_frame, ping_frame, pong_frame
-from tests.test_hostile_frames import (
+from tests.wire.test_hostile_frames import (
     BINARY,
     CLOSE,
     CONTINUATION,

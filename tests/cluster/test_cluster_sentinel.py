@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from broker import Broker
-from tests.cluster import CHAT, read_until, subscribed, wait_until
+from tests.cluster.nodes import CHAT, read_until, subscribed, wait_until
 from tests.conftest import Connect, StartBroker
 from tests.redis_sentinel import DOWN_AFTER_MS, SentinelSetup, sentinel_setup
 from tests.wsclient import WsClient

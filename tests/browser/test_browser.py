@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from broker.config.schema import SAMPLE_API_KEY
-from tests.browser import ALLOW_LOCAL_NETWORK, chromium
+from tests.browser.chromium import ALLOW_LOCAL_NETWORK, chromium
 from tests.conftest import ROOT, doc_block
 from tests.daemon_process import Daemon, make_run_config
 
@@ -232,7 +232,7 @@ WSS_EXCHANGE = """async (url) => {
 def test_a_browser_over_wss(tmp_path: Path) -> None:
     import trustme
 
-    from tests.test_tls import issue
+    from tests.connections.test_tls import issue
 
     keys = issue(trustme.CA(), tmp_path / "keys")
     daemon = _start(

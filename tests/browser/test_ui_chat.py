@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from broker.client import Client, connect
-from tests.browser import chromium
+from tests.browser.chromium import chromium
+from tests.browser.test_browser import make_run_daemon  # noqa: F401 (fixture)
+from tests.client.test_client_cli import position_now
 from tests.daemon_process import Daemon, cli
 from tests.tcp_proxy import ThreadedCuttableProxy
-from tests.test_browser import make_run_daemon  # noqa: F401 (fixture)
-from tests.test_client_cli import position_now
 
 pytestmark = pytest.mark.slow  # Chromium
 

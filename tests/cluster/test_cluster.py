@@ -9,7 +9,7 @@ import trio
 
 from broker import Broker
 from broker.cluster.names import Names
-from tests.cluster import CHAT, read_until, redis_client, subscribed, wait_until
+from tests.cluster.nodes import CHAT, read_until, redis_client, subscribed, wait_until
 from tests.conftest import Connect, StartBroker, StartNode
 from tests.redis_server import RedisServer, redis_server
 from tests.wsclient import WsClient

@@ -14,11 +14,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from broker import __version__
+from tests.conftest import ROOT
 from tests.daemon_process import TIMEOUT, Daemon, run_cli
 
 pytestmark = pytest.mark.slow  # subprocesses: the daemon
 
-SAMPLE = Path(__file__).parent.parent / "etc" / "trio-broker.toml"
+SAMPLE = ROOT / "etc" / "trio-broker.toml"
 BASE = '[server]\nhost = "127.0.0.1"\nport = 0\n'
 
 
@@ -194,7 +195,7 @@ def test_sighup_swaps_plugins(
 ) -> None:
     deny_all = BASE + '[[plugins]]\nuse = "acl"\ndefault = "deny"\n'
     path = write(tmp_path / "c.toml", deny_all)
-    root = str(Path(__file__).parent.parent)
+    root = str(ROOT)
     daemon = start(daemons, path, {"PYTHONPATH": root})
     ws = client(daemon, clients)
     assert request(ws, {"op": "subscribe", "topic": "t", "id": 1})["code"] == "forbidden"

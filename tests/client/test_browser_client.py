@@ -13,10 +13,10 @@ import jwt
 import pytest
 
 from broker.client import connect
-from tests.browser import chromium
+from tests.browser.chromium import chromium
+from tests.browser.test_browser import admin_publish, make_run_daemon  # noqa: F401 (fixture)
 from tests.conftest import ROOT
 from tests.daemon_process import Daemon, serving
-from tests.test_browser import admin_publish, make_run_daemon  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow  # Chromium
 
