@@ -25,7 +25,7 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..core.topics import matches
-from ..wire.protocol import TOKEN_EXPIRED_CLOSE
+from ..wire.close_codes import CloseCode
 from .errors import BrokerError, ClientError, ConnectionLost, HandshakeRefused
 from .websocket import WebSocket
 
@@ -174,7 +174,7 @@ class Client:
                 group.cancel_scope.cancel()
             self._lost(lost)
             await ws.aclose()
-            expired = lost.code == TOKEN_EXPIRED_CLOSE
+            expired = lost.code == CloseCode.TOKEN_EXPIRED
             # Without get_token, reconnecting with expired credentials is hopeless.
             if not self._reconnect or (expired and self._get_token is None):
                 self._end(lost)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from coredis.patterns.pipeline import Pipeline
+from coredis.patterns.pipeline import Pipeline as RedisPipeline
 
 from ..wire.protocol import ProtocolError
 from . import wire as cluster_wire
@@ -20,7 +20,7 @@ from . import wire as cluster_wire
 MAX_QUEUED = 10_000
 MAX_BATCH = 1_000
 
-Build = Callable[[Pipeline[bytes]], object]
+Build = Callable[[RedisPipeline[bytes]], object]
 
 
 class Pending:
@@ -93,7 +93,7 @@ class Batcher:
         return batch
 
 
-def add_to_pipeline(batch: list[Pending], pipe: Pipeline[bytes]) -> list[list[Pending]]:
+def add_to_pipeline(batch: list[Pending], pipe: RedisPipeline[bytes]) -> list[list[Pending]]:
     """Add the batch's commands, in order; which pendings each command answers."""
     answered: list[list[Pending]] = []
     index = 0

@@ -74,6 +74,13 @@ def _as_message(payload: bytes) -> dict[str, Any]:
 
 
 class RedisEngine(LocalPart):
+    """The `Engine` of a cluster: every node on the same Redis (or shards) is one broker.
+
+    ``run`` keeps a `Shard` per Redis connected; requests that need Redis while it is
+    away raise ProtocolError ``unavailable``. ``pipeline`` gives the current plugins, for
+    the delivery filters of messages from other nodes.
+    """
+
     def __init__(self, config: Config, stats: Stats, pipeline: Callable[[], Pipeline]) -> None:
         cluster = config.cluster
         super().__init__(config)

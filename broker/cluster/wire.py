@@ -21,7 +21,9 @@ EVENT = b"e"
 
 
 @attrs.frozen
-class Received:
+class NodeMessage:
+    """One publish of a node, as another receives it."""
+
     node: bytes
     kind: bytes
     payload: bytes
@@ -39,18 +41,18 @@ class Headers:
         return self._prefix + str(next(self._seq)).encode() + b" " + kind + b"\n"
 
 
-def parse(data: bytes) -> Received | None:
+def parse(data: bytes) -> NodeMessage | None:
     """The publish, or None for anything malformed (another program on the channel)."""
     header, separator, payload = data.partition(b"\n")
     fields = header.split(b" ")
     if not separator or len(fields) != 3 or fields[2] not in (MESSAGE, DELIVERED, EVENT):
         return None
-    return Received(fields[0], fields[2], payload)
+    return NodeMessage(fields[0], fields[2], payload)
 
 
 def join(header: bytes, payloads: list[bytes]) -> bytes:
     return header + b"\n".join(payloads)
 
 
-def payloads(received: Received) -> list[bytes]:
+def payloads(received: NodeMessage) -> list[bytes]:
     return received.payload.split(b"\n")

@@ -33,9 +33,10 @@ from ..plugin import Client, Identity
 from ..plugin_host.pipeline import Pipeline
 from ..requests import dispatch
 from ..requests.session import CatchUp
+from ..wire.close_codes import CloseCode
 from ..wire.frame_reader import Close, Event, FrameReader, Ping, Pong, Received, Violation
 from ..wire.frames import close_frame, ping_frame, pong_frame, text_frame
-from ..wire.protocol import TOKEN_EXPIRED_CLOSE, ProtocolError
+from ..wire.protocol import ProtocolError
 from .flusher import Flusher
 from .outbox import Outbox, chunks
 from .raw_socket import read_now, write_now
@@ -51,16 +52,16 @@ HANDLING_SLICE = 0.001
 SLICE_REQUESTS = 8
 
 
-class CloseCode:
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    POLICY_VIOLATION = 1008
-    MESSAGE_TOO_BIG = 1009
-    INTERNAL_ERROR = 1011
-    TOKEN_EXPIRED = TOKEN_EXPIRED_CLOSE
-
-
 class ClientConnection:
+    """One WebSocket client after its handshake: the `Session` its requests run on and the
+    router's `Subscriber` that deliveries reach.
+
+    `run` reads and handles its requests until the peer closes, breaks the protocol or
+    goes silent (heartbeat), its credentials expire, or `close` is asked (shutdown, lame
+    duck, a slow consumer): then it drains what must go out, sends the close frame and
+    waits for the peer's, all within the connection's deadline.
+    """
+
     # Slots: more than 30 attributes would not share their keys between instances, and
     # each connection would carry a full dict (about 1 KiB).
     __slots__ = (

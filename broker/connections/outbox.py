@@ -52,6 +52,14 @@ def chunks(frames: list[bytes], limit: int = WRITE_CHUNK) -> Iterator[tuple[byte
 
 
 class Outbox:
+    """One connection's outgoing frames, bounded by ``capacity`` frames and ``max_bytes``.
+
+    `offer` queues a delivery if there is room (never waits); `put` waits for room up to a
+    timeout (a reply, a replay); control frames (`push_control`) bypass the bounds.
+    Whoever writes takes what is pending: the flusher (`take_for_direct_write`) or the
+    writer task that ``start_writer`` starts (`take_batch`), never both at once.
+    """
+
     def __init__(
         self,
         capacity: int,

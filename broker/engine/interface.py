@@ -53,9 +53,17 @@ class Engine(Protocol):
 
     async def subscribe(
         self, topic_filter: str, subscriber: Subscriber, since: str | None
-    ) -> Recovery: ...
+    ) -> Recovery:
+        """From now on ``subscriber`` gets every message on a topic ``topic_filter``
+        matches; with ``since`` (a position it received), the retained messages after it
+        come back in `Recovery.frames` and nothing between them and the live stream is
+        lost or doubled (the module's contract). Raises ProtocolError ``unavailable``
+        (and holds nothing) when it cannot; the subscriber is not told about presence
+        here: that is `join`."""
 
-    def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> None: ...
+    def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> None:
+        """No more deliveries for that subscription; never waits, never fails (an engine
+        that shares subscriptions drops its interest when nobody local holds it)."""
 
     async def publish(
         self,

@@ -7,6 +7,9 @@ from .topic_rules import TopicRules
 
 
 class LocalPart:
+    """The half of an engine that every engine has: its `LocalRouter` (this process's
+    subscribers) and the `TopicRules` of the config, which `configure` replaces."""
+
     def __init__(self, config: Config) -> None:
         self.router = LocalRouter()
         self.rules = TopicRules(config.topics)

@@ -30,6 +30,12 @@ def _as_message(retained: Retained) -> dict[str, Any]:
 
 
 class MemoryEngine(LocalPart):
+    """The `Engine` of a broker alone: everything in this process, nothing ever waits on
+    I/O, and subscribing with recovery is one step without a yield (no `Snapshot`).
+
+    History TTLs expire on ``timers``; ``stats`` counts publishes and deliveries.
+    """
+
     def __init__(self, config: Config, timers: Timers, stats: Stats | None = None) -> None:
         super().__init__(config)
         self.stats = stats if stats is not None else Stats()

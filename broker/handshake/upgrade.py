@@ -52,7 +52,9 @@ class UpgradeRequest:
 
 
 @attrs.frozen
-class Received:
+class IncomingUpgrade:
+    """An accepted upgrade request, and the bytes the client sent right behind it."""
+
     request: UpgradeRequest
     after: bytes  # what the client sent after the request: its first frames
 
@@ -133,7 +135,7 @@ class RequestReader:
         self._parser = h11.Connection(h11.SERVER)
         self._received = b""
 
-    def receive(self, data: bytes) -> Received | None:
+    def receive(self, data: bytes) -> IncomingUpgrade | None:
         """The request once its head is complete (None until then); raises HandshakeFailed
         for one that is too large, malformed, or not an upgrade RFC 6455 accepts."""
         self._received += data
@@ -146,7 +148,7 @@ class RequestReader:
         except h11.RemoteProtocolError:
             raise _bad("Bad HTTP message") from None
         if isinstance(event, h11.Request):
-            return Received(check_upgrade(event), _after_head(self._received))
+            return IncomingUpgrade(check_upgrade(event), _after_head(self._received))
         return None
 
 

@@ -17,7 +17,7 @@ from ..admin.api_keys import load_api_keys
 from ..admin.http_server import HttpLimits
 from ..cluster.engine import RedisEngine
 from ..config.schema import Config
-from ..connections.connection import ClientConnection, CloseCode
+from ..connections.connection import ClientConnection
 from ..connections.flusher import Flusher
 from ..connections.raw_socket import receive_some, send_all_soon
 from ..connections.tls_stream import TlsStream
@@ -37,6 +37,7 @@ from ..plugin_host.loader import build_pipeline
 from ..plugin_host.pipeline import Pipeline, PluginFailure
 from ..version import __version__
 from ..wire import protocol
+from ..wire.close_codes import CloseCode
 from ..wire.frames import text_frame
 from . import tls
 from .reuse_port import reuse_port_listeners
@@ -91,7 +92,7 @@ class Workers(Protocol):
         """``own`` (the supervisor's) with every worker's numbers added."""
 
 
-async def _receive_request(stream: trio.abc.ReceiveStream) -> handshake.Received | None:
+async def _receive_request(stream: trio.abc.ReceiveStream) -> handshake.IncomingUpgrade | None:
     """The client's upgrade request, or None if it hung up first."""
     reader = handshake.RequestReader()
     while data := await receive_some(stream, handshake.RECEIVE_SIZE):

@@ -29,6 +29,9 @@ REPLIED = Replied()
 
 
 class Session(Protocol):
+    """What a request handler may use of the connection it came on (`ClientConnection`):
+    who the client is, its subscriptions and limits, the engine, and the ways to send."""
+
     client: Client
     subscriptions: set[str]  # the filters held
     limits: LimitsConfig

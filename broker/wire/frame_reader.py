@@ -13,6 +13,8 @@ bytes, close codes a peer may send.
 
 from typing import Final
 
+from .close_codes import CloseCode
+
 TEXT: Final = 0x1
 BINARY: Final = 0x2
 CLOSE: Final = 0x8
@@ -20,10 +22,10 @@ PING: Final = 0x9
 PONG: Final = 0xA
 CONTINUATION: Final = 0x0
 
-PROTOCOL_ERROR: Final = 1002
-INVALID_DATA: Final = 1007
-MESSAGE_TOO_BIG: Final = 1009
-NO_STATUS: Final = 1005  # a close without a code (never sent as a code)
+PROTOCOL_ERROR: Final = CloseCode.PROTOCOL_ERROR
+INVALID_DATA: Final = CloseCode.INVALID_DATA
+MESSAGE_TOO_BIG: Final = CloseCode.MESSAGE_TOO_BIG
+NO_STATUS: Final = CloseCode.NO_STATUS
 # Codes of RFC 6455 section 7.4.1 (and 1012/1013, in use since) a peer may send, and the
 # ranges for libraries and applications.
 _PEER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013})

@@ -6,14 +6,13 @@ message: it is built once per publish instead of once per delivery.
 
 import struct
 
-from .frame_reader import NO_STATUS
+from .close_codes import LOCAL_ONLY, CloseCode
 
 _FIN_TEXT = 0x81
 _FIN_CLOSE = 0x88
 _FIN_PING = 0x89
 _FIN_PONG = 0x8A
 # Codes that say something about this end's connection only, never sent in a close frame.
-_LOCAL_ONLY = (NO_STATUS, 1006, 1015)
 _MAX_CLOSE_REASON = 123  # a control frame's 125 bytes, less the code
 
 
@@ -45,10 +44,10 @@ def close_frame(code: int, reason: str = "") -> bytes:
 
     NO_STATUS (1005: the peer's close had no code) is answered with no code at all.
     """
-    if code == NO_STATUS:
+    if code == CloseCode.NO_STATUS:
         return _control_frame(_FIN_CLOSE, b"")
-    if code in _LOCAL_ONLY:
-        code = 1000
+    if code in LOCAL_ONLY:
+        code = CloseCode.NORMAL
     encoded = reason.encode()
     if len(encoded) > _MAX_CLOSE_REASON:
         encoded = encoded[:_MAX_CLOSE_REASON].decode(errors="ignore").encode()

@@ -20,7 +20,6 @@ MAX_JSON_DEPTH = 64
 # Ids must survive a round trip through JavaScript numbers.
 MAX_SAFE_INTEGER = 2**53 - 1
 # The close code of a connection whose credentials expired (docs/protocol.md).
-TOKEN_EXPIRED_CLOSE = 4001
 
 
 class ErrorCode(enum.StrEnum):
