@@ -79,6 +79,7 @@ NODES = {CROSS_NODE: 2}
 SCRAPE_INTERVAL = 1.0
 # Brokers a scenario runs against, unless it names its own.
 DEFAULT_BROKERS = ("trio-broker", "naive trio-websocket", "node ws")
+TREE = "trio-broker, tree"  # --tree DIR: a checkout of trio-broker, in the same run
 
 SCENARIOS: list[dict[str, Any]] = [
     {"name": "saturation, S=100", "mode": "saturate", "subscribers": 100},
@@ -192,6 +193,24 @@ def broker_commands(configs: dict[str, Path]) -> dict[str, list[str]]:
         "node ws": node,
         NODE_TLS: node,
     }
+
+
+def tree_name(tree: str) -> str:
+    return f"{TREE} {tree}"
+
+
+def tree_command(tree: Path, config: Path) -> list[str]:
+    """`trio-broker serve` of a checkout, on this venv's Python and packages."""
+    run = (
+        f"import runpy, sys; sys.path.insert(0, {str(tree.resolve())!r}); "
+        "runpy.run_module('broker', run_name='__main__')"
+    )
+    return [sys.executable, "-c", run, "serve", "--config", str(config)]
+
+
+def brokers_of(scenario: dict[str, Any], trees: list[str]) -> tuple[str, ...]:
+    names = tuple(scenario.get("brokers", DEFAULT_BROKERS))
+    return (*names, *map(tree_name, trees)) if "trio-broker" in names else names
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -450,6 +469,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 run of 2 s windows")
     parser.add_argument("--only", help="scenarios whose name contains this")
     parser.add_argument("--brokers", help="broker names, separated by semicolons")
+    parser.add_argument(
+        "--exact", action="store_true", help="--only names scenarios exactly, separated by ;"
+    )
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a checkout of trio-broker (a git worktree of an older commit, say), run as "
+        "'trio-broker, tree DIR' wherever trio-broker runs, launched as every --tree is: "
+        "give this one and an older one for before and after in one run",
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.duration = 1, 2.0
@@ -466,10 +497,15 @@ def main() -> None:
         sample = (ROOT / "etc" / "trio-broker.toml").read_text()
         configs[SAMPLE].write_text(re.sub(r"(?m)^port = 808[01]$", "port = 0", sample))
         commands = broker_commands(configs)
+        for tree in args.tree:
+            commands[tree_name(tree)] = tree_command(Path(tree), configs["trio-broker"])
         if args.brokers:
             commands = {k: v for k, v in commands.items() if k in args.brokers.split(";")}
-        scenarios = [s for s in SCENARIOS if not args.only or args.only in s["name"]]
-        wanted = {b for s in scenarios for b in s.get("brokers", DEFAULT_BROKERS)}
+        if args.exact and args.only:
+            scenarios = [s for s in SCENARIOS if s["name"] in args.only.split(";")]
+        else:
+            scenarios = [s for s in SCENARIOS if not args.only or args.only in s["name"]]
+        wanted = {b for s in scenarios for b in brokers_of(s, args.tree)}
         redis = None
         if wanted & CLUSTER_BROKERS & commands.keys():
             if shutil.which("redis-server") is None:
@@ -483,7 +519,7 @@ def main() -> None:
                 # Every other run in reverse, so that no broker always goes first.
                 order = list(commands.items())[:: -1 if run % 2 else 1]
                 for name, command in order:
-                    if name not in scenario.get("brokers", DEFAULT_BROKERS):
+                    if name not in brokers_of(scenario, args.tree):
                         continue
                     brokers = [
                         Broker(
