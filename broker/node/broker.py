@@ -26,10 +26,10 @@ from ..core.stats import BUSIEST, Snapshot, Stats
 from ..core.timers import Timers
 from ..engine.interface import Engine
 from ..engine.memory import MemoryEngine
+from ..handshake import refusals
 from ..handshake import upgrade as handshake
 from ..handshake.admission import AddressLimits, address_key
 from ..handshake.forwarding import IPAddress, TrustedProxies, client_address, parse_address
-from ..handshake.origins import origin_allowed
 from ..handshake.upgrade import HandshakeFailed, Refusal
 from ..plugin import HandshakeRequest, Identity, Refuse
 from ..plugin_host.handshake_view import plugin_view
@@ -69,13 +69,6 @@ class _Accepted:
     remote: str  # for logs
     remote_address: str  # for plugins: the client's, as a trusted proxy forwarded it
     address: str | None  # the key it was admitted under, when a trusted proxy forwarded it
-
-
-_RETRY_AFTER = (("Retry-After", "1"),)
-
-
-def _limit_refusal(reason: str) -> Refusal:
-    return Refusal(429, reason, _RETRY_AFTER)
 
 
 async def _listen(host: str, port: int, *, reuse_port: bool = False) -> list[trio.SocketListener]:
@@ -349,7 +342,7 @@ class Broker:
         refused = self._addresses_refusal(self._admin_addresses, address)
         if refused is None and self._admin_connections >= self.config.admin.max_connections:
             self._admin_addresses.release(address)
-            refused = Refusal(503, "too many admin connections", _RETRY_AFTER)
+            refused = Refusal(503, "too many admin connections", refusals.RETRY_AFTER)
         if refused is not None:
             await self._refuse_early(client, remote, refused)
             await trio.aclose_forcefully(client)
@@ -371,7 +364,7 @@ class Broker:
     def _addresses_refusal(self, limits: AddressLimits, address: str) -> Refusal | None:
         """Admit ``address`` (release it later) or say why not."""
         reason = limits.admit(address, trio.current_time())
-        return None if reason is None else _limit_refusal(reason)
+        return None if reason is None else refusals.limit_refusal(reason)
 
     async def _accept(self, scope: trio.CancelScope, nursery: trio.Nursery) -> None:
         with scope:
@@ -379,31 +372,12 @@ class Broker:
             await trio.serve_listeners(self._handle_stream, self.listeners, handler_nursery=nursery)
 
     def _refusal(self, path: str, config: Config) -> Refusal | None:
-        if path != config.server.path:
-            return Refusal(404, f"no WebSocket endpoint at {path[:100]!r}")
-        if self._stopping:
-            return Refusal(503, "the server is shutting down")
-        if self._slots_taken >= config.limits.max_connections:
-            return Refusal(503, "too many connections")
-        return None
-
-    def _origin_refusal(self, request: HandshakeRequest, config: Config) -> Refusal | None:
-        origin = request.origin
-        host = request.header("host") or ""
-        allowed = config.server.allowed_origins
-        if origin_allowed(origin, host, allowed):
-            return None
-        assert origin is not None
-        # The browser shows only "403": this line in the log is what explains it.
-        if allowed:
-            policy = ", ".join(repr(entry) for entry in allowed)
-            policy = policy if len(policy) <= 200 else policy[:197] + "..."
-        else:
-            policy = f"empty: same host as the request's Host {host[:100]!r} only"
-        return Refusal(
-            403,
-            f"origin {origin[:100]!r} is not allowed by [server] allowed_origins ({policy}); "
-            "add it there if that page is yours",
+        return refusals.endpoint_refusal(
+            path,
+            config.server.path,
+            stopping=self._stopping,
+            taken=self._slots_taken,
+            max_connections=config.limits.max_connections,
         )
 
     async def _authenticate(self, request: HandshakeRequest) -> Identity | Refusal:
@@ -482,7 +456,9 @@ class Broker:
         client id and the response to send: the 101 and the welcome."""
         outcome = (
             self._refusal(view.path, config)
-            or self._origin_refusal(view, config)
+            or refusals.origin_refusal(
+                view.origin, view.header("host") or "", config.server.allowed_origins
+            )
             or await self._authenticate(view)
         )
         # Checked again: other handshakes may have taken the last slots meanwhile.
