@@ -20,15 +20,14 @@ node's pub/sub connection, are dropped when they arrive (`broker.core.snapshots`
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 from coredis.patterns.pipeline import Pipeline as RedisPipeline
 
-from ..config.schema import Config, ConfigError
-from ..core.presence import PresenceTable
+from ..config.schema import Config
+from ..config.secret_files import first_line
 from ..core.snapshots import Snapshot
 from ..core.stats import Link, Stats
 from ..core.topics import has_wildcard, matches
@@ -42,29 +41,14 @@ from ..wire import protocol
 from ..wire.frames import text_frame
 from ..wire.positions import Position, new_epoch, parse_position
 from ..wire.protocol import ProtocolError
+from . import replies
 from . import scripts as redis_scripts
 from . import wire as cluster_wire
 from .names import Interest, Names
+from .presence import ClusterPresence
 from .shard import Shard
 
 log = logging.getLogger("broker.redis")
-
-PRESENCE_RENEWALS_PER_TTL = 3
-
-
-def read_password(key: str, path: str | None) -> str | None:
-    """The first line of the file that ``[cluster] key`` names."""
-    if path is None:
-        return None
-    try:
-        return Path(path).read_text(encoding="utf-8").splitlines()[0]
-    except (OSError, UnicodeDecodeError, IndexError) as error:
-        reason = getattr(error, "strerror", None) or "empty or unreadable"
-        raise ConfigError("<config>", [f"cluster.{key}: {path!r}: {reason}"]) from None
-
-
-def _pairs(items: list[Any], start: int, count: int) -> list[tuple[int, bytes]]:
-    return [(int(items[start + 2 * i]), items[start + 2 * i + 1]) for i in range(count)]
 
 
 def _as_message(payload: bytes) -> dict[str, Any]:
@@ -88,9 +72,9 @@ class RedisEngine(LocalPart):
         self._pipeline = pipeline
         self.node = secrets.token_hex(4)
         self._headers = cluster_wire.Headers(self.node)
-        password = read_password("redis_password_file", cluster.redis_password_file)
-        sentinel_password = read_password(
-            "redis_sentinel_password_file", cluster.redis_sentinel_password_file
+        password = first_line("cluster.redis_password_file", cluster.redis_password_file)
+        sentinel_password = first_line(
+            "cluster.redis_sentinel_password_file", cluster.redis_sentinel_password_file
         )
         urls = cluster.redis_urls
         self.names = Names(cluster.prefix, len(urls))
@@ -106,14 +90,13 @@ class RedisEngine(LocalPart):
             )
             for index, url in enumerate(urls)
         ]
-        self._presence_ttl_ms = int(cluster.presence_ttl * 1000)
-        self._local_presence = PresenceTable()  # this node's clients: renewed in Redis
-        self._rejoin: set[int] = set()  # shards that came back: present everyone again
-        self._rejoin_wanted = trio.Event()
         self._scripts = {
             name: [shard.client.register_script(text) for shard in self.shards]
             for name, text in redis_scripts.SCRIPTS.items()
         }
+        self._presence = ClusterPresence(
+            self.shards, self.names, self._script, self._headers, cluster.presence_ttl
+        )
 
     @property
     def unready_reason(self) -> str | None:
@@ -125,8 +108,8 @@ class RedisEngine(LocalPart):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for shard in self.shards:
-                await nursery.start(shard.run, self._received, self._came_up)
-            nursery.start_soon(self._keep_presence)
+                await nursery.start(shard.run, self._received, self._presence.came_up)
+            nursery.start_soon(self._presence.keep)
             task_status.started()
 
     def _script(self, name: str, shard: Shard) -> Callable[..., Awaitable[Any]]:
@@ -235,9 +218,9 @@ class RedisEngine(LocalPart):
         recover = self._script("RECOVER", shard)
         keys = [*self.names.positions]
 
-        async def run(after: int, upto: str, marker: bytes = b"") -> list[Any]:
+        async def run(after: int, upto: str, marker: bytes = b"") -> replies.Recovered:
             args = [new_epoch(), after, upto, shard.marker_channel, marker]
-            return await shard.call(lambda: recover(keys=keys, args=args))
+            return replies.Recovered.parse(await shard.call(lambda: recover(keys=keys, args=args)))
 
         head = None
         if asked is None or has_wildcard(topic_filter):
@@ -245,27 +228,28 @@ class RedisEngine(LocalPart):
             # it is in the streams read next (whose list may grow meanwhile).
             head = await run(0, "+", marker)
             if asked is None:
-                return head[0].decode(), int(head[1]), [], False
+                return head.epoch, head.offset, [], False
         assert asked is not None
-        upto = "+" if head is None else head[1].decode()
+        upto = "+" if head is None else str(head.offset)
         topics = await self._topics(shard, topic_filter)
         keys += [self.names.stream(topic) for topic in topics]
         result = await run(asked.offset, upto, marker if head is None else b"")
-        epoch, now_ms = result[0].decode(), int(result[2])
-        offset = int(result[1]) if head is None else int(upto)
+        epoch, now_ms = result.epoch, result.now_ms
+        offset = result.offset if head is None else int(upto)
         if epoch != asked.epoch or asked.offset > offset:
             # Not a position of this history: everything retained, not recovered.
             if asked.offset:
                 result = await run(0, upto)
-            everything = [pair for _, _, pairs in _streams(result) for pair in pairs]
+            everything = [pair for stream in result.streams for pair in stream.pairs]
             return epoch, offset, everything, False
-        found: list[tuple[int, bytes]] = []
+        found: replies.Pairs = []
         complete = True
-        for topic, (exists, stream_complete, pairs) in zip(topics, _streams(result), strict=True):
-            found.extend(pairs)
-            if not exists:
-                stream_complete = self._gone_stream_complete(topic, asked.offset, now_ms)
-            complete = complete and stream_complete
+        for topic, stream in zip(topics, result.streams, strict=True):
+            found.extend(stream.pairs)
+            if stream.exists:
+                complete = complete and stream.complete
+            else:
+                complete = complete and self._gone_stream_complete(topic, asked.offset, now_ms)
         if has_wildcard(topic_filter):
             # A topic whose stream expired as a whole is not among `topics`.
             ttl = self.rules.shortest_ttl(topic_filter)
@@ -360,95 +344,22 @@ class RedisEngine(LocalPart):
         newest = self._script("NEWEST", shard)
         keys = [*self.names.positions]
         keys += [self.names.stream(topic) for topic in topics]
-        result = await shard.call(lambda: newest(keys=keys, args=[new_epoch(), limit]))
-        found: list[tuple[int, bytes]] = []
-        index = 2
-        for _ in topics:
-            count = int(result[index])
-            found.extend(_pairs(result, index + 1, count))
-            index += 1 + 2 * count
-        return f"{result[0].decode()}:{int(result[1])}", found
+        reply = await shard.call(lambda: newest(keys=keys, args=[new_epoch(), limit]))
+        result = replies.Newest.parse(reply, len(topics))
+        return result.position, result.pairs
 
     # Presence.
 
     async def presence(self, topic: str) -> list[dict[str, Any]]:
-        shard = self.shards[self.names.shard_of(topic)]
-        members = self._script("MEMBERS", shard)
-        keys = [self.names.presence_expiry(topic), self.names.presence(topic)]
-        flat = await shard.call(lambda: members(keys=keys, args=[]))
-        return [
-            {"client_id": flat[i].decode(), "user": json.loads(flat[i + 1])}
-            for i in range(0, len(flat), 2)
-        ]
+        return await self._presence.members(topic)
 
     async def _membership(self, op: str, topic: str, client: Client, announce: bool = True) -> None:
         options = self.rules.lookup(topic)
         if options is None or not (options.presence or options.join_leave):
             return
-        user = client.identity.user
-        event = b""
-        if options.join_leave and announce:
-            event = protocol.encode_membership(op, topic, client.client_id, user)
-        shard = self.shards[self.names.shard_of(topic)]
-        channel = self.names.channel(topic)
-        wire = self._headers.next(cluster_wire.EVENT) + event if event else b""
-        try:
-            if options.presence:
-                if op == "join":
-                    self._local_presence.join(topic, client.client_id, user)
-                    await self._present(shard, topic, client.client_id, user, wire)
-                else:
-                    self._local_presence.leave(topic, client.client_id)
-                    leave = self._script("LEAVE", shard)
-                    keys = [self.names.presence_expiry(topic), self.names.presence(topic)]
-                    await shard.call(
-                        lambda: leave(keys=keys, args=[client.client_id, channel, wire])
-                    )
-            elif event:
-                await shard.call(lambda: shard.client.publish(channel, wire))
-        except protocol.ProtocolError as error:
-            # Never fails the request: presence heals when Redis is back, events are lost.
-            log.info("%s of %s on %r not shared: %s", op, client.client_id, topic, error.message)
-            return
-
-    async def _present(
-        self, shard: Shard, topic: str, client_id: str, user: str | None, wire: bytes
-    ) -> None:
-        join = self._script("JOIN", shard)
-        keys = [self.names.presence_expiry(topic), self.names.presence(topic)]
-        args = [client_id, json.dumps(user), self._presence_ttl_ms, self.names.channel(topic), wire]
-        await shard.call(lambda: join(keys=keys, args=args))
-
-    def _came_up(self, shard: Shard) -> None:
-        if shard.outages:  # it was down: Redis may have lost what we told it
-            self._rejoin.add(shard.index)
-            self._rejoin_wanted.set()
-
-    async def _keep_presence(self) -> None:
-        """Renew this node's presence entries, so that a dead node's expire; after an
-        outage, present every local client again."""
-        interval = self._presence_ttl_ms / 1000 / PRESENCE_RENEWALS_PER_TTL
-        while True:
-            with trio.move_on_after(interval):
-                await self._rejoin_wanted.wait()
-            self._rejoin_wanted = trio.Event()
-            rejoin, self._rejoin = self._rejoin, set()
-            for topic, members in self._local_presence.topics():
-                shard = self.shards[self.names.shard_of(topic)]
-                try:
-                    if shard.index in rejoin:
-                        for client_id, user in list(members.items()):
-                            await self._present(shard, topic, client_id, user, b"")
-                    else:
-                        await self._renew(shard, topic, members)
-                except protocol.ProtocolError as error:
-                    log.debug("presence of %r not renewed: %s", topic, error.message)
-
-    async def _renew(self, shard: Shard, topic: str, members: Iterable[str]) -> None:
-        renew = self._script("RENEW", shard)
-        keys = [self.names.presence_expiry(topic), self.names.presence(topic)]
-        args = [self._presence_ttl_ms, *members]
-        await shard.call(lambda: renew(keys=keys, args=args))
+        await self._presence.change(
+            op, topic, client, presence=options.presence, announce=options.join_leave and announce
+        )
 
     # Statistics.
 
@@ -458,13 +369,3 @@ class RedisEngine(LocalPart):
 
     def links(self) -> list[Link]:
         return [Link(str(shard.index), shard.up, shard.outages) for shard in self.shards]
-
-
-def _streams(result: list[Any]) -> Iterator[tuple[bool, bool, list[tuple[int, bytes]]]]:
-    """RECOVER's answer per stream: whether it exists, whether it is complete, and its
-    (offset, payload) pairs."""
-    index = 3
-    while index < len(result):
-        exists, complete, count = (int(value) for value in result[index : index + 3])
-        yield bool(exists), bool(complete), _pairs(result, index + 3, count)
-        index += 3 + 2 * count
