@@ -10,6 +10,7 @@ import trio.testing
 
 from broker import Broker
 from broker.connections import connection as connection_module
+from broker.connections import writing as writing_module
 from broker.connections.outbox import Outbox
 from broker.requests import dispatch
 from broker.wire.frame_reader import Event, FrameReader
@@ -30,7 +31,7 @@ class Stalls:
 def stalls(monkeypatch: pytest.MonkeyPatch) -> Stalls:
     seen = Stalls()
     stalled = Outbox.direct_write_stalled
-    chunks = connection_module.chunks
+    chunks = writing_module.chunks
 
     def direct_write_stalled(self: Outbox, rest: bytes, count: int, nbytes: int) -> None:
         seen.count += 1
@@ -43,7 +44,7 @@ def stalls(monkeypatch: pytest.MonkeyPatch) -> Stalls:
             yield chunk, count
 
     monkeypatch.setattr(Outbox, "direct_write_stalled", direct_write_stalled)
-    monkeypatch.setattr(connection_module, "chunks", counted_chunks)
+    monkeypatch.setattr(writing_module, "chunks", counted_chunks)
     return seen
 
 
