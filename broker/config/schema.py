@@ -182,6 +182,15 @@ class LimitsConfig:
     max_history_bytes: int = _setting(64 * 2**20, min=0, max=2**40)
     max_history_request: int = _setting(1000, min=1, max=1_000_000)
 
+    @property
+    def per_address(self) -> tuple[int, float, int]:
+        """As `AddressLimits` takes them: connections, handshake rate and burst."""
+        return (
+            self.max_connections_per_ip,
+            self.handshake_rate_per_ip,
+            self.handshake_burst_per_ip,
+        )
+
 
 def _check_redis_url(value: str) -> str | None:
     try:

@@ -1,6 +1,5 @@
 """The broker server: listens, runs the handshake, owns every connection task."""
 
-import contextlib
 import errno
 import logging
 import ssl
@@ -11,15 +10,14 @@ from typing import Protocol
 import attrs
 import trio
 
-from ..admin import http_server
-from ..admin.api import AdminApi
 from ..admin.api_keys import load_api_keys
-from ..admin.http_server import HttpLimits
+from ..admin.listener import AdminListener
 from ..cluster.engine import RedisEngine
 from ..config.schema import Config
 from ..connections.connection import ClientConnection
+from ..connections.early import peer, receive_request, refuse_early
 from ..connections.flusher import Flusher
-from ..connections.raw_socket import receive_some, send_all_soon
+from ..connections.raw_socket import send_all_soon
 from ..connections.tls_stream import TlsStream
 from ..core.client_ids import ClientIds
 from ..core.stats import BUSIEST, Snapshot, Stats
@@ -35,7 +33,7 @@ from ..plugin import HandshakeRequest, Identity, Refuse
 from ..plugin_host.handshake_view import plugin_view
 from ..plugin_host.loader import build_pipeline
 from ..plugin_host.pipeline import Pipeline, PluginFailure
-from ..version import __version__
+from ..version import SERVER_NAME
 from ..wire import protocol
 from ..wire.close_codes import CloseCode
 from ..wire.frames import text_frame
@@ -43,10 +41,6 @@ from . import tls
 from .reuse_port import reuse_port_listeners
 
 log = logging.getLogger("broker.server")
-
-SERVER_NAME = f"trio-broker/{__version__}"
-# How long a client refused for its address's limits may take to send its request.
-REFUSAL_READ_TIMEOUT = 1.0
 
 
 class ListenError(OSError):
@@ -85,34 +79,6 @@ class Workers(Protocol):
         """``own`` (the supervisor's) with every worker's numbers added."""
 
 
-async def _receive_request(stream: trio.abc.ReceiveStream) -> handshake.IncomingUpgrade | None:
-    """The client's upgrade request, or None if it hung up first."""
-    reader = handshake.RequestReader()
-    while data := await receive_some(stream, handshake.RECEIVE_SIZE):
-        if (received := reader.receive(data)) is not None:
-            return received
-    return None
-
-
-def _peer(stream: trio.SocketStream) -> tuple[str, str]:
-    """The client's host, and host:port for logs."""
-    try:
-        address = stream.socket.getpeername()
-    except OSError:
-        return "?", "?"
-    host, port = address[0], address[1]
-    return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _address_limits(config: Config) -> tuple[int, float, int]:
-    limits = config.limits
-    return (
-        limits.max_connections_per_ip,
-        limits.handshake_rate_per_ip,
-        limits.handshake_burst_per_ip,
-    )
-
-
 def _tls_contexts(config: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
     """The WebSocket listener's and the admin listener's (files read now)."""
     server, admin = config.server.tls, config.admin.tls
@@ -120,11 +86,6 @@ def _tls_contexts(config: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext
         None if server is None else tls.server_context(server),
         None if admin is None else tls.server_context(admin, key="admin.tls"),
     )
-
-
-def _http_limits(config: Config) -> HttpLimits:
-    admin = config.admin
-    return HttpLimits(admin.max_request_size, admin.request_timeout, admin.idle_timeout)
 
 
 class Broker:
@@ -160,9 +121,7 @@ class Broker:
         self._tls, self._admin_tls = _tls_contexts(config)
         self.api_keys = load_api_keys(config.admin)
         self.admin_listeners: list[trio.SocketListener] = []
-        self._admin_api = AdminApi(self)
-        self._admin_addresses = AddressLimits(*_address_limits(config))
-        self._admin_connections = 0
+        self._admin = AdminListener(self, self._admin_tls)
         self._lame_duck_requested = trio.Event()
         self._lame_duck = False
         self.flusher = Flusher()
@@ -181,7 +140,7 @@ class Broker:
         self._handshakes: set[trio.CancelScope] = set()
         self._stop_requested = trio.Event()
         self._stopping = False
-        self._addresses = AddressLimits(*_address_limits(config))
+        self._addresses = AddressLimits(*config.limits.per_address)
         self._proxies = TrustedProxies(config.server.trusted_proxies)
         self._warned_of_missing_proxy_header = False
 
@@ -227,8 +186,8 @@ class Broker:
         self.pipeline = new_pipeline
         self.config = config
         self.engine.configure(config)
-        self._addresses.configure(*_address_limits(config))
-        self._admin_addresses.configure(*_address_limits(config))
+        self._addresses.configure(*config.limits.per_address)
+        self._admin.configure(config, self._admin_tls)
         self._proxies = TrustedProxies(config.server.trusted_proxies)
 
     @property
@@ -291,7 +250,7 @@ class Broker:
             outer.start_soon(self.timers.run)
             if self.admin_listeners:
                 # Serves through the shutdown (health, metrics) until the last client left.
-                outer.start_soon(self._serve_admin)
+                outer.start_soon(self._admin.serve, self.admin_listeners)
             async with trio.open_nursery() as nursery:
                 accepting = trio.CancelScope()
                 if self.listeners:
@@ -326,40 +285,6 @@ class Broker:
             await trio.sleep_until(started + duration * index / len(leaving))
             connection.close(CloseCode.GOING_AWAY, "lame duck", drain=True)
         self.stop()
-
-    async def _serve_admin(self) -> None:
-        async with trio.open_nursery() as handlers:
-            await trio.serve_listeners(
-                self._handle_admin_stream, self.admin_listeners, handler_nursery=handlers
-            )
-
-    async def _handle_admin_stream(self, stream: trio.SocketStream) -> None:
-        host, remote = _peer(stream)
-        client: trio.abc.Stream = stream
-        if self._admin_tls is not None:
-            client = trio.SSLStream(stream, self._admin_tls, server_side=True)
-        address = address_key(host)
-        refused = self._addresses_refusal(self._admin_addresses, address)
-        if refused is None and self._admin_connections >= self.config.admin.max_connections:
-            self._admin_addresses.release(address)
-            refused = Refusal(503, "too many admin connections", refusals.RETRY_AFTER)
-        if refused is not None:
-            await self._refuse_early(client, remote, refused)
-            await trio.aclose_forcefully(client)
-            return
-        self._admin_connections += 1
-        try:
-            await http_server.serve_connection(
-                client, self._admin_api.handle, _http_limits(self.config), remote, SERVER_NAME
-            )
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
-            log.debug("admin connection from %s broke: %r", remote, error)
-        except Exception:
-            log.exception("internal error on the admin connection from %s", remote)
-        finally:
-            self._admin_connections -= 1
-            self._admin_addresses.release(address)
-            await trio.aclose_forcefully(client)
 
     def _addresses_refusal(self, limits: AddressLimits, address: str) -> Refusal | None:
         """Admit ``address`` (release it later) or say why not."""
@@ -399,7 +324,7 @@ class Broker:
         per-address limits are checked here, on that address.
         """
         try:
-            received = await _receive_request(stream)
+            received = await receive_request(stream)
         except HandshakeFailed as failure:
             log.debug("bad handshake from %s: %s", remote, failure.refusal.reason)
             await self._refuse(stream, failure.refusal)
@@ -488,7 +413,7 @@ class Broker:
     async def _handle_stream(self, stream: trio.SocketStream) -> None:
         # One function from accept to close: every coroutine frame in this chain is
         # held by every idle connection for as long as it lives.
-        host, remote = _peer(stream)
+        host, remote = peer(stream)
         client: trio.abc.Stream = stream
         if self._tls is not None:
             # The TLS handshake runs on the first read, within handshake_timeout.
@@ -502,7 +427,7 @@ class Broker:
             refused = self._addresses_refusal(self._addresses, address)
             if refused is not None:
                 self.stats.handshake_refusals[refused.status] += 1
-                await self._refuse_early(client, remote, refused)
+                await refuse_early(client, remote, refused, self.config.server.handshake_timeout)
                 await trio.aclose_forcefully(client)
                 return
         try:
@@ -558,21 +483,6 @@ class Broker:
     async def _refuse(self, stream: trio.abc.SendStream, refusal: Refusal) -> None:
         self.stats.handshake_refusals[refusal.status] += 1
         await stream.send_all(handshake.http_error(refusal))
-
-    async def _refuse_early(self, stream: trio.abc.Stream, remote: str, refusal: Refusal) -> None:
-        """Refuse a client over a limit, after reading its request (not counted here).
-
-        Read first: closing a socket with unread data sends a reset, which can reach
-        the client before the answer. The short deadline keeps a flood of refused
-        sockets from piling up.
-        """
-        log.info("refused %s: %d %s", remote, refusal.status, refusal.reason)
-        timeout = min(REFUSAL_READ_TIMEOUT, self.config.server.handshake_timeout)
-        broken = (trio.BrokenResourceError, trio.ClosedResourceError)
-        with trio.move_on_after(timeout), contextlib.suppress(*broken):
-            with contextlib.suppress(HandshakeFailed):
-                await _receive_request(stream)
-            await stream.send_all(handshake.http_error(refusal))
 
 
 @asynccontextmanager
