@@ -7,18 +7,9 @@ async with connect("ws://127.0.0.1:8080/ws", token=TOKEN) as client:
         ...
 """
 
-from .client import (
-    DEFAULT_URL,
-    Client,
-    Event,
-    Membership,
-    Message,
-    PendingAck,
-    RecoveryFailed,
-    Subscribed,
-    connect,
-)
+from .client import DEFAULT_URL, Client, PendingAck, Subscribed, connect
 from .errors import BrokerError, ClientError, ConnectionLost, HandshakeRefused
+from .events import Event, Membership, Message, RecoveryFailed
 
 __all__ = [
     "DEFAULT_URL",

@@ -11,7 +11,6 @@ subscribes again to every filter it holds, from the last position it saw on each
 """
 
 import itertools
-import json
 import logging
 import random
 import ssl
@@ -25,15 +24,17 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..core.topics import matches
+from ..wire import protocol
 from ..wire.close_codes import CloseCode
+from . import events
 from .errors import BrokerError, ClientError, ConnectionLost, HandshakeRefused
+from .events import Event, Message, RecoveryFailed
 from .websocket import WebSocket
 
 log = logging.getLogger("broker.client")
 
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
 SEEN = 10_000
-ENVELOPE = frozenset({"op", "topic", "data", "pos"})
 # A refresh goes out this many seconds before expiry, or at three quarters of a shorter
 # lifetime.
 REFRESH_MARGIN = 30.0
@@ -45,36 +46,6 @@ def refresh_delay(expires_at: float, now: float) -> float:
     """Seconds from ``now`` until credentials expiring at ``expires_at`` are renewed."""
     left = expires_at - now
     return max(0.0, left - min(REFRESH_MARGIN, left / 4))
-
-
-@attrs.frozen
-class Message:
-    topic: str
-    data: Any
-    pos: str | None = None  # on topics with history: where the stream is
-    meta: Mapping[str, Any] = attrs.field(factory=dict)  # fields plugins added
-
-
-@attrs.frozen
-class Membership:
-    """``join`` or ``leave`` on a topic with ``join_leave``."""
-
-    op: str
-    topic: str
-    client_id: str
-    user: str | None
-
-
-@attrs.frozen
-class RecoveryFailed:
-    """After a reconnect the broker could not replay all that ``topic_filter`` missed: it
-    comes after the messages the broker still had, and the application should reload its
-    state (what follows in the stream is complete again)."""
-
-    topic_filter: str
-
-
-Event = Message | Membership | RecoveryFailed
 
 
 @attrs.frozen
@@ -154,7 +125,7 @@ class Client:
         except BaseException:
             await ws.aclose()
             raise
-        welcome_fields = json.loads(welcome)
+        welcome_fields = events.decode(welcome)
         self.client_id = welcome_fields.get("client_id")
         self.expires_at = welcome_fields.get("expires_at")
         self._ws = ws
@@ -244,7 +215,7 @@ class Client:
     async def _subscribe_again(self) -> None:
         for topic_filter, pos in list(self._positions.items()):
             try:
-                reply = await self._request(_subscribe(topic_filter, pos))
+                reply = await self._request(protocol.Subscribe(topic_filter, since=pos))
             except (ConnectionLost, TimeoutError) as error:
                 log.info("subscribing again to %r: %s", topic_filter, error)
                 return  # the next connection tries again
@@ -260,15 +231,10 @@ class Client:
                 self._positions[topic_filter] = reply["pos"]
 
     async def _handle(self, text: str) -> None:
-        reply: dict[str, Any] = json.loads(text)
+        reply = events.decode(text)
         op = reply.get("op")
         if op == "message":
-            message = Message(
-                reply["topic"],
-                reply.get("data"),
-                reply.get("pos"),
-                {k: v for k, v in reply.items() if k not in ENVELOPE},
-            )
+            message = events.message(reply)
             if message.pos is not None:
                 # Filters that overlap each replay a message after a reconnection.
                 if message.pos in self._seen:
@@ -281,9 +247,7 @@ class Client:
                         self._positions[topic_filter] = message.pos
             await self._send.send(message)
         elif op in ("join", "leave"):
-            member = reply.get("client", {})
-            event = Membership(op, reply["topic"], member.get("client_id"), member.get("user"))
-            await self._send.send(event)
+            await self._send.send(events.membership(reply))
         elif isinstance(reply.get("id"), int) and reply["id"] in self._waiters:
             waiter = self._waiters.pop(reply["id"])
             waiter.reply = reply
@@ -294,7 +258,7 @@ class Client:
 
     # Requests.
 
-    async def _start(self, request: dict[str, Any]) -> _Waiter:
+    async def _start(self, request: protocol.Request) -> _Waiter:
         """Send ``request`` now, in order with the others; its reply comes to the waiter."""
         with anyio.fail_after(self._request_timeout):
             while self._ws is None:
@@ -305,18 +269,18 @@ class Client:
         request_id = next(self._ids)
         waiter = self._waiters[request_id] = _Waiter()
         try:
-            await ws.send(json.dumps({**request, "id": request_id}))
+            await ws.send(protocol.encode_request(attrs.evolve(request, id=request_id)))
         except ConnectionLost as lost:
             self._waiters.pop(request_id, None)
             raise lost from None
         return waiter
 
-    async def _request(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, request: protocol.Request) -> dict[str, Any]:
         waiter = await self._start(request)
         with anyio.fail_after(self._request_timeout):
             return await waiter.result()
 
-    async def _idempotent(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _idempotent(self, request: protocol.Request) -> dict[str, Any]:
         """A request that may be made twice: one the connection dropped under is made
         again on the next connection (while the client reconnects)."""
         while True:
@@ -332,13 +296,13 @@ class Client:
 
         A replay comes through `messages` before the ack: when it may hold more than
         ``max_queued`` messages, read them in another task meanwhile."""
-        reply = await self._idempotent(_subscribe(topic_filter, since))
+        reply = await self._idempotent(protocol.Subscribe(topic_filter, since=since))
         self._positions[topic_filter] = reply.get("pos", since)
         return Subscribed(reply.get("pos"), reply.get("recovered"))
 
     async def unsubscribe(self, topic_filter: str) -> None:
         self._positions.pop(topic_filter, None)
-        await self._idempotent({"op": "unsubscribe", "topic": topic_filter})
+        await self._idempotent(protocol.Unsubscribe(topic_filter))
 
     async def publish(self, topic: str, data: Any) -> None:
         """Publish; returns once the broker acked it, raises BrokerError if it refused."""
@@ -347,38 +311,27 @@ class Client:
     async def start_publish(self, topic: str, data: Any) -> "PendingAck":
         """Send a publish now and return without waiting for its ack: for pipelining many
         (they go out in the order of these calls); await `PendingAck.result` for each."""
-        return PendingAck(await self._start({"op": "publish", "topic": topic, "data": data}))
+        return PendingAck(await self._start(protocol.Publish(topic, data)))
 
     async def history(self, topic_filter: str, limit: int | None = None) -> list[Message]:
-        request: dict[str, Any] = {"op": "history", "topic": topic_filter}
-        if limit is not None:
-            request["limit"] = limit
-        reply = await self._idempotent(request)
-        return [
-            Message(
-                m["topic"],
-                m.get("data"),
-                m.get("pos"),
-                {k: v for k, v in m.items() if k not in ENVELOPE},
-            )
-            for m in reply["messages"]
-        ]
+        reply = await self._idempotent(protocol.History(topic_filter, limit))
+        return [events.message(fields) for fields in reply["messages"]]
 
     async def presence(self, topic: str) -> list[dict[str, Any]]:
         """The clients subscribed to exactly ``topic``: ``{"client_id", "user"}`` each."""
-        reply = await self._idempotent({"op": "presence", "topic": topic})
+        reply = await self._idempotent(protocol.Presence(topic))
         clients: list[dict[str, Any]] = reply["clients"]
         return clients
 
     async def refresh(self, token: str) -> float | None:
         """New credentials for this connection (and the next ones); when they expire."""
-        reply = await self._request({"op": "refresh", "token": token})
+        reply = await self._request(protocol.Refresh(token))
         self.token = token
         self.expires_at = reply.get("expires_at")
         return self.expires_at
 
     async def ping(self) -> None:
-        await self._idempotent({"op": "ping"})
+        await self._idempotent(protocol.Ping())
 
     async def receive(self) -> Event:
         """The next delivery (or `Membership`, `RecoveryFailed` event). Raises
@@ -426,13 +379,6 @@ class PendingAck:
 
 class _Closed(ConnectionLost):
     """The application left the ``connect`` block."""
-
-
-def _subscribe(topic_filter: str, since: str | None) -> dict[str, Any]:
-    request = {"op": "subscribe", "topic": topic_filter}
-    if since is not None:
-        request["since"] = since
-    return request
 
 
 @asynccontextmanager

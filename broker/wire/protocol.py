@@ -88,6 +88,29 @@ class Refresh:
 
 Request = Subscribe | Unsubscribe | Publish | Ping | History | Presence | Refresh
 
+_OPS: dict[type[Any], str] = {
+    Subscribe: "subscribe",
+    Unsubscribe: "unsubscribe",
+    Publish: "publish",
+    Ping: "ping",
+    History: "history",
+    Presence: "presence",
+    Refresh: "refresh",
+}
+
+
+def encode_request(request: Request) -> str:
+    """A request as a client sends it: `parse_request` reads it back as it was.
+
+    Optional fields left as None are left out; ``data`` is always sent (null is data).
+    """
+    fields: dict[str, Any] = {"op": _OPS[type(request)]}
+    for name, value in attrs.asdict(request, recurse=False).items():
+        if value is not None or name == "data":
+            fields[name] = value
+    return json.dumps(fields)
+
+
 _FIELDS: dict[str, frozenset[str]] = {
     "subscribe": frozenset({"op", "id", "topic", "since"}),
     "unsubscribe": frozenset({"op", "id", "topic"}),

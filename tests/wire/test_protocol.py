@@ -73,3 +73,25 @@ def test_lone_surrogates_are_escaped_not_fatal() -> None:
     encoded = protocol.encode_message(request.topic, request.data)
     encoded.decode("utf-8")
     assert json.loads(encoded)["data"] == "\ud800"
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        protocol.Subscribe("chat/#", id=1),
+        protocol.Subscribe("chat/#", id="a", since="5-0"),
+        protocol.Unsubscribe("chat/#", id=2),
+        protocol.Publish("chat/lobby", {"text": "é ☃"}, id=3),
+        protocol.Publish("chat/lobby", None, id=4),
+        protocol.Ping(id=5),
+        protocol.Ping(),
+        protocol.History("chat/#", limit=10, id=6),
+        protocol.History("chat/#", id=7),
+        protocol.Presence("chat/lobby", id=8),
+        protocol.Refresh("a.b.c", id=9),
+    ],
+)
+def test_an_encoded_request_parses_back_to_itself(request_: protocol.Request) -> None:
+    text = protocol.encode_request(request_)
+    assert parse_request(text) == request_
+    assert "null" not in text.replace('"data": null', "")  # unset options are left out
