@@ -1,5 +1,10 @@
 """The TOML configuration: plain attrs classes, validated with every error reported.
 
+The classes are structured by the validator plugin options use (`broker.config.options`),
+with the rules of each key (bounds, choices, checks) given in its `_setting` and
+applied by a field hook; errors name the key (``server.port: ...``) and show the value
+unless it is a secret.
+
 The sample file ``etc/trio-broker.toml`` documents every key; keep them in step.
 """
 
@@ -11,10 +16,18 @@ from pathlib import Path
 from typing import Any, get_args
 
 import attrs
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+)
 
 from ..core.topics import TopicError, check_filter
 from ..handshake import forwarding, origins
 from . import redis_urls
+from .options import TYPE_NAMES, Hook, WrongType, make_converter, problems
 
 
 class ConfigError(Exception):
@@ -44,8 +57,9 @@ def _setting(
     ``section``: a table of that class; ``tables``: an array of tables of that class.
     A ``secret`` value never appears in an error message.
     """
+    required = default is None and section is None and not optional
     return attrs.field(
-        default=default,
+        default=attrs.NOTHING if required else default,
         repr=not secret,
         metadata={
             "min": min,
@@ -274,19 +288,8 @@ class Config:
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
     cluster: ClusterConfig = attrs.field(factory=ClusterConfig)
-    topics: tuple[TopicConfig, ...] = ()
-    plugins: tuple[PluginSpec, ...] = ()
-
-
-_SECTIONS: dict[str, type[Any]] = {
-    "server": ServerConfig,
-    "admin": AdminConfig,
-    "limits": LimitsConfig,
-    "log": LogConfig,
-    "cluster": ClusterConfig,
-}
-# How errors name a kind of value (plugin options use them too).
-TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+    topics: tuple[TopicConfig, ...] = _setting((), tables=TopicConfig)
+    plugins: tuple[PluginSpec, ...] = _setting((), tables=PluginSpec)
 
 
 def _describe(value: Any) -> str:
@@ -294,115 +297,91 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _convert(field: "attrs.Attribute[Any]", value: Any) -> tuple[Any, str | None]:
-    """Return the value as the field's type, or an error message."""
-    kind = field.type
-    if field.metadata["optional"]:
-        (kind,) = (member for member in get_args(kind) if member is not type(None))
-    if field.metadata["secret"]:
-        converted, problem = _convert_value(field, kind, value)
-        if problem:
-            problem = problem.partition(", got ")[0]  # says nothing of the value
-        return converted, problem
-    return _convert_value(field, kind, value)
-
-
-def _convert_value(field: "attrs.Attribute[Any]", kind: Any, value: Any) -> tuple[Any, str | None]:
-    if kind == tuple[str, ...]:
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            return None, f"must be an array of strings, got {_describe(value)}"
-        value = tuple(value)
-        kind = tuple
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-        return None, f"must be {TYPE_NAMES[kind]}, got {_describe(value)}"
-    meta = field.metadata
+def _broken_rule(meta: Mapping[str, Any], value: Any) -> str | None:
+    """What a valid value of the key's type breaks of its rules, if anything."""
     if isinstance(value, float) and not math.isfinite(value):
-        return None, f"must be a finite number, got {_describe(value)}"
+        return "must be a finite number"
     if meta["positive"] and value <= 0:
-        return None, f"must be greater than 0, got {_describe(value)}"
+        return "must be greater than 0"
     if meta["min"] is not None and value < meta["min"]:
-        return None, f"must be at least {meta['min']}, got {_describe(value)}"
+        return f"must be at least {meta['min']}"
     if meta["max"] is not None and value > meta["max"]:
-        return None, f"must be at most {meta['max']}, got {_describe(value)}"
+        return f"must be at most {meta['max']}"
     if meta["choices"] and value not in meta["choices"]:
         allowed = ", ".join(repr(choice) for choice in meta["choices"])
-        return None, f"must be one of {allowed}, got {_describe(value)}"
-    if meta["check"] is not None:
-        problem = meta["check"](value)
-        if problem:
-            return None, f"{problem}, got {_describe(value)}"
-    return value, None
+        return f"must be one of {allowed}"
+    check = meta["check"]
+    return None if check is None else check(value)
 
 
-def _build_section(name: str, cls: type[Any], table: Any, errors: list[str]) -> Any:
-    if not isinstance(table, Mapping):
-        errors.append(f"[{name}] must be a table, got {_describe(table)}")
-        return None
-    fields = {field.name: field for field in attrs.fields(cls)}
-    values: dict[str, Any] = {}
-    reported = len(errors)
-    for key, value in table.items():
-        field = fields.get(key)
-        if field is None:
-            known = ", ".join(fields)
-            errors.append(f"{name}.{key}: unknown key (known keys: {known})")
-            continue
-        if field.metadata["section"] is not None:
-            values[key] = _build_section(f"{name}.{key}", field.metadata["section"], value, errors)
-            continue
-        if field.metadata["tables"] is not None:
-            values[key] = _build_tables(f"{name}.{key}", field.metadata["tables"], value, errors)
-            continue
-        converted, problem = _convert(field, value)
-        if problem:
-            errors.append(f"{name}.{key}: {problem}")
-        else:
-            values[key] = converted
-    # A default of None means required, except for a whole optional table.
-    missing = [
-        key
-        for key, field in fields.items()
-        if field.default is None
-        and field.metadata["section"] is None
-        and not field.metadata["optional"]
-        and key not in table
-    ]
-    errors.extend(f"{name}.{key}: required" for key in missing)
-    if len(errors) > reported:
-        return None  # there is nothing valid to build
-    try:
-        return cls(**values)
-    except ValueError as problem:  # what the class checks across its keys
-        errors.append(f"{name}: {problem}")
-        return None
+def _rules_hook(field: "attrs.Attribute[Any]", converter: cattrs.Converter) -> Hook | None:
+    """A `_setting`'s structure hook: the converter's type check, worded with the value
+    (unless secret), then the key's rules."""
+    meta = field.metadata
+    if "check" not in meta or meta["section"] is not None:
+        return None  # not a setting, or a table: the converter's own hook
+    kind: Any = field.type
+    if meta["optional"]:
+        (kind,) = (member for member in get_args(kind) if member is not type(None))
+    if meta["tables"] is not None:
+        expected = "an array of tables"
+    else:
+        expected = TYPE_NAMES.get(kind) or "an array of strings"  # the only other kind
+
+    def problem(text: str, value: Any) -> ValueError:
+        return ValueError(text if meta["secret"] else f"{text}, got {_describe(value)}")
+
+    def structure(value: Any, _: Any) -> Any:
+        if meta["tables"] is not None:
+            if not isinstance(value, list):
+                raise problem(f"must be {expected}", value)
+            return converter.structure(value, kind)  # each table's errors, with its index
+        try:
+            converted = converter.structure(value, kind)
+        except (TypeError, ValueError, ClassValidationError, IterableValidationError):
+            raise problem(f"must be {expected}", value) from None
+        broken = _broken_rule(meta, converted)
+        if broken:
+            raise problem(broken, value)
+        return converted
+
+    return structure
 
 
-def _build_tables(name: str, cls: type[Any], tables: Any, errors: list[str]) -> Any:
-    if not isinstance(tables, list):
-        errors.append(f"{name}: must be an array of tables, got {_describe(tables)}")
-        return None
-    built = [
-        _build_section(f"{name}[{index}]", cls, table, errors) for index, table in enumerate(tables)
-    ]
-    return None if None in built else tuple(built)
+def _plugin_spec(value: Any, _: Any) -> PluginSpec:
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a table")
+    use = value.get("use")
+    if not isinstance(use, str) or not use:
+        missing = ValueError("required, the plugin's name or 'module:Class'")
+        missing.__notes__ = [AttributeValidationNote("the plugin to use", "use", str)]
+        raise ClassValidationError("a [[plugins]] table", [missing], PluginSpec)
+    # Validated when the plugins are loaded (`broker.plugin_host.loader`).
+    return PluginSpec(use, {key: item for key, item in value.items() if key != "use"})
 
 
-def _plugin_specs(tables: Any, errors: list[str]) -> tuple[PluginSpec, ...]:
-    if not isinstance(tables, list):
-        errors.append("plugins: must be an array of tables ([[plugins]])")
-        return ()
-    specs = []
-    for index, table in enumerate(tables):
-        if not isinstance(table, Mapping):
-            errors.append(f"plugins[{index}]: must be a table")
-        elif not isinstance(table.get("use"), str) or not table["use"]:
-            errors.append(f"plugins[{index}].use: required, the plugin's name or 'module:Class'")
-        else:
-            options = {key: value for key, value in table.items() if key != "use"}
-            specs.append(PluginSpec(table["use"], options))
-    return tuple(specs)
+_converter = make_converter(_rules_hook)
+_converter.register_structure_hook(PluginSpec, _plugin_spec)
+
+
+def _messages(path: str, error: BaseException) -> list[str]:
+    """``path: what is wrong``, as users of the config file read it."""
+    if isinstance(error, ForbiddenExtraKeysError):
+        known = ", ".join(field.name for field in attrs.fields(error.cl))
+        if not path:
+            return [
+                f"[{key}]: unknown section (known sections: {known})"
+                for key in sorted(error.extra_fields)
+            ]
+        return [
+            f"{path}.{key}: unknown key (known keys: {known})" for key in sorted(error.extra_fields)
+        ]
+    if isinstance(error, KeyError):
+        return [f"{path}: required"]
+    if isinstance(error, WrongType):  # a table that is not one: the others are worded above
+        return [f"[{path}] must be {error.expected}, got {_describe(error.value)}"]
+    message = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+    return [f"{path}: {message}"]
 
 
 def config_from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
@@ -410,24 +389,15 @@ def config_from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Co
 
     Plugin options are validated when the plugins are loaded (`broker.plugin_host.loader`).
     """
-    errors: list[str] = []
-    sections: dict[str, Any] = {}
-    for name, table in data.items():
-        if name == "plugins":
-            sections[name] = _plugin_specs(table, errors)
-            continue
-        if name == "topics":
-            sections[name] = _build_tables(name, TopicConfig, table, errors)
-            continue
-        cls = _SECTIONS.get(name)
-        if cls is None:
-            known = ", ".join([*_SECTIONS, "topics", "plugins"])
-            errors.append(f"[{name}]: unknown section (known sections: {known})")
-            continue
-        sections[name] = _build_section(name, cls, table, errors)
-    if errors:
-        raise ConfigError(source, errors)
-    config = Config(**sections)
+    try:
+        config = _converter.structure(data, Config)
+    except (ClassValidationError, IterableValidationError) as exc:
+        errors = [
+            message
+            for path, error in problems(exc, "")
+            for message in _messages(path.removeprefix("."), error)
+        ]
+        raise ConfigError(source, errors) from None
     errors = _cross_section_errors(config)
     if errors:
         raise ConfigError(source, errors)
