@@ -409,7 +409,9 @@ def run_load(
             result.update(message["result"])
         elif "error" in message:
             raise RuntimeError(f"load generator: {message['error']}")
-    loadgen.wait(60)
+    if loadgen.wait(60) != 0 or "window" not in result:
+        # A load generator that died (npm ci not run, a crash) measured nothing: say so.
+        raise RuntimeError(f"load generator exited {loadgen.returncode} without a result")
     if result.get("storm_seconds"):
         result["cpu_us_per_connection"] = 1e6 * result["cpu_seconds"] / result["connections"]
     if not idle and result.get("deliveries_per_s"):
