@@ -47,6 +47,10 @@ def _roles(roles: Iterable[str]) -> frozenset[str]:
     return frozenset(roles)
 
 
+def _channels(channels: Iterable[str]) -> tuple[str, ...]:
+    return tuple(channels)
+
+
 @attrs.frozen
 class Identity:
     """Who a connection is. Anonymous (``user`` None) unless a plugin authenticates it."""
@@ -57,6 +61,9 @@ class Identity:
     # Wall-clock time (seconds since the epoch) when the identity stops being valid: the
     # broker then closes the connection with 4001 "token expired".
     expires_at: float | None = None
+    # Filters the broker subscribes the connection to once it is accepted, without
+    # authorize_subscribe: the application's backend decided (server-side subscriptions).
+    channels: tuple[str, ...] = attrs.field(default=(), converter=_channels)
 
 
 @attrs.frozen
@@ -68,6 +75,8 @@ class HandshakeRequest:
     # Header names are lower-case; a header sent several times appears several times.
     headers: tuple[tuple[str, str], ...]
     remote_address: str
+    # The id the connection gets if it is accepted (for a backend that records it).
+    client_id: str = ""
 
     def header(self, name: str) -> str | None:
         """The first value of a header (name case-insensitive), or None."""
@@ -175,8 +184,20 @@ class Plugin:
         """Whether ``client`` (a subscriber) receives ``publication``."""
         return True
 
+    async def renew(self, client: Client) -> float | None:
+        """``client``'s identity expires now: return a new expiry time (seconds since the
+        epoch, in the future) to keep the connection, or None if this plugin does not
+        renew; raise Refuse to let it expire (the client gets 4001 as without renewal)."""
+        return None
+
     async def on_connect(self, client: Client) -> None:
         """A connection was accepted (after authenticate)."""
 
     async def on_disconnect(self, client: Client) -> None:
         """A connection ended."""
+
+    async def aclose(self) -> None:
+        """The plugin is retired: the broker stops, or a reload replaced it (then once
+        the hooks already running had their ``plugin_timeout``). Release what it holds
+        (connections to a backend, files). Bounded by ``plugin_timeout``; an
+        ``on_disconnect`` of a connection that began before a reload may still come."""

@@ -1,5 +1,6 @@
 """Third-party-style plugins for the tests, loaded by "tests.example_plugins:Class"."""
 
+import collections
 import time
 from typing import Any
 
@@ -9,6 +10,8 @@ import trio
 from broker.plugin import Client, HandshakeRequest, Identity, Plugin, Publication, Refuse
 
 CALLS: list[str] = []
+# Set when a Backend plugin of that label is retired (aclose).
+RETIRED: collections.defaultdict[str, trio.Event] = collections.defaultdict(trio.Event)
 
 
 class StampSender(Plugin):
@@ -145,3 +148,45 @@ class OnlyRole(Plugin):
 
 class NotAPlugin:
     pass
+
+
+class Backend(Plugin):
+    """What an application's backend decides, from the request (tests only!): channels
+    from ``?channels=a,b``, renewals of ``renew_by`` seconds (``renewals`` of them), and
+    "<label>:aclose" in CALLS when retired."""
+
+    @attrs.frozen
+    class Options:
+        label: str = "backend"
+        lifetime: float | None = None
+        renew_by: float | None = None
+        renewals: int = 1
+        renew_how: str = "extend"  # or refuse, raise, garbage
+
+    def __init__(self, options: Any) -> None:
+        super().__init__(options)
+        self.renewed = 0
+
+    async def authenticate(self, request: HandshakeRequest, identity: Identity) -> Identity:
+        channels = [c for c in (request.query_value("channels") or "").split(",") if c]
+        lifetime = self.options.lifetime
+        expires = None if lifetime is None else time.time() + lifetime
+        return Identity(user=request.client_id, channels=channels, expires_at=expires)
+
+    async def renew(self, client: Client) -> float | None:
+        CALLS.append(f"{self.options.label}:renew")
+        how = self.options.renew_how
+        if how == "refuse":
+            raise Refuse("no more")
+        if how == "raise":
+            raise RuntimeError("plugin bug")
+        if how == "garbage":
+            return "soon"  # type: ignore[return-value]
+        if self.options.renew_by is None or self.renewed >= self.options.renewals:
+            return None
+        self.renewed += 1
+        return time.time() + self.options.renew_by
+
+    async def aclose(self) -> None:
+        CALLS.append(f"{self.options.label}:aclose")
+        RETIRED[self.options.label].set()

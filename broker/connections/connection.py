@@ -27,7 +27,7 @@ from ..core.topics import has_wildcard
 from ..engine.interface import Engine
 from ..plugin import Client, Identity
 from ..plugin_host.pipeline import Pipeline
-from ..requests import dispatch
+from ..requests import dispatch, server_side
 from ..wire.close_codes import CloseCode
 from ..wire.frame_reader import Close, Event, FrameReader, Ping, Pong, Received, Violation
 from ..wire.frames import pong_frame
@@ -135,6 +135,8 @@ class ClientConnection(Detours, Liveness, Writing):
                         self._spawn_writer()
                     await pipeline.on_connect(self.client)
                     self._start_timers()
+                    if self.client.identity.channels:
+                        await server_side.subscribe_channels(self, self.client.identity.channels)
                     await self._read_loop()
                     if self._writer_done is not None:
                         await self._writer_done.wait()

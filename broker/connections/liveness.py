@@ -68,8 +68,24 @@ class Liveness(ConnectionState):
         self.close(code, reason, deadline=trio.current_time())
 
     def _expire(self) -> None:
+        self._expiry = None
+        if self.pipeline().renews and not self.closing:
+            # In the broker's nursery, as a writer task: a timer cannot wait.
+            self._writers.start_soon(self._renew_or_close)
+            return
         log.info("client %s (%s): credentials expired", self.client_id, self.remote)
         self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+
+    async def _renew_or_close(self) -> None:
+        """A plugin may renew the expiring identity (`Plugin.renew`); else 4001."""
+        expires_at = await self.pipeline().renew(self.client)
+        if self.closing:
+            return
+        if expires_at is None or expires_at <= time.time():
+            log.info("client %s (%s): credentials expired", self.client_id, self.remote)
+            self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+            return
+        self.renew(attrs.evolve(self.client.identity, expires_at=expires_at))
 
     def renew(self, identity: Identity) -> None:
         self.client = attrs.evolve(self.client, identity=identity)

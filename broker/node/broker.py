@@ -143,6 +143,7 @@ class Broker:
         self._addresses = AddressLimits(*config.limits.per_address)
         self._proxies = TrustedProxies(config.server.trusted_proxies)
         self._warned_of_missing_proxy_header = False
+        self._outer: trio.Nursery | None = None  # while serving
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -183,7 +184,9 @@ class Broker:
         self._tls, self._admin_tls = tls_contexts
         self.api_keys = api_keys
         new_pipeline.stats = self.stats
-        self.pipeline = new_pipeline
+        old_pipeline, self.pipeline = self.pipeline, new_pipeline
+        if old_pipeline is not new_pipeline and self._outer is not None:
+            self._outer.start_soon(self._retire, old_pipeline)
         self.config = config
         self.engine.configure(config)
         self._addresses.configure(*config.limits.per_address)
@@ -243,32 +246,47 @@ class Broker:
                 for listener in self.listeners:
                     await listener.aclose()
                 raise
-        async with trio.open_nursery() as outer:
-            self._outer = outer  # connections' writer tasks live here (see ClientConnection)
-            await outer.start(self.engine.run)
-            outer.start_soon(self.flusher.run)
-            outer.start_soon(self.timers.run)
-            if self.admin_listeners:
-                # Serves through the shutdown (health, metrics) until the last client left.
-                outer.start_soon(self._admin.serve, self.admin_listeners)
-            async with trio.open_nursery() as nursery:
-                accepting = trio.CancelScope()
-                if self.listeners:
-                    nursery.start_soon(self._accept, accepting, nursery)
-                outer.start_soon(self._lame_duck_when_asked, accepting)
-                task_status.started()
-                await self._stop_requested.wait()
-                self._stopping = True
-                accepting.cancel()
-                deadline = trio.current_time() + self.config.server.shutdown_timeout
-                for scope in self._handshakes:
-                    scope.cancel()
-                for connection in self._connections:
-                    connection.close(
-                        CloseCode.GOING_AWAY, "server shutdown", drain=True, deadline=deadline
-                    )
-                nursery.cancel_scope.deadline = deadline
-            outer.cancel_scope.cancel()  # every connection is gone: nothing left to flush or time
+        try:
+            async with trio.open_nursery() as outer:
+                self._outer = outer  # connections' writer tasks live here (see ClientConnection)
+                await outer.start(self.engine.run)
+                outer.start_soon(self.flusher.run)
+                outer.start_soon(self.timers.run)
+                if self.admin_listeners:
+                    # Serves through the shutdown (health, metrics) until the last client left.
+                    outer.start_soon(self._admin.serve, self.admin_listeners)
+                async with trio.open_nursery() as nursery:
+                    accepting = trio.CancelScope()
+                    if self.listeners:
+                        nursery.start_soon(self._accept, accepting, nursery)
+                    outer.start_soon(self._lame_duck_when_asked, accepting)
+                    task_status.started()
+                    await self._stop_requested.wait()
+                    self._stopping = True
+                    accepting.cancel()
+                    deadline = trio.current_time() + self.config.server.shutdown_timeout
+                    for scope in self._handshakes:
+                        scope.cancel()
+                    for connection in self._connections:
+                        connection.close(
+                            CloseCode.GOING_AWAY, "server shutdown", drain=True, deadline=deadline
+                        )
+                    nursery.cancel_scope.deadline = deadline
+                # Every connection is gone: nothing left to flush or time.
+                outer.cancel_scope.cancel()
+        finally:
+            self._outer = None
+            with trio.CancelScope(shield=True):
+                await self.pipeline.aclose()  # each plugin within plugin_timeout
+
+    async def _retire(self, pipeline: Pipeline) -> None:
+        """Close a pipeline a reload replaced, once the hooks it was running had their time
+        (a shutdown meanwhile closes it at once)."""
+        try:
+            await trio.sleep(self.config.server.plugin_timeout)
+        finally:
+            with trio.CancelScope(shield=True):
+                await pipeline.aclose()
 
     async def _lame_duck_when_asked(self, accepting: trio.CancelScope) -> None:
         await self._lame_duck_requested.wait()
@@ -332,7 +350,7 @@ class Broker:
         if received is None:
             return None
         request = received.request
-        view = plugin_view(request, remote)
+        view = plugin_view(request, remote, self._client_ids.next())
         address = None
         if proxy is not None:
             client = self._forwarded_client(view, config, proxy, remote)
@@ -394,7 +412,7 @@ class Broker:
             await self._refuse(stream, outcome)
             return None
         self._slots_taken += 1
-        client_id = self._client_ids.next()
+        client_id = view.client_id
         welcome = protocol.encode_welcome(client_id, SERVER_NAME, outcome.expires_at)
         return outcome, client_id, handshake.accept_response(request) + text_frame(welcome)
 
@@ -437,6 +455,7 @@ class Broker:
             address = address or accepted.address
             remote = accepted.remote
             config = self.config
+            assert self._outer is not None  # handshakes end before serve does
             connection = ClientConnection(
                 client,
                 accepted.received,

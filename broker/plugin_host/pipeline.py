@@ -58,6 +58,8 @@ class Pipeline:
         self._refreshers = having("refresh")
         self._connect_listeners = having("on_connect")
         self._disconnect_listeners = having("on_disconnect")
+        self._renewers = having("renew")
+        self._closers = having("aclose")
 
     @property
     def authorizes_publishes(self) -> bool:
@@ -70,6 +72,10 @@ class Pipeline:
     @property
     def refreshes(self) -> bool:
         return bool(self._refreshers)
+
+    @property
+    def renews(self) -> bool:
+        return bool(self._renewers)
 
     async def _call(self, plugin: Plugin, hook: str, *args: Any) -> Any:
         """Refuse passes through; anything else going wrong becomes PluginFailure."""
@@ -135,6 +141,29 @@ class Pipeline:
         if identity is None:
             raise Refuse("the token was not accepted")
         return identity
+
+    async def renew(self, client: Client) -> float | None:
+        """A new expiry time for ``client``'s identity from the first plugin that gives one;
+        None if none does, one refuses or one fails."""
+        for plugin in self._renewers:
+            try:
+                result = await self._call(plugin, "renew", client)
+            except (Refuse, PluginFailure):
+                return None
+            if result is None:
+                continue
+            if isinstance(result, bool) or not isinstance(result, int | float):
+                self._wrong_type(plugin, "renew", result)
+                return None
+            return float(result)
+        return None
+
+    async def aclose(self) -> None:
+        """Retire every plugin (`Plugin.aclose`), each within the timeout; failures are
+        logged and the others still closed."""
+        for plugin in self._closers:
+            with contextlib.suppress(Refuse, PluginFailure):
+                await self._call(plugin, "aclose")
 
     async def filter_delivery(self, client: Client, publication: Publication) -> bool:
         """Whether to deliver; a failing filter withholds the delivery (fails closed)."""

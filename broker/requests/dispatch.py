@@ -23,10 +23,14 @@ async def _ping(session: Session, request: protocol.Ping) -> bytes:
     return protocol.encode_pong(request.id)
 
 
+async def _unsubscribe(session: Session, request: protocol.Unsubscribe) -> None:
+    await subscribe.unsubscribe(session, request)
+
+
 HANDLERS: dict[type, Handler] = {
     protocol.Publish: publish.publish,
     protocol.Subscribe: subscribe.subscribe,
-    protocol.Unsubscribe: subscribe.unsubscribe,
+    protocol.Unsubscribe: _unsubscribe,
     protocol.Ping: _ping,
     protocol.History: history.history,
     protocol.Presence: presence.presence,

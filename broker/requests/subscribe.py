@@ -20,7 +20,11 @@ def checked_filter(session: Session, topic_filter: str) -> str:
     return topic_filter
 
 
-async def subscribe(session: Session, request: protocol.Subscribe) -> Replied | None:
+async def subscribe(
+    session: Session, request: protocol.Subscribe, *, by_server: bool = False
+) -> Replied | None:
+    """A subscription the client asked for, or, ``by_server``, one the application's
+    backend made for it (no authorize_subscribe; the client hears ``subscribed``)."""
     topic_filter = checked_filter(session, request.topic)
     held = topic_filter in session.subscriptions
     pipeline = session.pipeline()
@@ -30,7 +34,8 @@ async def subscribe(session: Session, request: protocol.Subscribe) -> Replied | 
                 ErrorCode.LIMIT_EXCEEDED,
                 f"at most {session.limits.max_subscriptions} subscriptions per connection",
             )
-        await pipeline.authorize_subscribe(session.client, topic_filter)
+        if not by_server:
+            await pipeline.authorize_subscribe(session.client, topic_filter)
         if session.closing or topic_filter in session.subscriptions:
             return None
     else:
@@ -61,17 +66,26 @@ async def subscribe(session: Session, request: protocol.Subscribe) -> Replied | 
         if recovery.position is not None:
             fields["pos"] = recovery.position
         # The ack goes before the live messages waiting aside.
-        if request.id is not None:
+        if by_server:
+            await session.send(protocol.encode_subscribed(topic_filter, **fields))
+        elif request.id is not None:
             await session.send(protocol.encode_ack(request.id, **fields))
     if not held and not has_wildcard(topic_filter):
         await session.engine.join(topic_filter, session.client)
     return REPLIED
 
 
-async def unsubscribe(session: Session, request: protocol.Unsubscribe) -> None:
+async def unsubscribe(
+    session: Session, request: protocol.Unsubscribe, *, by_server: bool = False
+) -> bool:
+    """Whether the filter was held; ``by_server``, the client hears ``unsubscribed``."""
     topic_filter = checked_filter(session, request.topic)
-    if topic_filter in session.subscriptions:
-        session.subscriptions.discard(topic_filter)
-        session.engine.unsubscribe(topic_filter, session)
-        if not has_wildcard(topic_filter):
-            await session.engine.leave(topic_filter, session.client)
+    if topic_filter not in session.subscriptions:
+        return False
+    session.subscriptions.discard(topic_filter)
+    session.engine.unsubscribe(topic_filter, session)
+    if by_server:
+        await session.send(protocol.encode_unsubscribed(topic_filter))
+    if not has_wildcard(topic_filter):
+        await session.engine.leave(topic_filter, session.client)
+    return True

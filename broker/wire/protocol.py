@@ -377,6 +377,16 @@ def encode_presence(request_id: RequestId | None, clients: list[dict[str, Any]])
     return encode_json(_with_id({"op": "presence", "clients": clients}, request_id))
 
 
+def encode_subscribed(topic: str, **fields: Any) -> bytes:
+    """A subscription the server made for the client; ``fields``: pos, recovered."""
+    return encode_json({"op": "subscribed", "topic": topic, **fields})
+
+
+def encode_unsubscribed(topic: str) -> bytes:
+    """A subscription the server ended for the client."""
+    return encode_json({"op": "unsubscribed", "topic": topic})
+
+
 def encode_membership(op: str, topic: str, client_id: str, user: str | None) -> bytes:
     """A ``join`` or ``leave`` event for the subscribers of ``topic``."""
     client = {"client_id": client_id, "user": user}

@@ -51,8 +51,8 @@ def without(name: str, **changes: str) -> dict[str, str]:
 def test_a_good_request_is_taken_apart_for_plugins() -> None:
     request = check_upgrade(parsed({**GOOD, "Sec-WebSocket-Protocol": "chat", "X-Custom": "1"}))
     assert (request.target, request.host, request.key) == ("/ws?token=t", "broker.example", KEY)
-    view = plugin_view(request, "127.0.0.1:5000")
-    assert view.path == "/ws" and view.query == {"token": ("t",)}
+    view = plugin_view(request, "127.0.0.1:5000", "c-1")
+    assert view.path == "/ws" and view.query == {"token": ("t",)} and view.client_id == "c-1"
     names = [name for name, _ in view.headers]
     assert names[0] == "host" and "x-custom" in names and "sec-websocket-protocol" not in names
     expected = base64.b64encode(
