@@ -8,6 +8,7 @@ refuses by raising `Refuse`; any other exception, a timeout or a return value of
 the wrong type fails the operation closed and is logged with the plugin's name.
 """
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,6 +16,7 @@ import attrs
 
 from .config.options import OptionsError, structure_options
 from .core.keys import DuplicateKey, KeyTable
+from .core.stats import PLUGIN_SECONDS_BUCKETS, Histogram, Stats
 from .core.token_bucket import TokenBucket
 from .core.topics import TopicError, check_filter, covers, matches, overlaps
 from .wire.protocol import ErrorCode
@@ -29,6 +31,7 @@ __all__ = [
     "HandshakeRequest",
     "Identity",
     "KeyTable",
+    "Metrics",
     "OptionsError",
     "Plugin",
     "Publication",
@@ -137,6 +140,46 @@ class Refuse(Exception):
         self.close_code = close_code
 
 
+_METRIC_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+class Metrics:
+    """Numbers a plugin keeps for ``/metrics``, beside the broker's (summed over a
+    node's workers): ``self.metrics`` in every plugin.
+
+    ``count("hook_failures", hook="connect", reason="timeout")`` adds one to the counter
+    ``trio_broker_hook_failures_total{hook="connect",reason="timeout"}``;
+    ``observe("hook_seconds", 0.003, hook="connect")`` counts a duration (seconds) into
+    the histogram ``trio_broker_hook_seconds``. A name is lower-case letters, digits and
+    ``_``; give it the same label names at every call. Both cost a dictionary update.
+    """
+
+    def __init__(self, stats: Stats | None = None) -> None:
+        self._stats = stats if stats is not None else Stats()
+        self._labels: dict[str, tuple[str, ...]] = {}
+
+    def _key(self, name: str, labels: Mapping[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+        names = self._labels.get(name)
+        if names is None:
+            if not _METRIC_NAME.fullmatch(name):
+                raise ValueError(f"metric name {name[:70]!r}: use [a-z][a-z0-9_]*")
+            names = self._labels[name] = tuple(sorted(labels))
+        key = tuple(sorted((label, str(value)) for label, value in labels.items()))
+        if tuple(label for label, _ in key) != names:
+            raise ValueError(f"metric {name}: labels {sorted(labels)}, not {list(names)}")
+        return name, key
+
+    def count(self, name: str, amount: int = 1, **labels: str) -> None:
+        self._stats.plugin_counts[self._key(name, labels)] += amount
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        key = self._key(name, labels)
+        histogram = self._stats.plugin_histograms.get(key)
+        if histogram is None:
+            histogram = self._stats.plugin_histograms[key] = Histogram(PLUGIN_SECONDS_BUCKETS)
+        histogram.observe(seconds)
+
+
 class Plugin:
     """Base class of plugins: override the hooks you need, leave the others.
 
@@ -151,6 +194,8 @@ class Plugin:
 
     # The configured name ("use"), for logs; set by the loader.
     name: str = "plugin"
+    # Counted into the broker's numbers once the plugin runs (set by the broker).
+    metrics: Metrics = Metrics()
 
     def __init__(self, options: Any) -> None:
         self.options = options

@@ -18,7 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from ..core.stats import Snapshot
+from ..core.stats import Histogram, Snapshot, Stats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 PREFIX = "trio_broker_"
@@ -113,14 +113,50 @@ class BrokerCollector(Collector):
             PREFIX + "plugin_seconds", "Time spent in plugin hooks.", labels=["plugin", "hook"]
         )
         for (plugin, hook), histogram in sorted(stats.plugin_seconds.items()):
-            cumulative, buckets = 0, []
-            for bound, count in zip(
-                (*map(str, histogram.bounds), "+Inf"), histogram.counts, strict=True
-            ):
-                cumulative += count
-                buckets.append((bound, cumulative))
-            seconds.add_metric([plugin, hook], buckets, sum_value=histogram.total)
+            seconds.add_metric([plugin, hook], _buckets(histogram), sum_value=histogram.total)
         yield seconds
+        yield from _plugins_own(stats)
+
+
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    cumulative, buckets = 0, []
+    for bound, count in zip((*map(str, histogram.bounds), "+Inf"), histogram.counts, strict=True):
+        cumulative += count
+        buckets.append((bound, float(cumulative)))
+    return buckets
+
+
+def _plugins_own(stats: Stats) -> Iterator[Metric]:
+    """What plugins counted themselves (`broker.plugin.Metrics`), a family per name; a
+    series whose label names differ from its family's first is left out."""
+    counters: dict[str, CounterMetricFamily] = {}
+    histograms: dict[str, HistogramMetricFamily] = {}
+    labels_of: dict[str, tuple[str, ...]] = {}
+
+    def fits(name: str, labels: tuple[tuple[str, str], ...]) -> list[str] | None:
+        names = tuple(label for label, _ in labels)
+        if labels_of.setdefault(name, names) != names:
+            return None
+        return [value for _, value in labels]
+
+    for (name, labels), count in sorted(stats.plugin_counts.items()):
+        values = fits(name, labels)
+        if values is not None:
+            if name not in counters:
+                counters[name] = CounterMetricFamily(
+                    PREFIX + name, f"Counted by a plugin ({name}).", labels=labels_of[name]
+                )
+            counters[name].add_metric(values, count)
+    for (name, labels), histogram in sorted(stats.plugin_histograms.items()):
+        values = fits(name, labels)
+        if values is not None and name not in counters:
+            if name not in histograms:
+                histograms[name] = HistogramMetricFamily(
+                    PREFIX + name, f"Timed by a plugin ({name}).", labels=labels_of[name]
+                )
+            histograms[name].add_metric(values, _buckets(histogram), sum_value=histogram.total)
+    yield from counters.values()
+    yield from histograms.values()
 
 
 class Metrics:

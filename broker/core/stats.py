@@ -34,6 +34,28 @@ class Histogram:
         self.total += value
 
 
+# A plugin's own metric: its name and its labels, sorted by label name.
+MetricKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def _histograms_to_json(histograms: dict[Any, Histogram]) -> list[list[Any]]:
+    return [[key, list(h.bounds), h.counts, h.total] for key, h in histograms.items()]
+
+
+def _add_histograms(mine: dict[Any, Histogram], other: dict[Any, Histogram]) -> None:
+    for key, histogram in other.items():
+        into = mine.get(key)
+        if into is None:
+            into = mine[key] = Histogram(histogram.bounds)
+        into.counts = [a + b for a, b in zip(into.counts, histogram.counts, strict=True)]
+        into.total += histogram.total
+
+
+def _metric_key(data: Any) -> MetricKey:
+    name, labels = data
+    return name, tuple((label, value) for label, value in labels)
+
+
 @attrs.define
 class Stats:
     published: int = 0
@@ -46,6 +68,9 @@ class Stats:
     errors: collections.Counter[str] = attrs.field(factory=collections.Counter)
     plugin_refusals: collections.Counter[str] = attrs.field(factory=collections.Counter)
     plugin_seconds: dict[tuple[str, str], Histogram] = attrs.field(factory=dict)
+    # What plugins count and time themselves (`broker.plugin.Metrics`).
+    plugin_counts: collections.Counter[MetricKey] = attrs.field(factory=collections.Counter)
+    plugin_histograms: dict[MetricKey, Histogram] = attrs.field(factory=dict)
 
     def delivered(self, subscribers: int, frame_bytes: int) -> None:
         """One publish reached ``subscribers``, each getting a frame of ``frame_bytes``."""
@@ -67,10 +92,9 @@ class Stats:
     def to_json(self) -> dict[str, Any]:
         data = attrs.asdict(self)
         data["handshake_refusals"] = {str(k): v for k, v in self.handshake_refusals.items()}
-        data["plugin_seconds"] = [
-            [plugin, hook, list(h.bounds), h.counts, h.total]
-            for (plugin, hook), h in self.plugin_seconds.items()
-        ]
+        data["plugin_seconds"] = _histograms_to_json(self.plugin_seconds)
+        data["plugin_counts"] = [[key, count] for key, count in self.plugin_counts.items()]
+        data["plugin_histograms"] = _histograms_to_json(self.plugin_histograms)
         return data
 
     @classmethod
@@ -79,14 +103,26 @@ class Stats:
             **{
                 key: value
                 for key, value in data.items()
-                if key not in ("handshake_refusals", "errors", "plugin_refusals", "plugin_seconds")
+                if key
+                not in (
+                    "handshake_refusals",
+                    "errors",
+                    "plugin_refusals",
+                    "plugin_seconds",
+                    "plugin_counts",
+                    "plugin_histograms",
+                )
             }
         )
         stats.handshake_refusals.update({int(k): v for k, v in data["handshake_refusals"].items()})
         stats.errors.update(data["errors"])
         stats.plugin_refusals.update(data["plugin_refusals"])
-        for plugin, hook, bounds, counts, total in data["plugin_seconds"]:
+        for (plugin, hook), bounds, counts, total in data["plugin_seconds"]:
             stats.plugin_seconds[plugin, hook] = Histogram(tuple(bounds), counts, total)
+        for key, count in data["plugin_counts"]:
+            stats.plugin_counts[_metric_key(key)] = count
+        for key, bounds, counts, total in data["plugin_histograms"]:
+            stats.plugin_histograms[_metric_key(key)] = Histogram(tuple(bounds), counts, total)
         return stats
 
     def add(self, other: "Stats") -> None:
@@ -103,12 +139,9 @@ class Stats:
         self.handshake_refusals.update(other.handshake_refusals)
         self.errors.update(other.errors)
         self.plugin_refusals.update(other.plugin_refusals)
-        for key, histogram in other.plugin_seconds.items():
-            mine = self.plugin_seconds.get(key)
-            if mine is None:
-                mine = self.plugin_seconds[key] = Histogram(histogram.bounds)
-            mine.counts = [a + b for a, b in zip(mine.counts, histogram.counts, strict=True)]
-            mine.total += histogram.total
+        _add_histograms(self.plugin_seconds, other.plugin_seconds)
+        self.plugin_counts.update(other.plugin_counts)
+        _add_histograms(self.plugin_histograms, other.plugin_histograms)
 
 
 @attrs.frozen

@@ -13,6 +13,7 @@ ENTRY_POINT_GROUP = "trio_broker.plugins"
 BUILTIN = {
     "acl": "plugins.acl:Acl",
     "content_filter": "plugins.content_filter:ContentFilter",
+    "http_hooks": "plugins.http_hooks:HttpHooks",
     "jwt_auth": "plugins.jwt_auth:JwtAuth",
     "rate_limit": "plugins.rate_limit:RateLimit",
     "token_auth": "plugins.token_auth:TokenAuth",

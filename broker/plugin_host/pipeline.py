@@ -12,7 +12,7 @@ import trio
 
 from ..core.stats import Stats
 from ..core.topics import TopicError, check_topic
-from ..plugin import Client, HandshakeRequest, Identity, Plugin, Publication, Refuse
+from ..plugin import Client, HandshakeRequest, Identity, Metrics, Plugin, Publication, Refuse
 
 log = logging.getLogger("broker.plugins")
 # Shared by every connection no plugin authenticates (immutable, claims included).
@@ -45,7 +45,6 @@ class Pipeline:
     def __init__(self, plugins: Sequence[Plugin] = (), timeout: float = 5.0) -> None:
         self.plugins = list(plugins)
         self.timeout = timeout
-        # The broker's, once it runs this pipeline: refusals and time spent per plugin.
         self.stats = Stats()
 
         def having(hook: str) -> list[Plugin]:
@@ -60,6 +59,18 @@ class Pipeline:
         self._disconnect_listeners = having("on_disconnect")
         self._renewers = having("renew")
         self._closers = having("aclose")
+
+    @property
+    def stats(self) -> Stats:
+        """The broker's, once it runs this pipeline: refusals and time spent per plugin,
+        and what the plugins count themselves (`Plugin.metrics`)."""
+        return self._stats
+
+    @stats.setter
+    def stats(self, stats: Stats) -> None:
+        self._stats = stats
+        for plugin in self.plugins:
+            plugin.metrics = Metrics(stats)
 
     @property
     def authorizes_publishes(self) -> bool:

@@ -66,7 +66,7 @@ def test_config_without_use_is_an_error() -> None:
 
 
 def test_builtin_names_resolve() -> None:
-    for name in ("acl", "jwt_auth", "token_auth", "rate_limit", "content_filter"):
+    for name in ("acl", "jwt_auth", "token_auth", "rate_limit", "content_filter", "http_hooks"):
         assert resolve(name).__module__ == f"plugins.{name}"
 
 
