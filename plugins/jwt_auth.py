@@ -2,9 +2,11 @@
 
 The user is the ``sub`` claim, the roles the ``roles`` claim (a list of strings).
 Optional ``subscribe`` and ``publish`` claims (lists of topic filters) restrict what
-the token may do. A missing, invalid or expired token is refused with HTTP 401; a
-connection outliving its token's ``exp`` is closed with 4001 "token expired", unless
-it sent a new token for the same ``sub`` in a ``refresh`` request before.
+the token may do; a ``channels`` claim (filters too) subscribes the connection once it
+is accepted (server-side subscriptions, which ``subscribe`` does not restrict). A
+missing, invalid or expired token is refused with HTTP 401; a connection outliving its
+token's ``exp`` is closed with 4001 "token expired", unless it sent a new token for the
+same ``sub`` in a ``refresh`` request before.
 """
 
 from pathlib import Path
@@ -146,6 +148,7 @@ class JwtAuth(Plugin):
             roles=frozenset(roles),
             claims=claims,
             expires_at=None if expires is None else float(expires) + options.leeway,
+            channels=_filters_claim(claims, "channels") or (),
         )
 
     async def authorize_subscribe(self, client: Client, topic_filter: str) -> None:

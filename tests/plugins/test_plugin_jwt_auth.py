@@ -111,6 +111,20 @@ async def test_token_claims_restrict_topics(start_broker: StartBroker, connect: 
     assert denied["code"] == "forbidden"
 
 
+async def test_a_channels_claim_subscribes_the_connection(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    broker = await start_broker([OPTIONS])
+    # Whoever signed the token chose the channels: "subscribe" does not restrict them.
+    token = mint(channels=["user/alice", "news/#"], subscribe=["chat/#"])
+    client = await connect(broker, headers=bearer(token))
+    assert await client.recv() == {"op": "subscribed", "topic": "user/alice"}
+    assert await client.recv() == {"op": "subscribed", "topic": "news/#"}
+    with pytest.raises(Rejected) as caught:
+        await connect(broker, headers=bearer(mint(channels=["a/#/b"])))
+    assert caught.value.status == 401 and b"'channels'" in caught.value.body
+
+
 async def test_connection_is_closed_when_the_token_expires(
     start_broker: StartBroker, connect: Connect
 ) -> None:
