@@ -3,6 +3,7 @@ keep-alive, one thread per connection) on 127.0.0.1, answering at each path what
 test says and recording every call."""
 
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import attrs
+import trio
 
 # What a route answers: a status and a body (a dict is sent as JSON), or HANG.
 Answer = tuple[int, bytes | dict[str, Any]]
@@ -24,6 +26,7 @@ class Call:
     headers: dict[str, str]  # names lower-cased
     body: Any  # the JSON sent
     connection: int  # which TCP connection carried it (keep-alive: the same one)
+    raw: bytes  # the body as sent (what a signature signs)
 
 
 class Backend:
@@ -33,6 +36,7 @@ class Backend:
         self.connections = 0
         self._released = threading.Event()
         self._lock = threading.Lock()
+        self._called = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -55,6 +59,17 @@ class Backend:
     def calls_to(self, path: str) -> list[Call]:
         return [call for call in self.calls if call.path == path]
 
+    async def wait_for_calls(self, path: str, count: int, timeout: float = 10.0) -> list[Call]:
+        """The calls to ``path`` once there are ``count`` of them (AssertionError if they
+        do not come within ``timeout`` seconds)."""
+
+        def wait() -> bool:
+            with self._called:
+                return self._called.wait_for(lambda: len(self.calls_to(path)) >= count, timeout)
+
+        assert await trio.to_thread.run_sync(wait), f"{len(self.calls_to(path))} calls to {path}"
+        return self.calls_to(path)
+
     @contextmanager
     def running(self) -> Iterator["Backend"]:
         backend = self
@@ -73,9 +88,12 @@ class Backend:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length))
+                raw = self.rfile.read(length)
+                body = json.loads(raw)
                 headers = {name.lower(): value for name, value in self.headers.items()}
-                backend.calls.append(Call(self.path, headers, body, self.number))
+                with backend._called:
+                    backend.calls.append(Call(self.path, headers, body, self.number, raw))
+                    backend._called.notify_all()
                 route = backend.routes.get(self.path)
                 status, answer = route(body) if route else (404, b"no route")
                 if (status, answer) == HANG:
@@ -92,7 +110,13 @@ class Backend:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the test says what matters
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client that gave up (a timeout under test) is no news; the rest is.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        server = Server(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         self._server = server
         thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)

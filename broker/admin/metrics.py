@@ -82,6 +82,19 @@ class BrokerCollector(Collector):
         yield _counter(
             "http_publishes", "Messages published through the HTTP API.", stats.http_publishes
         )
+        yield _counter(
+            "webhook_events_sent", "Webhook events the backend took.", stats.webhook_events_sent
+        )
+        yield _counter(
+            "webhook_events_dropped",
+            "Webhook events dropped: the queue was full, or a batch failed for retry_for.",
+            stats.webhook_events_dropped,
+        )
+        yield _counter(
+            "webhook_posts_failed",
+            "Webhook POSTs that failed (then retried).",
+            stats.webhook_posts_failed,
+        )
         yield _labelled(
             "handshake_refusals",
             "WebSocket handshakes refused, by HTTP status.",

@@ -267,6 +267,51 @@ class ClusterConfig:
         return self.redis_shards or ((self.redis_url,) if self.redis_url else ())
 
 
+# What a webhook may report (docs/operations.md).
+WEBHOOK_EVENTS = (
+    "connect",
+    "disconnect",
+    "subscribe",
+    "unsubscribe",
+    "occupied",
+    "vacated",
+    "join",
+    "leave",
+)
+
+
+def _check_http_url(value: str) -> str | None:
+    if not value.startswith(("http://", "https://")) or len(value) > 2048:
+        return "must be an http:// or https:// URL"
+    return None
+
+
+def _check_webhook_events(value: tuple[str, ...]) -> str | None:
+    unknown = [event for event in value if event not in WEBHOOK_EVENTS]
+    if unknown:
+        named = ", ".join(map(repr, unknown))[:200]
+        return f"unknown event(s) {named} (known: {', '.join(WEBHOOK_EVENTS)})"
+    if not value:
+        return "name at least one event"
+    return None
+
+
+@attrs.frozen
+class WebhooksConfig:
+    """``[webhooks]``: the broker tells the application's backend what happened."""
+
+    url: str = _setting(None, check=_check_http_url)
+    # The HMAC-SHA256 key of the signature: the file's first line.
+    secret_file: str = _setting(None, check=_check_nonempty)
+    events: tuple[str, ...] = _setting(("occupied", "vacated"), check=_check_webhook_events)
+    batch_max: int = _setting(100, min=1, max=10_000)
+    batch_delay: float = _setting(0.1, min=0, max=60)
+    retry_for: float = _setting(300.0, min=0, max=7 * 86400)
+    max_queued: int = _setting(10_000, min=1, max=10_000_000)
+    # Seconds one POST may take; then it counts as failed (and is retried).
+    timeout: float = _setting(5.0, positive=True, max=300)
+
+
 @attrs.frozen
 class LogConfig:
     level: str = _setting("info", choices=("debug", "info", "warning", "error"))
@@ -288,6 +333,7 @@ class Config:
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
     cluster: ClusterConfig = attrs.field(factory=ClusterConfig)
+    webhooks: WebhooksConfig | None = _setting(None, section=WebhooksConfig)
     topics: tuple[TopicConfig, ...] = _setting((), tables=TopicConfig)
     plugins: tuple[PluginSpec, ...] = _setting((), tables=PluginSpec)
 

@@ -146,7 +146,9 @@ class ClientConnection(Detours, Liveness, Writing):
                     await self._stop_writer()
         finally:
             self._stop_timers()
+            events, user = self.engine.events, self.client.identity.user
             for topic_filter in self.subscriptions:
+                events.subscription("unsubscribe", self.client_id, user, topic_filter)
                 self.engine.unsubscribe(topic_filter, self)
             # Releases publishers waiting for room in this outbox.
             self.outbox.finish(None, drain=False)

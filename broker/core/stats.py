@@ -64,6 +64,9 @@ class Stats:
     slow_consumer_disconnects: int = 0
     throttled_connections: int = 0
     http_publishes: int = 0
+    webhook_events_sent: int = 0
+    webhook_events_dropped: int = 0  # the queue full, or a batch given up
+    webhook_posts_failed: int = 0
     handshake_refusals: collections.Counter[int] = attrs.field(factory=collections.Counter)
     errors: collections.Counter[str] = attrs.field(factory=collections.Counter)
     plugin_refusals: collections.Counter[str] = attrs.field(factory=collections.Counter)
@@ -134,6 +137,9 @@ class Stats:
             "slow_consumer_disconnects",
             "throttled_connections",
             "http_publishes",
+            "webhook_events_sent",
+            "webhook_events_dropped",
+            "webhook_posts_failed",
         ):
             setattr(self, field, getattr(self, field) + getattr(other, field))
         self.handshake_refusals.update(other.handshake_refusals)

@@ -25,6 +25,7 @@ import trio
 from ..config.schema import Config
 from ..core.snapshots import Snapshot
 from ..core.stats import Link
+from ..core.webhooks import Events
 from ..plugin import Client, Publication
 from ..wire.protocol import ProtocolError
 from .router import Subscriber
@@ -41,6 +42,10 @@ class Recovery:
 
 
 class Engine(Protocol):
+    # What happens, for the webhooks: the engine reports join, leave, occupied and
+    # vacated (the latter two once per transition across the cluster).
+    events: Events
+
     def configure(self, config: Config) -> None:
         """A reloaded config: new [[topics]] tables and history bounds."""
 

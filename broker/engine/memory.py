@@ -66,7 +66,8 @@ class MemoryEngine(LocalPart):
     ) -> Recovery:
         # No await until the snapshot is taken: nothing can fall between it and the live
         # stream, which starts with the next offset.
-        self.router.subscribe(topic_filter, subscriber)
+        if self.router.subscribe(topic_filter, subscriber):
+            self.events.filter("occupied", topic_filter)
         if not self.rules.history_possible(topic_filter):
             return Recovery([], since is None, None)
         now_at = self.store.offset
@@ -82,7 +83,8 @@ class MemoryEngine(LocalPart):
         return Recovery([r.frame for r in retained], complete, position)
 
     def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> None:
-        self.router.unsubscribe(topic_filter, subscriber)
+        if self.router.unsubscribe(topic_filter, subscriber):
+            self.events.filter("vacated", topic_filter)
 
     async def publish(
         self,

@@ -4,6 +4,7 @@ A cluster backplane plugs in here: it forwards what `publish` is given to other
 nodes and feeds what they publish back into the local `publish`.
 """
 
+import collections
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -26,14 +27,24 @@ class LocalRouter:
         self._index: SubscriptionIndex[Subscriber] = SubscriptionIndex()
         # Connections subscribe to a filter once and unsubscribe only what they hold.
         self.subscription_count = 0
+        self._holders: collections.Counter[str] = collections.Counter()  # per filter
 
-    def subscribe(self, topic_filter: str, subscriber: Subscriber) -> None:
+    def subscribe(self, topic_filter: str, subscriber: Subscriber) -> bool:
+        """Whether it is the filter's first subscriber here."""
         self._index.add(topic_filter, subscriber)
         self.subscription_count += 1
+        self._holders[topic_filter] += 1
+        return self._holders[topic_filter] == 1
 
-    def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> None:
+    def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> bool:
+        """Whether it was the filter's last subscriber here."""
         self._index.remove(topic_filter, subscriber)
         self.subscription_count -= 1
+        self._holders[topic_filter] -= 1
+        if self._holders[topic_filter] > 0:
+            return False
+        del self._holders[topic_filter]
+        return True
 
     def offer_all(self, topic: str, frame: bytes) -> None:
         """Hand ``frame`` to every subscriber with room; the others miss it (no waiting)."""

@@ -39,6 +39,7 @@ from ..wire.close_codes import CloseCode
 from ..wire.frames import text_frame
 from . import tls
 from .reuse_port import reuse_port_listeners
+from .webhooks import DRAIN_SECONDS, WebhookSender, webhook_secret
 
 log = logging.getLogger("broker.server")
 
@@ -132,6 +133,8 @@ class Broker:
             if config.cluster.engine == "redis"
             else MemoryEngine(config, self.timers, self.stats)
         )
+        self._webhooks = WebhookSender(self.engine.events, self.stats)
+        self._webhooks.configure(config, webhook_secret(config))
         # One for every connection: they ask it for the pipeline at each operation.
         self._current_pipeline = lambda: self.pipeline
         self.listeners: list[trio.SocketListener] = []
@@ -181,6 +184,7 @@ class Broker:
         # anything changes: a failure (ConfigError) leaves the broker as it was.
         tls_contexts = _tls_contexts(config)
         api_keys = load_api_keys(config.admin)
+        secret = webhook_secret(config)
         self._tls, self._admin_tls = tls_contexts
         self.api_keys = api_keys
         new_pipeline.stats = self.stats
@@ -189,6 +193,7 @@ class Broker:
             self._outer.start_soon(self._retire, old_pipeline)
         self.config = config
         self.engine.configure(config)
+        self._webhooks.configure(config, secret)
         self._addresses.configure(*config.limits.per_address)
         self._admin.configure(config, self._admin_tls)
         self._proxies = TrustedProxies(config.server.trusted_proxies)
@@ -252,6 +257,7 @@ class Broker:
                 await outer.start(self.engine.run)
                 outer.start_soon(self.flusher.run)
                 outer.start_soon(self.timers.run)
+                outer.start_soon(self._webhooks.run)
                 if self.admin_listeners:
                     # Serves through the shutdown (health, metrics) until the last client left.
                     outer.start_soon(self._admin.serve, self.admin_listeners)
@@ -277,6 +283,10 @@ class Broker:
         finally:
             self._outer = None
             with trio.CancelScope(shield=True):
+                # The last events (disconnects, vacated filters) get one try.
+                with trio.move_on_after(DRAIN_SECONDS):
+                    await self._webhooks.drain()
+                await self._webhooks.aclose()
                 await self.pipeline.aclose()  # each plugin within plugin_timeout
 
     async def _retire(self, pipeline: Pipeline) -> None:
@@ -474,6 +484,11 @@ class Broker:
             )
             # Counted before the client hears it is welcome.
             self._connections.add(connection)
+            self.engine.events.connected(
+                connection.client_id,
+                connection.client.identity.user,
+                connection.client.remote_address,
+            )
             log.debug("client %s connected from %s", connection.client_id, remote)
             try:
                 await send_all_soon(client, accepted.response, config.server.handshake_timeout)
@@ -484,6 +499,9 @@ class Broker:
             finally:
                 self._connections.discard(connection)
                 self._slots_taken -= 1
+                self.engine.events.disconnected(
+                    connection.client_id, connection.client.identity.user, connection.close_code
+                )
                 log.debug(
                     "client %s (%s) disconnected, close code %s",
                     connection.client_id,

@@ -7,6 +7,7 @@ from ..config.schema import Config, load_config
 from ..plugin_host.loader import build_pipeline
 from ..plugin_host.pipeline import Pipeline
 from . import tls
+from .webhooks import webhook_secret
 
 
 def load(path: str | Path) -> tuple[Config, Pipeline]:
@@ -18,4 +19,5 @@ def load(path: str | Path) -> tuple[Config, Pipeline]:
     if config.admin.tls is not None:
         tls.server_context(config.admin.tls, str(path), key="admin.tls")
     load_api_keys(config.admin, str(path))
+    webhook_secret(config)
     return config, pipeline

@@ -70,8 +70,13 @@ async def subscribe(
             await session.send(protocol.encode_subscribed(topic_filter, **fields))
         elif request.id is not None:
             await session.send(protocol.encode_ack(request.id, **fields))
-    if not held and not has_wildcard(topic_filter):
-        await session.engine.join(topic_filter, session.client)
+    if not held:
+        client = session.client
+        session.engine.events.subscription(
+            "subscribe", client.client_id, client.identity.user, topic_filter
+        )
+        if not has_wildcard(topic_filter):
+            await session.engine.join(topic_filter, client)
     return REPLIED
 
 
@@ -83,6 +88,10 @@ async def unsubscribe(
     if topic_filter not in session.subscriptions:
         return False
     session.subscriptions.discard(topic_filter)
+    client = session.client
+    session.engine.events.subscription(
+        "unsubscribe", client.client_id, client.identity.user, topic_filter
+    )
     session.engine.unsubscribe(topic_filter, session)
     if by_server:
         await session.send(protocol.encode_unsubscribed(topic_filter))

@@ -12,6 +12,7 @@ from broker.config.schema import (
     Config,
     ConfigError,
     TopicConfig,
+    WebhooksConfig,
     config_warnings,
     load_config,
     parse_config,
@@ -36,6 +37,13 @@ def test_sample_config_names_every_key_with_its_default() -> None:
     assert [plugin["use"] for plugin in data.pop("plugins")] == ["acl"]
     assert defaults["server"].pop("tls") is None  # and [server.tls]
     assert defaults["admin"].pop("tls") is None
+    # [webhooks] is off by default; the sample shows every key of it, commented out.
+    assert defaults.pop("webhooks") is None
+    commented = SAMPLE.read_text().split("# [webhooks]\n")[1].split("\n\n")[0]
+    webhooks = tomllib.loads(
+        "".join(line.removeprefix("# ") + "\n" for line in commented.splitlines())
+    )
+    assert webhooks.keys() == attrs.asdict(WebhooksConfig(url="http://x", secret_file="/x")).keys()
     # and the Redis, which has no default.
     assert defaults["cluster"].pop("redis_url") is None
     assert defaults["cluster"].pop("redis_password_file") is None
