@@ -45,6 +45,7 @@ from . import replies
 from . import scripts as redis_scripts
 from . import wire as cluster_wire
 from .names import Interest, Names
+from .occupancy import ClusterOccupancy
 from .presence import ClusterPresence
 from .shard import Shard
 
@@ -97,6 +98,15 @@ class RedisEngine(LocalPart):
         self._presence = ClusterPresence(
             self.shards, self.names, self._script, self._headers, cluster.presence_ttl
         )
+        self._occupancy = ClusterOccupancy(
+            self.shards,
+            self.names,
+            self._script,
+            self.node,
+            cluster.presence_ttl,
+            self.events,
+            self.router.filters,
+        )
 
     @property
     def unready_reason(self) -> str | None:
@@ -110,6 +120,7 @@ class RedisEngine(LocalPart):
             for shard in self.shards:
                 await nursery.start(shard.run, self._received, self._presence.came_up)
             nursery.start_soon(self._presence.keep)
+            nursery.start_soon(self._occupancy.run)
             task_status.started()
 
     def _script(self, name: str, shard: Shard) -> Callable[..., Awaitable[Any]]:
@@ -149,7 +160,7 @@ class RedisEngine(LocalPart):
     async def subscribe(
         self, topic_filter: str, subscriber: Subscriber, since: str | None
     ) -> Recovery:
-        self.router.subscribe(topic_filter, subscriber)
+        first = self.router.subscribe(topic_filter, subscriber)
         wanted: list[tuple[Shard, Interest]] = []
         try:
             for index, interest in self.names.interest(topic_filter).items():
@@ -157,16 +168,21 @@ class RedisEngine(LocalPart):
                 await shard.want(interest)
                 wanted.append((shard, interest))
             if not self.rules.history_possible(topic_filter):
-                return Recovery([], since is None, None)
-            return await self._recover(topic_filter, since)
+                recovery = Recovery([], since is None, None)
+            else:
+                recovery = await self._recover(topic_filter, since)
         except BaseException:
             self.router.unsubscribe(topic_filter, subscriber)
             for shard, interest in wanted:
                 shard.unwant(interest)
             raise
+        if first:
+            self._occupancy.occupy_soon(topic_filter)
+        return recovery
 
     def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> None:
-        self.router.unsubscribe(topic_filter, subscriber)
+        if self.router.unsubscribe(topic_filter, subscriber):
+            self._occupancy.vacate_soon(topic_filter)
         for index, interest in self.names.interest(topic_filter).items():
             self.shards[index].unwant(interest)
 

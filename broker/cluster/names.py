@@ -63,6 +63,19 @@ class Names:
     def presence_expiry(self, topic: str) -> str:
         return f"{self.prefix}:pe:{topic}"
 
+    # Occupancy (broker/cluster/occupancy.py): per shard, the occupied filters; per
+    # filter (on the shard its name hashes to), the nodes holding it.
+    @property
+    def occupied(self) -> str:
+        return f"{self.prefix}:occupied"
+
+    @property
+    def occupants_prefix(self) -> str:
+        return f"{self.prefix}:o:"
+
+    def occupants(self, topic_filter: str) -> str:
+        return self.occupants_prefix + topic_filter
+
     def interest(self, topic_filter: str) -> dict[int, Interest]:
         """Shard: what to subscribe to there for ``topic_filter``."""
         if not has_wildcard(topic_filter):

@@ -241,6 +241,89 @@ redis.call('PEXPIRE', KEYS[2], ARGV[1])
 """
 )
 
+# Occupancy (webhooks' occupied and vacated, broker/cluster/occupancy.py): per filter a
+# zset of the nodes holding it (score: when the node's claim expires), and per shard a
+# zset of the occupied filters (score: the latest expiry of their nodes), which the
+# sweep reads to find filters whose every node died.
+_OCCUPIED_SCORE = """
+local function occupied_until(filters, filter, expires)
+  local score = tonumber(redis.call('ZSCORE', filters, filter))
+  if not score or score < expires then
+    redis.call('ZADD', filters, string.format('%.0f', expires), filter)
+  end
+end
+"""
+
+# KEYS: the occupied filters (zset), then the nodes of each filter (zsets).
+# ARGV: node, ttl (ms), then the filters, in the order of their keys.
+# Returns, for each filter: 0 (held already), 1 (occupied now) or 2 (every node holding
+# it had died unannounced: vacated, then occupied now).
+OCCUPY = (
+    _CLOCK
+    + _OCCUPIED_SCORE
+    + """
+local expires = now + tonumber(ARGV[2])
+local result = {}
+for i = 2, #KEYS do
+  local stale = redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%.0f', now))
+  local held = redis.call('ZCARD', KEYS[i])
+  redis.call('ZADD', KEYS[i], string.format('%.0f', expires), ARGV[1])
+  occupied_until(KEYS[1], ARGV[i + 1], expires)
+  if held > 0 then
+    table.insert(result, 0)
+  elseif stale > 0 then
+    table.insert(result, 2)
+  else
+    table.insert(result, 1)
+  end
+end
+return result
+"""
+)
+
+# KEYS: the occupied filters, the filter's nodes. ARGV: node, filter.
+# Returns 1 if the filter is vacated now (this node's leaving emptied it).
+VACATE = (
+    _CLOCK
+    + """
+if redis.call('ZCARD', KEYS[2]) == 0 then
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now))
+if redis.call('ZCARD', KEYS[2]) > 0 then
+  return 0
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[2])
+return 1
+"""
+)
+
+# KEYS: the occupied filters. ARGV: the prefix of the filters' node zsets, how many at most.
+# Returns the filters vacated now: those whose nodes all stopped renewing their claims.
+SWEEP = (
+    _CLOCK
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now),
+                       'LIMIT', 0, tonumber(ARGV[2]))
+local vacated = {}
+for _, filter in ipairs(due) do
+  local nodes = ARGV[1] .. filter
+  redis.call('ZREMRANGEBYSCORE', nodes, '-inf', string.format('%.0f', now))
+  local latest = redis.call('ZRANGE', nodes, -1, -1, 'WITHSCORES')
+  if latest[2] then
+    redis.call('ZADD', KEYS[1], latest[2], filter)
+  else
+    redis.call('DEL', nodes)
+    redis.call('ZREM', KEYS[1], filter)
+    table.insert(vacated, filter)
+  end
+end
+return vacated
+"""
+)
+
 SCRIPTS = {
     "PUBLISH": PUBLISH,
     "RECOVER": RECOVER,
@@ -249,4 +332,7 @@ SCRIPTS = {
     "LEAVE": LEAVE,
     "MEMBERS": MEMBERS,
     "RENEW": RENEW,
+    "OCCUPY": OCCUPY,
+    "VACATE": VACATE,
+    "SWEEP": SWEEP,
 }

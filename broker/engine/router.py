@@ -46,6 +46,10 @@ class LocalRouter:
         del self._holders[topic_filter]
         return True
 
+    def filters(self) -> list[str]:
+        """The filters someone here subscribes to."""
+        return list(self._holders)
+
     def offer_all(self, topic: str, frame: bytes) -> None:
         """Hand ``frame`` to every subscriber with room; the others miss it (no waiting)."""
         for subscriber in self._index.match(topic):
