@@ -21,6 +21,7 @@ from ..version import __version__
 from ..wire import protocol
 from ..wire.protocol import ErrorCode, ProtocolError
 from . import metrics, ui_pages
+from .control import ControlApi
 from .http_server import HttpRequest, HttpResponse, error_response, json_response
 
 
@@ -90,6 +91,9 @@ class AdminApi:
             "/api/publish_batch": ("POST", True, self._publish_batch),
             "/api/stats": ("GET", True, self._stats),
         }
+        control = ControlApi(lambda: broker.engine, lambda: broker.config.limits)
+        for path, (method, endpoint) in control.routes().items():
+            self._routes[path] = (method, True, endpoint)
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith("/ui/") and self._broker.config.admin.ui:

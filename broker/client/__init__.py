@@ -9,7 +9,7 @@ async with connect("ws://127.0.0.1:8080/ws", token=TOKEN) as client:
 
 from .client import DEFAULT_URL, Client, PendingAck, Subscribed, connect
 from .errors import BrokerError, ClientError, ConnectionLost, HandshakeRefused
-from .events import Event, Membership, Message, RecoveryFailed
+from .events import Event, Membership, Message, RecoveryFailed, ServerSubscription
 
 __all__ = [
     "DEFAULT_URL",
@@ -23,6 +23,7 @@ __all__ = [
     "Message",
     "PendingAck",
     "RecoveryFailed",
+    "ServerSubscription",
     "Subscribed",
     "connect",
 ]

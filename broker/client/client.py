@@ -104,6 +104,7 @@ class Client:
         self._positions: dict[str, str | None] = {}  # filters held: the last position seen
         self._seen: dict[str, None] = {}  # the latest positions delivered, oldest first
         self._ws: WebSocket | None = None
+        self._ws_lost = anyio.Event()  # set once the reader took in that _ws is gone
         self._connected = anyio.Event()
         self._ended: ClientError | None = None
         self._send: MemoryObjectSendStream[Event]
@@ -128,7 +129,7 @@ class Client:
         welcome_fields = events.decode(welcome)
         self.client_id = welcome_fields.get("client_id")
         self.expires_at = welcome_fields.get("expires_at")
-        self._ws = ws
+        self._ws, self._ws_lost = ws, anyio.Event()
         self._connected.set()
         for text in rest:
             await self._handle(text)
@@ -146,8 +147,10 @@ class Client:
             self._lost(lost)
             await ws.aclose()
             expired = lost.code == CloseCode.TOKEN_EXPIRED
-            # Without get_token, reconnecting with expired credentials is hopeless.
-            if not self._reconnect or (expired and self._get_token is None):
+            # Without get_token, reconnecting with expired credentials is hopeless; and the
+            # application's backend may say not to come back (4003; 4002 says do).
+            banned = lost.code == CloseCode.DISCONNECTED_DO_NOT_RECONNECT
+            if not self._reconnect or banned or (expired and self._get_token is None):
                 self._end(lost)
                 return
             self._need_token = expired
@@ -167,6 +170,7 @@ class Client:
             return lost
 
     def _lost(self, lost: ConnectionLost) -> None:
+        self._ws_lost.set()
         self._ws = None
         self._connected = anyio.Event()
         waiters, self._waiters = self._waiters, {}
@@ -248,6 +252,8 @@ class Client:
             await self._send.send(message)
         elif op in ("join", "leave"):
             await self._send.send(events.membership(reply))
+        elif op in ("subscribed", "unsubscribed"):
+            await self._send.send(events.server_subscription(reply))
         elif isinstance(reply.get("id"), int) and reply["id"] in self._waiters:
             waiter = self._waiters.pop(reply["id"])
             waiter.reply = reply
@@ -265,13 +271,17 @@ class Client:
                 if self._ended is not None:
                     raise self._ended
                 await self._connected.wait()
-        ws = self._ws
+        ws, ws_lost = self._ws, self._ws_lost
         request_id = next(self._ids)
         waiter = self._waiters[request_id] = _Waiter()
         try:
             await ws.send(protocol.encode_request(attrs.evolve(request, id=request_id)))
         except ConnectionLost as lost:
             self._waiters.pop(request_id, None)
+            # Once the reader took it in, a request made again waits for the next
+            # connection rather than failing on this one again.
+            with anyio.move_on_after(self._request_timeout):
+                await ws_lost.wait()
             raise lost from None
         return waiter
 

@@ -38,7 +38,22 @@ class RecoveryFailed:
     topic_filter: str
 
 
-Event = Message | Membership | RecoveryFailed
+@attrs.frozen
+class ServerSubscription:
+    """The server subscribed this client to ``topic`` (``op`` "subscribed", with ``pos``
+    on filters with history) or ended such a subscription ("unsubscribed"):
+    docs/protocol.md, server-side subscriptions."""
+
+    op: str
+    topic: str
+    pos: str | None = None
+
+
+Event = Message | Membership | RecoveryFailed | ServerSubscription
+
+
+def server_subscription(fields: Mapping[str, Any]) -> ServerSubscription:
+    return ServerSubscription(fields["op"], fields["topic"], fields.get("pos"))
 
 
 def decode(text: str) -> dict[str, Any]:

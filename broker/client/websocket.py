@@ -117,6 +117,9 @@ class WebSocket:
         return list(self._ws.events())
 
     async def send(self, text: str) -> None:
+        if self._ws.state is not ConnectionState.OPEN:
+            # The server's close came in (the reader reports it): no more messages out.
+            raise ConnectionLost("the connection is closing")
         await self._send_bytes(self._ws.send(TextMessage(data=text)))
 
     async def _send_bytes(self, data: bytes) -> None:

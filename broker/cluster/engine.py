@@ -40,8 +40,8 @@ from ..plugin_host.pipeline import Pipeline
 from ..wire import protocol
 from ..wire.frames import text_frame
 from ..wire.positions import Position, new_epoch, parse_position
-from ..wire.protocol import ProtocolError
-from . import replies
+from ..wire.protocol import ErrorCode, ProtocolError
+from . import commands, replies
 from . import scripts as redis_scripts
 from . import wire as cluster_wire
 from .names import Interest, Names
@@ -50,6 +50,27 @@ from .presence import ClusterPresence
 from .shard import Shard
 
 log = logging.getLogger("broker.redis")
+
+
+class _Gathering:
+    """The answers to one broadcast, complete once as many as Redis delivered it to."""
+
+    def __init__(self) -> None:
+        self.answers: list[dict[str, Any]] = []
+        self.complete = trio.Event()
+        self._expected: int | None = None
+
+    def add(self, answer: dict[str, Any]) -> None:
+        self.answers.append(answer)
+        self._check()
+
+    def expect(self, count: int) -> None:
+        self._expected = count
+        self._check()
+
+    def _check(self) -> None:
+        if self._expected is not None and len(self.answers) >= self._expected:
+            self.complete.set()
 
 
 def _as_message(payload: bytes) -> dict[str, Any]:
@@ -71,7 +92,6 @@ class RedisEngine(LocalPart):
         super().__init__(config)
         self.stats = stats
         self._pipeline = pipeline
-        self.node = secrets.token_hex(4)
         self._headers = cluster_wire.Headers(self.node)
         password = first_line("cluster.redis_password_file", cluster.redis_password_file)
         sentinel_password = first_line(
@@ -98,6 +118,11 @@ class RedisEngine(LocalPart):
         self._presence = ClusterPresence(
             self.shards, self.names, self._script, self._headers, cluster.presence_ttl
         )
+        self._timeout = cluster.redis_timeout
+        self._commands_channel = self.names.commands.encode()
+        self._answers_channel = self.names.answers(self.node).encode()
+        self._gatherings: dict[str, _Gathering] = {}
+        self._listening = trio.Event()
         self._occupancy = ClusterOccupancy(
             self.shards,
             self.names,
@@ -117,18 +142,77 @@ class RedisEngine(LocalPart):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery  # the control commands this node answers run here
             for shard in self.shards:
                 await nursery.start(shard.run, self._received, self._presence.came_up)
             nursery.start_soon(self._presence.keep)
             nursery.start_soon(self._occupancy.run)
+            nursery.start_soon(self._listen_for_commands)
             task_status.started()
 
     def _script(self, name: str, shard: Shard) -> Callable[..., Awaitable[Any]]:
         return self._scripts[name][shard.index]
 
+    # The control API's commands (cluster/commands.py), on the first shard.
+
+    async def _listen_for_commands(self) -> None:
+        interest = Interest(channels=(self.names.commands, self.names.answers(self.node)))
+        while True:
+            try:
+                await self.shards[0].want(interest)
+                break
+            except ProtocolError:  # Redis is not there yet: the shard reconnects
+                await trio.sleep(1)
+        self._listening.set()
+
+    async def _answer(self, command: commands.Command) -> None:
+        try:
+            answer = await self.run_command(command.command)
+        except Exception:
+            log.exception("control command %.200r failed", command.command)
+            answer = {"error": "internal error"}
+        shard = self.shards[0]
+        channel = self.names.answers(command.sender)
+        wire = commands.encode_answer(commands.Answer(command.request_id, self.node, answer))
+        try:
+            await shard.call(lambda: shard.client.publish(channel, wire))
+        except ProtocolError as error:
+            log.info("control command answer lost: %s", error.message)
+
+    async def broadcast(self, command: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every node subscribed to the commands' channel answers: PUBLISH says how many
+        got it, and the answers of those that took longer than ``redis_timeout`` are left
+        out."""
+        request_id = secrets.token_hex(8)
+        gathering = self._gatherings[request_id] = _Gathering()
+        try:
+            with trio.move_on_after(self._timeout):
+                await self._listening.wait()
+            if not self._listening.is_set():
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "not listening for answers yet")
+            shard = self.shards[0]
+            wire = commands.encode_command(commands.Command(request_id, self.node, command))
+            receivers = await shard.call(lambda: shard.client.publish(self.names.commands, wire))
+            gathering.expect(int(receivers))
+            with trio.move_on_after(self._timeout):
+                await gathering.complete.wait()
+            return gathering.answers
+        finally:
+            del self._gatherings[request_id]
+
     # What other nodes publish.
 
     async def _received(self, channel: bytes, data: bytes) -> None:
+        if channel == self._commands_channel:
+            if (command := commands.parse_command(data)) is not None:
+                self._nursery.start_soon(self._answer, command)
+            return
+        if channel == self._answers_channel:
+            answer = commands.parse_answer(data)
+            gathering = None if answer is None else self._gatherings.get(answer.request_id)
+            if answer is not None and gathering is not None:
+                gathering.add({**answer.answer, "node": answer.node})
+            return
         received = cluster_wire.parse(data)
         if received is None:
             return

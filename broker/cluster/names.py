@@ -63,6 +63,14 @@ class Names:
     def presence_expiry(self, topic: str) -> str:
         return f"{self.prefix}:pe:{topic}"
 
+    # The control API's commands to every node, and each node's answers (cluster/commands.py).
+    @property
+    def commands(self) -> str:
+        return f"{self.prefix}:ctl"
+
+    def answers(self, node: str) -> str:
+        return f"{self.prefix}:ans:{node}"
+
     # Occupancy (broker/cluster/occupancy.py): per shard, the occupied filters; per
     # filter (on the shard its name hashes to), the nodes holding it.
     @property

@@ -30,6 +30,9 @@ from ..plugin import Client, Publication
 from ..wire.protocol import ProtocolError
 from .router import Subscriber
 
+# Runs one control API command on this node (`broker.node.commands`): its answer.
+CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
 
 @attrs.frozen
 class Recovery:
@@ -108,4 +111,19 @@ class Engine(Protocol):
     def busiest(self, count: int) -> list[tuple[str, int]]:
         """The filters with the most subscribers on this node, most first."""
 
+    def holders(self, prefix: str = "") -> dict[str, int]:
+        """How many subscribers on this node hold each filter starting with ``prefix``."""
+
     def links(self) -> list[Link]: ...
+
+    @property
+    def node(self) -> str:
+        """This node's name in the cluster (random, new at each start)."""
+
+    def serve_commands(self, handler: CommandHandler) -> None:
+        """Where `broadcast` commands run on this node."""
+
+    async def broadcast(self, command: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run ``command`` on every node of the cluster, this one too; the answers of those
+        that answered in time (each with its ``node``). ProtocolError ``unavailable`` if
+        the other nodes cannot be asked."""

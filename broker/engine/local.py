@@ -1,8 +1,12 @@
 """What every engine keeps in its own process: the local router and the [[topics]] rules."""
 
+import secrets
+from typing import Any
+
 from ..config.schema import Config
 from ..core.webhooks import Events
 from ..plugin import Client
+from .interface import CommandHandler
 from .router import LocalRouter
 from .topic_rules import TopicRules
 
@@ -16,6 +20,17 @@ class LocalPart:
         self.router = LocalRouter()
         self.rules = TopicRules(config.topics)
         self.events = Events()
+        self.node = secrets.token_hex(4)
+        self._command_handler: CommandHandler | None = None
+
+    def serve_commands(self, handler: CommandHandler) -> None:
+        self._command_handler = handler
+
+    async def run_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        """This node's answer to a control command."""
+        if self._command_handler is None:
+            return {"error": "this node serves no commands"}
+        return await self._command_handler(command)
 
     def configure(self, config: Config) -> None:
         self.rules = TopicRules(config.topics)
@@ -46,3 +61,6 @@ class LocalPart:
 
     def busiest(self, count: int) -> list[tuple[str, int]]:
         return self.router.busiest(count)
+
+    def holders(self, prefix: str = "") -> dict[str, int]:
+        return self.router.holders(prefix)

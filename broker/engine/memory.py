@@ -82,6 +82,10 @@ class MemoryEngine(LocalPart):
         retained, complete = self.store.after(topic_filter, asked.offset, now)
         return Recovery([r.frame for r in retained], complete, position)
 
+    async def broadcast(self, command: dict[str, Any]) -> list[dict[str, Any]]:
+        """One node: this one."""
+        return [{"node": self.node, **await self.run_command(command)}]
+
     def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> None:
         if self.router.unsubscribe(topic_filter, subscriber):
             self.events.filter("vacated", topic_filter)

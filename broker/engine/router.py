@@ -50,6 +50,10 @@ class LocalRouter:
         """The filters someone here subscribes to."""
         return list(self._holders)
 
+    def holders(self, prefix: str = "") -> dict[str, int]:
+        """How many subscribers here hold each filter starting with ``prefix``."""
+        return {f: count for f, count in self._holders.items() if f.startswith(prefix)}
+
     def offer_all(self, topic: str, frame: bytes) -> None:
         """Hand ``frame`` to every subscriber with room; the others miss it (no waiting)."""
         for subscriber in self._index.match(topic):

@@ -38,6 +38,7 @@ from ..wire import protocol
 from ..wire.close_codes import CloseCode
 from ..wire.frames import text_frame
 from . import tls
+from .commands import NodeCommands
 from .reuse_port import reuse_port_listeners
 from .webhooks import DRAIN_SECONDS, WebhookSender, webhook_secret
 
@@ -133,6 +134,7 @@ class Broker:
             if config.cluster.engine == "redis"
             else MemoryEngine(config, self.timers, self.stats)
         )
+        self.engine.serve_commands(NodeCommands(self.engine, lambda: self._connections).handle)
         self._webhooks = WebhookSender(self.engine.events, self.stats)
         self._webhooks.configure(config, webhook_secret(config))
         # One for every connection: they ask it for the pipeline at each operation.

@@ -1,5 +1,5 @@
 """The WebSocket close codes the broker sends, receives and reports, in one place (as
-wsproto's ``CloseReason``): RFC 6455 section 7.4.1's, and the broker's own 4001."""
+wsproto's ``CloseReason``): RFC 6455 section 7.4.1's, and the broker's own 4001-4003."""
 
 import enum
 
@@ -16,6 +16,10 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     TLS_FAILURE = 1015  # never sent
     TOKEN_EXPIRED = 4001  # the client's credentials expired (docs/protocol.md)
+    # The application's backend disconnected the client (the control API): it may
+    # reconnect, or it must not (a banned user: clients stop).
+    DISCONNECTED_MAY_RECONNECT = 4002
+    DISCONNECTED_DO_NOT_RECONNECT = 4003
 
 
 # Codes that say something about this end's connection only: never in a close frame.

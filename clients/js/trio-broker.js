@@ -16,7 +16,9 @@
 // refused the last ones (an expired token closes with 4001; a refused handshake cannot be
 // told apart from an unreachable broker in a browser, so a failed attempt asks too).
 // Events: "message", "join", "leave" (detail: what the broker sent), "recoveryfailed"
-// (detail: the filter), "open", "close" (detail: {code, reason, reconnecting}),
+// (detail: the filter), "subscribed" and "unsubscribed" (detail: {topic, pos?}: a
+// subscription the server made or ended), "open", "close" (detail: {code, reason,
+// reconnecting}; no reconnecting after 4003, the backend's "do not come back"),
 // "refreshfailed" (detail: the error; the broker closes with 4001 at expiry, then the
 // client reconnects with a token from getToken).
 
@@ -44,6 +46,8 @@ export function matches(filter, topic) {
 
 const SEEN = 10000;
 const TOKEN_EXPIRED = 4001;
+// The application's backend disconnected this client for good (4002 lets it come back).
+const DO_NOT_RECONNECT = 4003;
 // A refresh goes out this long before expiry, or at three quarters of a shorter lifetime.
 const REFRESH_MARGIN = 30000;
 const IDEMPOTENT = new Set(["subscribe", "unsubscribe", "history", "presence", "ping"]);
@@ -128,6 +132,7 @@ export class Client extends EventTarget {
       const lost = new ConnectionLost(`connection closed (${event.code} ${event.reason})`.trim());
       // Without getToken, reconnecting with expired credentials is hopeless.
       const reconnecting = this.reconnect && !this._closed && (welcomed || !reject)
+        && event.code !== DO_NOT_RECONNECT
         && (event.code !== TOKEN_EXPIRED || this.getToken !== null);
       for (const [id, entry] of this._pending) {
         clearTimeout(entry.timer);
@@ -207,6 +212,9 @@ export class Client extends EventTarget {
       }
       this.dispatchEvent(new CustomEvent("message", { detail: reply }));
     } else if (reply.op === "join" || reply.op === "leave") {
+      this.dispatchEvent(new CustomEvent(reply.op, { detail: reply }));
+    } else if (reply.op === "subscribed" || reply.op === "unsubscribed") {
+      // A subscription the server made or ended for this client (docs/protocol.md).
       this.dispatchEvent(new CustomEvent(reply.op, { detail: reply }));
     } else if (reply.id !== undefined && this._pending.has(reply.id)) {
       const entry = this._pending.get(reply.id);

@@ -212,3 +212,35 @@ async def test_sub_without_reconnect_says_in_one_line_that_the_connection_was_lo
             assert sub.stderr is not None
             stderr = sub.stderr.read()
     assert stderr == f"trio-broker sub: {proxy.url}: the connection was lost\n", stderr
+
+
+async def test_sub_stops_with_the_reason_when_the_backend_says_not_to_come_back(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    key = "admin-key-for-the-cli-test"
+    config = tmp_path / "broker.toml"
+    config.write_text(
+        CONFIG + f'[admin]\nenabled = true\nport = 0\napi_keys = [{{ key = "{key}", '
+        'user = "backend", roles = ["admin"] }]\n'
+    )
+    with serving(config) as daemon:
+        admin = f"http://127.0.0.1:{daemon.wait_admin_listening()}"
+        since = await trio.to_thread.run_sync(position_now, daemon)
+        published = run(["pub", "chat/a", "hello"], env(daemon, **BOB))
+        assert published.returncode == 0, published.stderr
+        with subscriber(["--since", since, "chat/#"], env(daemon, **BOB)) as sub:
+            (hello,) = await trio.to_thread.run_sync(lines, sub, 1)  # it is connected
+            assert hello["data"] == "hello"
+            async with httpx.AsyncClient() as http:
+                response = await http.post(
+                    f"{admin}/api/disconnect",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={"user": "bob", "reason": "banned"},
+                )
+            assert response.json() == {"disconnected": 1}
+            assert await trio.to_thread.run_sync(sub.wait, TIMEOUT) == 1
+            assert sub.stderr is not None
+            stderr = sub.stderr.read()
+    assert stderr.endswith("closed by the server: 4003 banned\n"), stderr

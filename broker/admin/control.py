@@ -1,0 +1,189 @@
+"""The server control API (docs/operations.md): what the application's backend may do
+to the whole cluster and learn of it, with an API key whose roles include "admin".
+
+Requests are checked here (no socket); every node's part runs through
+`Engine.broadcast` (`broker.node.commands`), and the answers are summed up.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from ..config.schema import LimitsConfig
+from ..core.topics import TopicError, check_filter, check_topic
+from ..engine.interface import Engine
+from ..plugin import Identity
+from ..wire.protocol import ErrorCode, ProtocolError, decode_json
+from .http_server import HttpRequest, HttpResponse, error_response, json_response
+
+ADMIN_ROLE = "admin"
+MAX_REASON = 100
+DEFAULT_CHANNELS = 1000
+MAX_CHANNELS = 100_000
+
+
+class Invalid(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _body(request: HttpRequest, allowed: frozenset[str]) -> dict[str, Any]:
+    try:
+        body = decode_json(request.body.decode("utf-8"))
+    except (UnicodeDecodeError, ProtocolError):
+        raise Invalid("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise Invalid("the body must be a JSON object")
+    unknown = sorted(body.keys() - allowed)
+    if unknown:
+        raise Invalid(f"unknown field(s): {', '.join(unknown)[:200]}")
+    return body
+
+
+def _who(body: dict[str, Any]) -> dict[str, Any]:
+    """The clients a command is for: ``{"user": U}`` or ``{"client_id": C}``."""
+    named: dict[str, Any] = {key: body[key] for key in ("user", "client_id") if key in body}
+    if len(named) != 1:
+        raise Invalid('name the clients with exactly one of "user" and "client_id"')
+    ((key, value),) = named.items()
+    if not isinstance(value, str) or not value or len(value) > 1024:
+        raise Invalid(f'"{key}" must be a non-empty string of at most 1024 characters')
+    return named
+
+
+def disconnect_command(request: HttpRequest) -> dict[str, Any]:
+    body = _body(request, frozenset({"user", "client_id", "reconnect", "reason"}))
+    reconnect = body.get("reconnect", False)
+    if not isinstance(reconnect, bool):
+        raise Invalid('"reconnect" must be true or false')
+    reason = body.get("reason", "disconnected")
+    if not isinstance(reason, str) or len(reason.encode()) > MAX_REASON:
+        raise Invalid(f'"reason" must be a string of at most {MAX_REASON} bytes')
+    return {"op": "disconnect", **_who(body), "reconnect": reconnect, "reason": reason}
+
+
+def _query(request: HttpRequest, allowed: frozenset[str]) -> dict[str, str]:
+    try:
+        values = parse_qs(request.query, keep_blank_values=True, strict_parsing=False)
+    except ValueError:
+        raise Invalid("the query does not parse") from None
+    unknown = sorted(values.keys() - allowed)
+    if unknown:
+        raise Invalid(f"unknown parameter(s): {', '.join(unknown)[:200]}")
+    if any(len(v) > 1 for v in values.values()):
+        raise Invalid("each parameter at most once")
+    return {name: v[0] for name, v in values.items()}
+
+
+def _count(query: dict[str, str], name: str, default: int, most: int) -> int:
+    text = query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not 0 <= int(text) <= most:
+        raise Invalid(f"{name} must be a whole number from 0 to {most}")
+    return int(text)
+
+
+Endpoint = Callable[[HttpRequest, Identity | None], Awaitable[HttpResponse]]
+
+
+class ControlApi:
+    """The endpoints, for `broker.admin.api.AdminApi` to route to."""
+
+    def __init__(self, engine: Callable[[], Engine], limits: Callable[[], LimitsConfig]) -> None:
+        self._engine = engine
+        self._limits = limits
+
+    def routes(self) -> dict[str, tuple[str, Endpoint]]:
+        return {
+            "/api/disconnect": ("POST", self.disconnect),
+            "/api/info": ("GET", self.info),
+            "/api/channels": ("GET", self.channels),
+            "/api/presence": ("GET", self.presence),
+            "/api/history": ("GET", self.history),
+        }
+
+    async def _run(
+        self,
+        identity: Identity | None,
+        work: Callable[[], Awaitable[Any]],
+    ) -> HttpResponse:
+        if identity is None or ADMIN_ROLE not in identity.roles:
+            return error_response(403, "forbidden", 'the API key needs the role "admin"')
+        try:
+            return json_response(200, await work())
+        except Invalid as invalid:
+            return error_response(400, "bad_request", invalid.message)
+        except ProtocolError as error:
+            status = {ErrorCode.UNAVAILABLE: 503, ErrorCode.FORBIDDEN: 403}.get(error.code, 400)
+            return error_response(status, error.code.value, error.message)
+
+    async def disconnect(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
+        async def work() -> dict[str, Any]:
+            answers = await self._engine().broadcast(disconnect_command(request))
+            return {"disconnected": sum(a.get("disconnected", 0) for a in answers)}
+
+        return await self._run(identity, work)
+
+    async def info(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
+        async def work() -> dict[str, Any]:
+            _query(request, frozenset())
+            answers = await self._engine().broadcast({"op": "info"})
+            fields = ("node", "version", "connections", "subscriptions", "uptime_s")
+            nodes = [{key: a.get(key) for key in fields} for a in answers]
+            return {"nodes": sorted(nodes, key=lambda node: str(node["node"]))}
+
+        return await self._run(identity, work)
+
+    async def channels(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
+        async def work() -> dict[str, Any]:
+            query = _query(request, frozenset({"prefix", "limit"}))
+            limit = _count(query, "limit", DEFAULT_CHANNELS, MAX_CHANNELS)
+            prefix = query.get("prefix", "")
+            answers = await self._engine().broadcast({"op": "channels", "prefix": prefix})
+            totals: dict[str, int] = {}
+            for answer in answers:
+                for topic_filter, count in answer.get("channels", {}).items():
+                    totals[topic_filter] = totals.get(topic_filter, 0) + int(count)
+            held = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+            return {
+                "channels": [{"topic": f, "subscribers": n} for f, n in held[:limit]],
+                "truncated": len(held) > limit,
+            }
+
+        return await self._run(identity, work)
+
+    def _topic(self, query: dict[str, str], *, wildcards: bool) -> str:
+        topic = query.get("topic")
+        if topic is None:
+            raise Invalid("topic is required")
+        try:
+            (check_filter if wildcards else check_topic)(topic, self._limits().max_topic_length)
+        except TopicError as error:
+            raise Invalid(f"topic: {error}") from None
+        return topic
+
+    async def presence(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
+        async def work() -> dict[str, Any]:
+            topic = self._topic(_query(request, frozenset({"topic"})), wildcards=False)
+            engine = self._engine()
+            if not engine.has_presence(topic):
+                raise ProtocolError(ErrorCode.FORBIDDEN, f"no presence on {topic!r}")
+            return {"clients": await engine.presence(topic)}
+
+        return await self._run(identity, work)
+
+    async def history(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
+        async def work() -> dict[str, Any]:
+            query = _query(request, frozenset({"topic", "limit"}))
+            topic_filter = self._topic(query, wildcards=True)
+            limits = self._limits()
+            most = limits.max_history_request
+            limit = _count(query, "limit", most, most)
+            messages, position = await self._engine().history(
+                topic_filter, limit, limits.max_queued_bytes
+            )
+            return {"messages": messages} | ({} if position is None else {"pos": position})
+
+        return await self._run(identity, work)

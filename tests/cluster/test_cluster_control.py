@@ -1,0 +1,38 @@
+"""The server control API acts on the whole cluster: any node's admin listener reaches the
+clients of every node, and answers with what they all did."""
+
+import httpx
+import pytest
+
+from tests.admin.test_control_api import ADMIN, AS_ADMIN, HEADER_AUTH, api
+from tests.conftest import Connect, StartNode
+
+pytestmark = pytest.mark.slow  # redis-server
+
+
+async def test_disconnect_info_and_channels_span_the_nodes(
+    start_node: StartNode, connect: Connect, http: httpx.AsyncClient
+) -> None:
+    nodes = [await start_node([HEADER_AUTH], admin=ADMIN) for _ in range(2)]
+    alices = [await connect(node, headers={"X-User": "alice"}) for node in nodes]
+    bob = await connect(nodes[1], headers={"X-User": "bob"})
+    for client in (*alices, bob):
+        await client.request({"op": "subscribe", "topic": "room/1", "id": 1})
+    await bob.request({"op": "subscribe", "topic": "news", "id": 2})
+
+    info = (await http.get(api(nodes[0], "/api/info"), headers=AS_ADMIN)).json()
+    assert sorted(n["node"] for n in info["nodes"]) == sorted(n.engine.node for n in nodes)
+    assert sorted(n["connections"] for n in info["nodes"]) == [1, 2]
+    channels = (await http.get(api(nodes[1], "/api/channels"), headers=AS_ADMIN)).json()
+    assert channels["channels"] == [
+        {"topic": "room/1", "subscribers": 3},
+        {"topic": "news", "subscribers": 1},
+    ]
+
+    response = await http.post(
+        api(nodes[0], "/api/disconnect"), headers=AS_ADMIN, json={"user": "alice"}
+    )
+    assert response.json() == {"disconnected": 2}
+    for alice in alices:
+        assert await alice.wait_closed() == (4003, "disconnected")
+    assert (await bob.request({"op": "ping", "id": 3}))["op"] == "pong"
