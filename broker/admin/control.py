@@ -63,6 +63,30 @@ def disconnect_command(request: HttpRequest) -> dict[str, Any]:
     return {"op": "disconnect", **_who(body), "reconnect": reconnect, "reason": reason}
 
 
+def _topic_of(body: dict[str, Any], limits: LimitsConfig) -> str:
+    topic = body.get("topic")
+    if not isinstance(topic, str):
+        raise Invalid('"topic" is required: a topic filter')
+    try:
+        check_filter(topic, limits.max_topic_length)
+    except TopicError as error:
+        raise Invalid(f"topic: {error}") from None
+    return topic
+
+
+def subscribe_command(request: HttpRequest, limits: LimitsConfig) -> dict[str, Any]:
+    body = _body(request, frozenset({"user", "client_id", "topic", "since"}))
+    since = body.get("since")
+    if since is not None and (not isinstance(since, str) or len(since) > 100):
+        raise Invalid('"since" must be a position (a string)')
+    return {"op": "subscribe", **_who(body), "topic": _topic_of(body, limits), "since": since}
+
+
+def unsubscribe_command(request: HttpRequest, limits: LimitsConfig) -> dict[str, Any]:
+    body = _body(request, frozenset({"user", "client_id", "topic"}))
+    return {"op": "unsubscribe", **_who(body), "topic": _topic_of(body, limits)}
+
+
 def _query(request: HttpRequest, allowed: frozenset[str]) -> dict[str, str]:
     try:
         values = parse_qs(request.query, keep_blank_values=True, strict_parsing=False)
@@ -98,6 +122,8 @@ class ControlApi:
     def routes(self) -> dict[str, tuple[str, Endpoint]]:
         return {
             "/api/disconnect": ("POST", self.disconnect),
+            "/api/subscribe": ("POST", self.subscribe),
+            "/api/unsubscribe": ("POST", self.unsubscribe),
             "/api/info": ("GET", self.info),
             "/api/channels": ("GET", self.channels),
             "/api/presence": ("GET", self.presence),
@@ -123,6 +149,22 @@ class ControlApi:
         async def work() -> dict[str, Any]:
             answers = await self._engine().broadcast(disconnect_command(request))
             return {"disconnected": sum(a.get("disconnected", 0) for a in answers)}
+
+        return await self._run(identity, work)
+
+    async def subscribe(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
+        async def work() -> dict[str, Any]:
+            command = subscribe_command(request, self._limits())
+            answers = await self._engine().broadcast(command)
+            return {"subscribed": sum(a.get("subscribed", 0) for a in answers)}
+
+        return await self._run(identity, work)
+
+    async def unsubscribe(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
+        async def work() -> dict[str, Any]:
+            command = unsubscribe_command(request, self._limits())
+            answers = await self._engine().broadcast(command)
+            return {"unsubscribed": sum(a.get("unsubscribed", 0) for a in answers)}
 
         return await self._run(identity, work)
 

@@ -31,7 +31,7 @@ from ..requests import dispatch, server_side
 from ..wire.close_codes import CloseCode
 from ..wire.frame_reader import Close, Event, FrameReader, Ping, Pong, Received, Violation
 from ..wire.frames import pong_frame
-from .detours import Detours
+from .detours import Detours, end_subscription_changes
 from .flusher import Flusher
 from .liveness import Liveness
 from .outbox import Outbox
@@ -102,6 +102,7 @@ class ClientConnection(Detours, Liveness, Writing):
         )
         self.subscriptions = set()
         self._detour = None
+        self._changing = None
         self.close_code = None
         self._close_sent = False
         self._scope = None
@@ -146,6 +147,9 @@ class ClientConnection(Detours, Liveness, Writing):
                     await self._stop_writer()
         finally:
             self._stop_timers()
+            with trio.CancelScope(shield=True):
+                # The control API's change in progress finishes first, and none follows.
+                await end_subscription_changes(self, self.server.close_timeout)
             events, user = self.engine.events, self.client.identity.user
             for topic_filter in self.subscriptions:
                 events.subscription("unsubscribe", self.client_id, user, topic_filter)

@@ -5,9 +5,11 @@ import collections
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import trio
+
 from ..core.snapshots import Detour
 from ..requests.session import CatchUp
-from ..wire.protocol import ProtocolError
+from ..wire.protocol import ErrorCode, ProtocolError
 from .state import ConnectionState
 
 
@@ -77,8 +79,50 @@ class Detours(ConnectionState):
             if detour.done:
                 self._detour = None
 
+    def changing_subscriptions(self) -> "Changing":
+        return Changing(self)
+
     async def _send_waiting(self, detour: Detour, waiting: collections.deque[bytes]) -> None:
         while waiting:  # what arrives meanwhile joins the end of the line
             frame = waiting.popleft()
             if not detour.covers(frame):
                 await self.send_frame(frame)  # straight to the outbox, not aside
+
+
+class Changing:
+    """One subscription change at a time on a connection: its own requests come one by
+    one, but the control API's may come meanwhile, and a recovery's detour is one per
+    connection. A slot and an Event while busy, not a Lock per connection: memory per
+    idle connection is what a broker of many clients pays for."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: ConnectionState) -> None:
+        self._connection = connection
+
+    async def __aenter__(self) -> None:
+        connection = self._connection
+        while (busy := connection._changing) is not None:
+            if busy is ENDED:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "the connection has ended")
+            await busy.wait()
+        connection._changing = trio.Event()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        connection = self._connection
+        done, connection._changing = connection._changing, None
+        if done is not None:
+            done.set()
+
+
+# A connection's `_changing` once it ended: no subscription changes any more.
+ENDED = trio.Event()
+
+
+async def end_subscription_changes(connection: ConnectionState, timeout: float) -> None:
+    """Wait (at most ``timeout`` seconds) for a change in progress, then refuse any other:
+    the connection is about to let go of all it holds."""
+    with trio.move_on_after(timeout):
+        while (busy := connection._changing) is not None and busy is not ENDED:
+            await busy.wait()
+    connection._changing = ENDED

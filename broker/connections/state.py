@@ -34,6 +34,7 @@ class ConnectionState:
     # Slots: more than 30 attributes would not share their keys between instances, and
     # each connection would carry a full dict (about 1 KiB). The mixins add none.
     __slots__ = (
+        "_changing",
         "_close_sent",
         "_deadline",
         "_detour",
@@ -91,6 +92,9 @@ class ConnectionState:
     # Around a recovery (`catching_up`): live deliveries waiting to follow a replay,
     # and the snapshots saying which ones the replay held already.
     _detour: Detour | None
+    # Set while a subscription changes (the client's request, or the backend's through the
+    # control API): the next change waits for it (`Detours.changing_subscriptions`).
+    _changing: trio.Event | None
     close_code: int | None
     _close_sent: bool
     # The connection's cancel scope, while `run` runs: `close` sets its deadline.

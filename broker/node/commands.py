@@ -7,6 +7,7 @@ from typing import Any
 
 from ..connections.connection import ClientConnection
 from ..engine.interface import Engine
+from ..requests import server_side
 from ..version import __version__
 from ..wire.close_codes import CloseCode
 
@@ -26,6 +27,10 @@ class NodeCommands:
         op = command.get("op")
         if op == "disconnect":
             return self._disconnect(command)
+        if op == "subscribe":
+            return await self._subscribe(command)
+        if op == "unsubscribe":
+            return await self._unsubscribe(command)
         if op == "info":
             connections = list(self._connections())
             return {
@@ -47,6 +52,26 @@ class NodeCommands:
             if (client_id is not None and connection.client_id == client_id)
             or (user is not None and connection.client.identity.user == user)
         ]
+
+    async def _subscribe(self, command: dict[str, Any]) -> dict[str, Any]:
+        topic, since = command.get("topic"), command.get("since")
+        if not isinstance(topic, str) or not (since is None or isinstance(since, str)):
+            return {"error": "bad subscribe command"}
+        subscribed = 0
+        for connection in self._matching(command):
+            if not connection.closing and await server_side.subscribe_for(connection, topic, since):
+                subscribed += 1
+        return {"subscribed": subscribed}
+
+    async def _unsubscribe(self, command: dict[str, Any]) -> dict[str, Any]:
+        topic = command.get("topic")
+        if not isinstance(topic, str):
+            return {"error": "bad unsubscribe command"}
+        unsubscribed = 0
+        for connection in self._matching(command):
+            if not connection.closing and await server_side.unsubscribe_for(connection, topic):
+                unsubscribed += 1
+        return {"unsubscribed": unsubscribed}
 
     def _disconnect(self, command: dict[str, Any]) -> dict[str, Any]:
         code = (

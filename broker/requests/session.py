@@ -60,6 +60,10 @@ class Session(Protocol):
         """Meanwhile live deliveries wait aside, to follow what the block sends; those its
         snapshot covers are dropped, then and later (`broker.core.snapshots`)."""
 
+    def changing_subscriptions(self) -> AbstractAsyncContextManager[None]:
+        """Meanwhile no other change of this connection's subscriptions runs (the
+        control API's may come beside the client's own requests)."""
+
     def held(self) -> AbstractContextManager[None]:
         """Meanwhile the heartbeat knows the client is held up, not gone."""
 

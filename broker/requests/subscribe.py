@@ -25,6 +25,13 @@ async def subscribe(
 ) -> Replied | None:
     """A subscription the client asked for, or, ``by_server``, one the application's
     backend made for it (no authorize_subscribe; the client hears ``subscribed``)."""
+    async with session.changing_subscriptions():
+        return await _subscribe(session, request, by_server)
+
+
+async def _subscribe(
+    session: Session, request: protocol.Subscribe, by_server: bool
+) -> Replied | None:
     topic_filter = checked_filter(session, request.topic)
     held = topic_filter in session.subscriptions
     pipeline = session.pipeline()
@@ -84,6 +91,11 @@ async def unsubscribe(
     session: Session, request: protocol.Unsubscribe, *, by_server: bool = False
 ) -> bool:
     """Whether the filter was held; ``by_server``, the client hears ``unsubscribed``."""
+    async with session.changing_subscriptions():
+        return await _unsubscribe(session, request, by_server)
+
+
+async def _unsubscribe(session: Session, request: protocol.Unsubscribe, by_server: bool) -> bool:
     topic_filter = checked_filter(session, request.topic)
     if topic_filter not in session.subscriptions:
         return False

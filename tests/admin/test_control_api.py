@@ -10,6 +10,7 @@ from broker import Broker
 from broker.client import ConnectionLost
 from broker.client import connect as client_connect
 from tests.conftest import Connect, StartBroker, url
+from tests.example_plugins import misbehave
 
 ADMIN_KEY = "a" * 24
 OTHER_KEY = "p" * 24
@@ -160,3 +161,67 @@ async def test_the_python_client_stops_on_4003_and_comes_back_after_4002(
         with pytest.raises(ConnectionLost) as lost:
             await client.receive()
         assert lost.value.code == 4003
+
+
+async def test_subscribe_and_unsubscribe_clients_from_the_backend(
+    start_broker: StartBroker, connect: Connect, http: httpx.AsyncClient
+) -> None:
+    refuse_all = misbehave("authorize_subscribe", "refuse")
+    broker = await start_broker(
+        [HEADER_AUTH, refuse_all],
+        admin=ADMIN,
+        topics=[{"filter": "room/+", "presence": True, "join_leave": True, "history_size": 10}],
+    )
+    alices = [await connect(broker, headers={"X-User": "alice"}) for _ in range(2)]
+    bob = await connect(broker, headers={"X-User": "bob"})
+    publisher = await connect(broker, headers={"X-User": "pub"})
+    await publisher.request({"op": "publish", "topic": "room/1", "data": "earlier", "id": 1})
+    history = (await http.get(api(broker, "/api/history?topic=room/1"), headers=AS_ADMIN)).json()
+    (earlier,) = history["messages"]
+    since = earlier["pos"]  # the backend recovers from here: nothing after it is missed
+
+    response = await http.post(
+        api(broker, "/api/subscribe"), headers=AS_ADMIN, json={"user": "alice", "topic": "room/1"}
+    )
+    assert response.json() == {"subscribed": 2}
+    for alice in alices:
+        subscribed = await alice.recv()
+        assert subscribed["op"] == "subscribed" and subscribed["topic"] == "room/1"
+    # The backend decided: authorize_subscribe (which refuses everything here) was not asked.
+    await publisher.request({"op": "publish", "topic": "room/1", "data": "hi", "id": 2})
+    for alice in alices:
+        message = await alice.recv()
+        while message["op"] == "join":  # the other alice joined
+            message = await alice.recv()
+        assert message["data"] == "hi"
+    who = (await http.get(api(broker, "/api/presence?topic=room/1"), headers=AS_ADMIN)).json()
+    assert [c["user"] for c in who["clients"]] == ["alice", "alice"]
+
+    recovering = await http.post(
+        api(broker, "/api/subscribe"),
+        headers=AS_ADMIN,
+        json={"user": "bob", "topic": "room/+", "since": since},
+    )
+    assert recovering.json() == {"subscribed": 1}
+    replay = await bob.recv()
+    assert replay["data"] == "hi"  # what came after "earlier", then the ack-like event
+    ack = await bob.recv()
+    assert ack["op"] == "subscribed" and ack["recovered"] is True
+
+    response = await http.post(
+        api(broker, "/api/unsubscribe"), headers=AS_ADMIN, json={"user": "alice", "topic": "room/1"}
+    )
+    assert response.json() == {"unsubscribed": 2}
+    for alice in alices:
+        message = await alice.recv()
+        while message["op"] != "unsubscribed":  # leave events of the other alice
+            message = await alice.recv()
+        assert message == {"op": "unsubscribed", "topic": "room/1"}
+    again = await http.post(
+        api(broker, "/api/unsubscribe"), headers=AS_ADMIN, json={"user": "alice", "topic": "room/1"}
+    )
+    assert again.json() == {"unsubscribed": 0}
+    bad = await http.post(
+        api(broker, "/api/subscribe"), headers=AS_ADMIN, json={"user": "alice", "topic": "a/#/b"}
+    )
+    assert bad.status_code == 400 and "topic: " in bad.json()["message"]

@@ -36,3 +36,23 @@ async def test_disconnect_info_and_channels_span_the_nodes(
     for alice in alices:
         assert await alice.wait_closed() == (4003, "disconnected")
     assert (await bob.request({"op": "ping", "id": 3}))["op"] == "pong"
+
+
+async def test_the_backend_subscribes_a_user_on_every_node(
+    start_node: StartNode, connect: Connect, http: httpx.AsyncClient
+) -> None:
+    nodes = [await start_node([HEADER_AUTH], admin=ADMIN) for _ in range(2)]
+    alices = [await connect(node, headers={"X-User": "alice"}) for node in nodes]
+    response = await http.post(
+        api(nodes[1], "/api/subscribe"), headers=AS_ADMIN, json={"user": "alice", "topic": "inbox"}
+    )
+    assert response.json() == {"subscribed": 2}
+    for alice in alices:
+        assert await alice.recv() == {"op": "subscribed", "topic": "inbox"}
+    publisher = await connect(nodes[0], headers={"X-User": "system"})
+    await publisher.request({"op": "publish", "topic": "inbox", "data": "mail", "id": 1})
+    for alice in alices:
+        assert (await alice.recv())["data"] == "mail"
+    inbox = {"user": "alice", "topic": "inbox"}
+    response = await http.post(api(nodes[0], "/api/unsubscribe"), headers=AS_ADMIN, json=inbox)
+    assert response.json() == {"unsubscribed": 2}
