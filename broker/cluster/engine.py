@@ -48,6 +48,7 @@ from .names import Interest, Names
 from .occupancy import ClusterOccupancy
 from .presence import ClusterPresence
 from .shard import Shard
+from .user_limits import ClusterUserLimits
 
 log = logging.getLogger("broker.redis")
 
@@ -123,6 +124,9 @@ class RedisEngine(LocalPart):
         self._answers_channel = self.names.answers(self.node).encode()
         self._gatherings: dict[str, _Gathering] = {}
         self._listening = trio.Event()
+        self._user_limits = ClusterUserLimits(
+            self.shards, self.names, self._script, cluster.presence_ttl
+        )
         self._occupancy = ClusterOccupancy(
             self.shards,
             self.names,
@@ -147,6 +151,7 @@ class RedisEngine(LocalPart):
                 await nursery.start(shard.run, self._received, self._presence.came_up)
             nursery.start_soon(self._presence.keep)
             nursery.start_soon(self._occupancy.run)
+            nursery.start_soon(self._user_limits.run)
             nursery.start_soon(self._listen_for_commands)
             task_status.started()
 
@@ -178,6 +183,12 @@ class RedisEngine(LocalPart):
             await shard.call(lambda: shard.client.publish(channel, wire))
         except ProtocolError as error:
             log.info("control command answer lost: %s", error.message)
+
+    async def admit_user(self, user: str, client_id: str, limit: int) -> bool:
+        return await self._user_limits.admit(user, client_id, limit)
+
+    def release_user(self, user: str, client_id: str) -> None:
+        self._user_limits.release(user, client_id)
 
     async def broadcast(self, command: dict[str, Any]) -> list[dict[str, Any]]:
         """Every node subscribed to the commands' channel answers: PUBLISH says how many

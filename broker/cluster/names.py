@@ -71,6 +71,10 @@ class Names:
     def answers(self, node: str) -> str:
         return f"{self.prefix}:ans:{node}"
 
+    def user_connections(self, user: str) -> str:
+        """A user's connections across the cluster ([limits] max_connections_per_user)."""
+        return f"{self.prefix}:u:{user}"
+
     # Occupancy (broker/cluster/occupancy.py): per shard, the occupied filters; per
     # filter (on the shard its name hashes to), the nodes holding it.
     @property

@@ -324,6 +324,34 @@ return vacated
 """
 )
 
+# A user's connections across the cluster ([limits] max_connections_per_user): a zset of
+# client ids, scored by when the node's claim on each expires (renewed like presence).
+# KEYS: the user's zset. ARGV: client id, limit, ttl (ms). Returns 1 if admitted.
+ADMIT_USER = (
+    _CLOCK
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[3])), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: a user's zset. ARGV: ttl (ms), then the client ids this node still has.
+RENEW_USER = (
+    _CLOCK
+    + """
+local expires = string.format('%.0f', now + tonumber(ARGV[1]))
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], expires, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+"""
+)
+
 SCRIPTS = {
     "PUBLISH": PUBLISH,
     "RECOVER": RECOVER,
@@ -335,4 +363,6 @@ SCRIPTS = {
     "OCCUPY": OCCUPY,
     "VACATE": VACATE,
     "SWEEP": SWEEP,
+    "ADMIT_USER": ADMIT_USER,
+    "RENEW_USER": RENEW_USER,
 }

@@ -183,6 +183,8 @@ class LimitsConfig:
     max_connections: int = _setting(10_000, min=1, max=10_000_000)
     # Off, or generous: one address may be a NAT or a proxy in front of thousands of users.
     max_connections_per_ip: int = _setting(0, min=0, max=10_000_000)
+    # Connections one (authenticated) user may hold across the cluster; 0: no limit.
+    max_connections_per_user: int = _setting(0, min=0, max=10_000_000)
     handshake_rate_per_ip: float = _setting(100.0, min=0, max=1_000_000)
     handshake_burst_per_ip: int = _setting(10_000, min=1, max=10_000_000)
     max_message_size: int = _setting(65_536, min=256, max=64 * 1024 * 1024)

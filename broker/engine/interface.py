@@ -116,6 +116,13 @@ class Engine(Protocol):
 
     def links(self) -> list[Link]: ...
 
+    async def admit_user(self, user: str, client_id: str, limit: int) -> bool:
+        """Count one more connection of ``user`` in, unless it has ``limit`` already
+        (False); ProtocolError ``unavailable`` if the count cannot be reached."""
+
+    def release_user(self, user: str, client_id: str) -> None:
+        """A connection `admit_user` counted ended; never waits, never fails."""
+
     @property
     def node(self) -> str:
         """This node's name in the cluster (random, new at each start)."""

@@ -42,6 +42,7 @@ class MemoryEngine(LocalPart):
         self.epoch = new_epoch()
         self.store = HistoryStore(config.limits.max_history_bytes)
         self._presence = PresenceTable()
+        self._user_connections: dict[str, set[str]] = {}  # admitted ones, by user
         self._timers = timers
         self._expiry: Timer | None = None
 
@@ -81,6 +82,20 @@ class MemoryEngine(LocalPart):
             return Recovery([r.frame for r in retained], False, position)
         retained, complete = self.store.after(topic_filter, asked.offset, now)
         return Recovery([r.frame for r in retained], complete, position)
+
+    async def admit_user(self, user: str, client_id: str, limit: int) -> bool:
+        held = self._user_connections.setdefault(user, set())
+        if len(held) >= limit:
+            return False
+        held.add(client_id)
+        return True
+
+    def release_user(self, user: str, client_id: str) -> None:
+        held = self._user_connections.get(user)
+        if held is not None:
+            held.discard(client_id)
+            if not held:
+                del self._user_connections[user]
 
     async def broadcast(self, command: dict[str, Any]) -> list[dict[str, Any]]:
         """One node: this one."""

@@ -37,6 +37,7 @@ from ..version import SERVER_NAME
 from ..wire import protocol
 from ..wire.close_codes import CloseCode
 from ..wire.frames import text_frame
+from ..wire.protocol import ProtocolError
 from . import tls
 from .commands import NodeCommands
 from .reuse_port import reuse_port_listeners
@@ -384,6 +385,26 @@ class Broker:
             if accepted is None and address is not None:
                 self._addresses.release(address)
 
+    async def _admit_user(
+        self, identity: Identity, client_id: str, config: Config
+    ) -> Identity | Refusal:
+        """The identity, counted among its user's connections, or why not."""
+        limit = config.limits.max_connections_per_user
+        if not limit or identity.user is None:
+            return identity
+        try:
+            admitted = await self.engine.admit_user(identity.user, client_id, limit)
+        except ProtocolError as error:
+            return Refusal(503, f"cannot count the user's connections: {error.message}")
+        if admitted:
+            return identity
+        return Refusal(
+            429,
+            f"user {identity.user[:100]!r} has {limit} connections already "
+            "([limits] max_connections_per_user)",
+            refusals.RETRY_AFTER,
+        )
+
     def _forwarded_client(
         self, view: HandshakeRequest, config: Config, proxy: IPAddress, remote: str
     ) -> str:
@@ -416,9 +437,13 @@ class Broker:
             )
             or await self._authenticate(view)
         )
-        # Checked again: other handshakes may have taken the last slots meanwhile.
         if isinstance(outcome, Identity):
-            outcome = self._refusal(view.path, config) or outcome
+            outcome = await self._admit_user(outcome, view.client_id, config)
+        # Checked again: other handshakes may have taken the last slots meanwhile.
+        if isinstance(outcome, Identity) and (again := self._refusal(view.path, config)):
+            if outcome.user is not None:
+                self.engine.release_user(outcome.user, view.client_id)
+            outcome = again
         if isinstance(outcome, Refusal):
             log.info("refused %s: %d %s", remote, outcome.status, outcome.reason)
             await self._refuse(stream, outcome)
@@ -501,6 +526,8 @@ class Broker:
             finally:
                 self._connections.discard(connection)
                 self._slots_taken -= 1
+                if (user := connection.client.identity.user) is not None:
+                    self.engine.release_user(user, connection.client_id)
                 self.engine.events.disconnected(
                     connection.client_id, connection.client.identity.user, connection.close_code
                 )

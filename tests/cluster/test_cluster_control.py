@@ -56,3 +56,19 @@ async def test_the_backend_subscribes_a_user_on_every_node(
     inbox = {"user": "alice", "topic": "inbox"}
     response = await http.post(api(nodes[0], "/api/unsubscribe"), headers=AS_ADMIN, json=inbox)
     assert response.json() == {"unsubscribed": 2}
+
+
+async def test_max_connections_per_user_counts_every_node(
+    start_node: StartNode, connect: Connect
+) -> None:
+    from tests.wsclient import Rejected
+
+    limits = {"max_connections_per_user": 2}
+    nodes = [await start_node([HEADER_AUTH], limits=limits) for _ in range(2)]
+    for node in nodes:
+        await connect(node, headers={"X-User": "alice"})
+    for node in nodes:
+        with pytest.raises(Rejected) as caught:
+            await connect(node, headers={"X-User": "alice"})
+        assert caught.value.status == 429
+    await connect(nodes[1], headers={"X-User": "bob"})
