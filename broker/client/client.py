@@ -102,6 +102,9 @@ class Client:
         self._ids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
         self._positions: dict[str, str | None] = {}  # filters held: the last position seen
+        # Filters the server subscribed this client to: whether it did so again on the
+        # current connection (connect-time channels are; the control API's are not).
+        self._by_server: dict[str, bool] = {}
         self._seen: dict[str, None] = {}  # the latest positions delivered, oldest first
         self._ws: WebSocket | None = None
         self._ws_lost = anyio.Event()  # set once the reader took in that _ws is gone
@@ -127,6 +130,7 @@ class Client:
             await ws.aclose()
             raise
         welcome_fields = events.decode(welcome)
+        self._by_server = dict.fromkeys(self._by_server, False)
         self.client_id = welcome_fields.get("client_id")
         self.expires_at = welcome_fields.get("expires_at")
         self._ws, self._ws_lost = ws, anyio.Event()
@@ -217,7 +221,16 @@ class Client:
                 return
 
     async def _subscribe_again(self) -> None:
+        try:
+            # Its answer comes after the subscriptions the server makes at connect.
+            await self._request(protocol.Ping())
+        except (ConnectionLost, TimeoutError) as error:
+            log.info("subscribing again: %s", error)
+            return
         for topic_filter, pos in list(self._positions.items()):
+            if self._by_server.get(topic_filter):
+                continue  # the server made it again
+            self._by_server.pop(topic_filter, None)  # now the client's own
             try:
                 reply = await self._request(protocol.Subscribe(topic_filter, since=pos))
             except (ConnectionLost, TimeoutError) as error:
@@ -253,7 +266,14 @@ class Client:
         elif op in ("join", "leave"):
             await self._send.send(events.membership(reply))
         elif op in ("subscribed", "unsubscribed"):
-            await self._send.send(events.server_subscription(reply))
+            event = events.server_subscription(reply)
+            if event.op == "subscribed":
+                self._by_server[event.topic] = True
+                self._positions[event.topic] = event.pos or self._positions.get(event.topic)
+            else:
+                self._by_server.pop(event.topic, None)
+                self._positions.pop(event.topic, None)
+            await self._send.send(event)
         elif isinstance(reply.get("id"), int) and reply["id"] in self._waiters:
             waiter = self._waiters.pop(reply["id"])
             waiter.reply = reply

@@ -5,6 +5,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from broker import Broker
 from broker.client import ConnectionLost
@@ -225,3 +226,36 @@ async def test_subscribe_and_unsubscribe_clients_from_the_backend(
         api(broker, "/api/subscribe"), headers=AS_ADMIN, json={"user": "alice", "topic": "a/#/b"}
     )
     assert bad.status_code == 400 and "topic: " in bad.json()["message"]
+
+
+async def test_the_python_client_keeps_server_side_subscriptions_across_a_reconnect(
+    start_broker: StartBroker, connect: Connect, http: httpx.AsyncClient
+) -> None:
+    from broker.client import Message, ServerSubscription
+
+    broker = await start_broker(
+        [{"use": "tests.example_plugins:Backend"}],
+        admin=ADMIN,
+        topics=[{"filter": "inbox", "history_size": 10}],
+    )
+    publisher = await connect(broker)
+    async with client_connect(url(broker, "/ws?channels=news"), backoff=(0.01, 0.05)) as client:
+        assert await client.receive() == ServerSubscription("subscribed", "news")
+        inbox = {"client_id": client.client_id, "topic": "inbox"}
+        response = await http.post(api(broker, "/api/subscribe"), headers=AS_ADMIN, json=inbox)
+        assert response.json() == {"subscribed": 1}
+        subscribed = await client.receive()
+        assert isinstance(subscribed, ServerSubscription) and subscribed.topic == "inbox"
+        come_back = {"client_id": client.client_id, "reconnect": True}
+        await http.post(api(broker, "/api/disconnect"), headers=AS_ADMIN, json=come_back)
+        # Connected again: the server made "news" again at connect; "inbox" (the control
+        # API's) the client subscribed to again itself.
+        assert await client.receive() == ServerSubscription("subscribed", "news")
+        for topic in ("news", "inbox"):
+            await publisher.request({"op": "publish", "topic": topic, "data": topic, "id": 1})
+        # "inbox" has history: published before the client subscribed again, it is
+        # replayed; after, delivered live; once either way.
+        with trio.fail_after(10):
+            got = [await client.receive() for _ in range(2)]
+        assert sorted(m.data for m in got if isinstance(m, Message)) == ["inbox", "news"]
+        await client.ping()
