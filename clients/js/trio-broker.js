@@ -66,6 +66,9 @@ export class Client extends EventTarget {
     this.requestTimeout = requestTimeout;
     this.clientId = null;
     this.positions = new Map(); // filters held: the last position seen
+    // Filters the server subscribed this client to: whether it did so again on the current
+    // connection (connect-time channels are; the control API's are not).
+    this._byServer = new Map();
     this._ws = null;
     this._nextId = 1;
     this._pending = new Map(); // id: {request, resolve, reject, timer}
@@ -112,6 +115,7 @@ export class Client extends EventTarget {
       if (!welcomed && reply.op === "welcome") {
         welcomed = true;
         this.clientId = reply.client_id;
+        for (const filter of this._byServer.keys()) this._byServer.set(filter, false);
         this._delay = this.backoff[0];
         this._expireAt(reply.expires_at);
         this.dispatchEvent(new CustomEvent("open", { detail: reply }));
@@ -181,7 +185,14 @@ export class Client extends EventTarget {
   }
 
   async _subscribeAgain() {
+    try {
+      await this._send({ op: "ping" }); // answered after the server's connect-time subscriptions
+    } catch (error) {
+      return;
+    }
     for (const [filter, pos] of [...this.positions]) {
+      if (this._byServer.get(filter)) continue; // the server made it again
+      this._byServer.delete(filter); // now the client's own
       let reply;
       try {
         reply = await this._send(subscribeRequest(filter, pos));
@@ -215,6 +226,13 @@ export class Client extends EventTarget {
       this.dispatchEvent(new CustomEvent(reply.op, { detail: reply }));
     } else if (reply.op === "subscribed" || reply.op === "unsubscribed") {
       // A subscription the server made or ended for this client (docs/protocol.md).
+      if (reply.op === "subscribed") {
+        this._byServer.set(reply.topic, true);
+        this.positions.set(reply.topic, reply.pos || this.positions.get(reply.topic) || null);
+      } else {
+        this._byServer.delete(reply.topic);
+        this.positions.delete(reply.topic);
+      }
       this.dispatchEvent(new CustomEvent(reply.op, { detail: reply }));
     } else if (reply.id !== undefined && this._pending.has(reply.id)) {
       const entry = this._pending.get(reply.id);

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import jwt
 import pytest
 
@@ -223,3 +224,85 @@ def test_the_browser_client_renews_its_token_before_it_expires_and_after_a_4001(
         )
         closed = page.evaluate("events.find(([t]) => t === 'close')[1]")
         assert closed["code"] == 4001 and closed["reconnecting"] is False
+
+
+SERVER_SIDE = """async ({ url }) => {
+  const { Client } = await import("/trio-broker.js");
+  const client = new Client(url, { backoff: [50, 200] });
+  const events = [];
+  for (const type of ["message", "subscribed", "unsubscribed", "close", "open"]) {
+    client.addEventListener(type, (event) => events.push([type, event.detail]));
+  }
+  Object.assign(window, { client, events });
+  await client.open();
+  return client.clientId;
+}"""
+ADMIN_KEY = "browser-test-admin-key-1234"
+
+
+@pytest.fixture
+def control_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    secret = tmp_path / "jwt.secret"
+    secret.write_text(SECRET)
+    config = tmp_path / "control.toml"
+    config.write_text(
+        '[server]\nport = 0\nallowed_origins = ["http://127.0.0.1:*"]\n'
+        f'[admin]\nenabled = true\nport = 0\napi_keys = [{{ key = "{ADMIN_KEY}", '
+        'user = "backend", roles = ["admin"] }]\n'
+        '[[topics]]\nfilter = "inbox"\nhistory_size = 10\n'
+        f'[[plugins]]\nuse = "jwt_auth"\nsecret_file = "{secret}"\nalgorithms = ["HS256"]\n'
+    )
+    with serving(config, admin=True) as daemon:
+        yield daemon
+
+
+def control(daemon: Daemon, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(
+        f"http://127.0.0.1:{daemon.admin_port}{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def test_the_browser_client_follows_server_side_subscriptions_and_disconnects(
+    control_daemon: Daemon, served: int
+) -> None:
+    token = jwt.encode({"sub": "erin", "channels": ["news"]}, SECRET, algorithm="HS256")
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{served}/test.html")
+        page.evaluate(SERVER_SIDE, {"url": f"{control_daemon.url}?token={token}"})
+        page.wait_for_function("events.some(([t, d]) => t === 'subscribed' && d.topic === 'news')")
+        assert control(control_daemon, "/api/subscribe", {"user": "erin", "topic": "inbox"}) == {
+            "subscribed": 1
+        }
+        page.wait_for_function("events.some(([t, d]) => t === 'subscribed' && d.topic === 'inbox')")
+        # 4002: it comes back; the server makes "news" again, the client "inbox" itself.
+        disconnected = control(
+            control_daemon, "/api/disconnect", {"user": "erin", "reconnect": True}
+        )
+        assert disconnected == {"disconnected": 1}
+        page.wait_for_function("events.filter(([t]) => t === 'open').length === 2")
+        for topic in ("news", "inbox"):
+            publish_as_backend(control_daemon, topic)
+        page.wait_for_function("events.filter(([t]) => t === 'message').length === 2")
+        got = page.evaluate("events.filter(([t]) => t === 'message').map(([t, d]) => d.topic)")
+        assert sorted(got) == ["inbox", "news"]
+        # 4003: it stays away.
+        control(control_daemon, "/api/disconnect", {"user": "erin", "reason": "banned"})
+        page.wait_for_function("events.filter(([t]) => t === 'close').length === 2")
+        last_close = page.evaluate("events.filter(([t]) => t === 'close').at(-1)[1]")
+        assert last_close == {"code": 4003, "reason": "banned", "reconnecting": False}
+
+
+def publish_as_backend(daemon: Daemon, topic: str) -> None:
+    token = jwt.encode({"sub": "backend"}, SECRET, algorithm="HS256")
+
+    async def run() -> None:
+        async with connect(daemon.url, token=token) as client:
+            await client.publish(topic, topic)
+
+    anyio.run(run, backend="trio")  # (Playwright holds an asyncio loop in this thread)
