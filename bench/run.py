@@ -11,6 +11,7 @@ runs).
 """
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -58,6 +59,13 @@ WORKERS = "trio-broker, redis engine, workers = 2"  # one node, two processes on
 ONE_WORKER_2CPU = "trio-broker, redis engine, workers = 1, CPUs 0-1"
 TWO_WORKERS_2CPU = "trio-broker, redis engine, workers = 2, CPUs 0-1"
 BOTH_CORES = {ONE_WORKER_2CPU, TWO_WORKERS_2CPU}
+# Every subscribe and publish asks the application's backend (bench/peers/hooks_backend.js,
+# not pinned: pinned beside the saturating load generator, it waited for the CPU) over HTTP.
+HOOKS = "trio-broker, http_hooks on subscribe and publish"
+HOOKS_SECTION = (
+    '\n[[plugins]]\nuse = "http_hooks"\nsubscribe_url = "http://127.0.0.1:{backend}/subscribe"\n'
+    'publish_url = "http://127.0.0.1:{backend}/publish"\ntimeout = 2.0\n'
+)
 SAMPLE = "trio-broker, sample config"  # etc/trio-broker.toml (acl, limits, topics) on port 0
 TLS = "trio-broker, wss://"  # a certificate made for the run (trustme)
 NODE_TLS = "node ws, wss://"
@@ -71,6 +79,7 @@ VARIANTS = {
     CROSS_NODE: CLUSTER,
     WORKERS: CLUSTER,
     TLS: TLS_SECTION,
+    HOOKS: HOOKS_SECTION,
     ONE_WORKER_2CPU: CLUSTER,
     TWO_WORKERS_2CPU: CLUSTER,
 }
@@ -120,6 +129,21 @@ SCENARIOS: list[dict[str, Any]] = [
         "subscribers": 1000,
         "members-publish": 1,
         "brokers": ("trio-broker", "node ws"),
+    },
+    {
+        # The cost of asking the backend: one HTTP call per publish (and subscribe).
+        "name": "saturation, S=100, http_hooks",
+        "mode": "saturate",
+        "subscribers": 100,
+        "brokers": ("trio-broker", HOOKS),
+    },
+    {
+        # Its latency when the backend keeps up: 200 publishes/s, each asking it.
+        "name": "20k deliveries/s, S=100, http_hooks",
+        "mode": "rate",
+        "subscribers": 100,
+        "rate": 20000,
+        "brokers": ("trio-broker", HOOKS),
     },
     {"name": "idle, 10k connections", "mode": "idle", "subscribers": 10000},
     {
@@ -346,6 +370,14 @@ class Broker:
                 raise RuntimeError(f"no admin listener: {command}")
             self.scraper = Scraper(int(admin.group(1)))
             self.scraper.start()
+        # Read on: a broker whose log fills the pipe would wait for it, and measure that.
+        self.last_lines: collections.deque[str] = collections.deque(maxlen=20)
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.last_lines.append(line)
 
     def stop(self) -> None:
         if self.scraper is not None:
@@ -486,15 +518,26 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.runs, args.duration = 1, 2.0
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as cleanup:
         configs = {}
         redis_socket = Path(tmp) / "redis.sock"
         cert, key = make_certificate(Path(tmp))
         node_tls = {"TLS_CERT": str(cert), "TLS_KEY": str(key)}
+        backend = subprocess.Popen(
+            ["node", str(BENCH / "peers" / "hooks_backend.js")],  # wherever a CPU is free
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        cleanup.callback(backend.wait)
+        cleanup.callback(backend.kill)
+        assert backend.stdout is not None
+        backend_port = json.loads(backend.stdout.readline())["port"]
         for index, (name, extra) in enumerate({"trio-broker": "", **VARIANTS}.items()):
             configs[name] = Path(tmp) / f"bench-{index}.toml"
             text = TRIO_BROKER_CONFIG.format(server=SERVER_VARIANTS.get(name, "")) + extra
-            configs[name].write_text(text.format(redis=redis_socket, cert=cert, key=key))
+            configs[name].write_text(
+                text.format(redis=redis_socket, cert=cert, key=key, backend=backend_port)
+            )
         configs[SAMPLE] = Path(tmp) / "sample.toml"
         sample = (ROOT / "etc" / "trio-broker.toml").read_text()
         configs[SAMPLE].write_text(re.sub(r"(?m)^port = 808[01]$", "port = 0", sample))

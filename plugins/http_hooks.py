@@ -9,6 +9,7 @@ alive (httpx) and at most ``max_in_flight`` of them run at once.
 """
 
 import logging
+import socket
 import time
 import tomllib
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from .backend_replies import (
 log = logging.getLogger("broker.plugins.http_hooks")
 
 HOOKS = ("connect", "subscribe", "publish", "refresh")
+KEPT_ALIVE = 8  # idle connections to the backend kept for the next calls
 T = TypeVar("T")
 
 
@@ -100,14 +102,20 @@ class HttpHooks(Plugin):
         headers = {} if options.headers_file is None else _read_headers_file(options.headers_file)
         self._forwarded = {name.lower(): name for name in options.forward_headers}
         self._bursts = {hook: Bursts() for hook in HOOKS}
+        # Few idle connections kept: httpcore looks at every pooled connection (a system
+        # call each) for each request, so a pool left large by a burst (every client
+        # subscribing after a restart) would make every later call slow. And no Nagle: a
+        # request leaves in two writes (head, then body), and the second would wait for
+        # the backend's delayed ACK (40 ms a call).
+        limits = httpx.Limits(
+            max_connections=options.max_in_flight,
+            max_keepalive_connections=min(options.max_in_flight, KEPT_ALIVE),
+        )
+        transport = httpx.AsyncHTTPTransport(
+            limits=limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        )
         self._http = httpx.AsyncClient(
-            headers=headers,
-            timeout=options.timeout,
-            limits=httpx.Limits(
-                max_connections=options.max_in_flight,
-                max_keepalive_connections=options.max_in_flight,
-            ),
-            follow_redirects=False,
+            headers=headers, timeout=options.timeout, transport=transport, follow_redirects=False
         )
 
     async def _call(

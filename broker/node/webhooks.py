@@ -3,6 +3,7 @@ signed batches, one batch at a time so that they arrive in order, retrying a fai
 batch with exponential backoff for ``retry_for`` seconds."""
 
 import logging
+import socket
 import time
 
 import httpx
@@ -122,7 +123,10 @@ class WebhookSender:
             SIGNATURE_HEADER: signature(self._secret, body),
         }
         if self._http is None:
-            self._http = httpx.AsyncClient(follow_redirects=False)
+            # No Nagle: a POST leaves in two writes, the second waiting for a delayed ACK.
+            nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+            transport = httpx.AsyncHTTPTransport(socket_options=nodelay)
+            self._http = httpx.AsyncClient(transport=transport, follow_redirects=False)
         try:
             with trio.fail_after(config.timeout):
                 response = await self._http.post(config.url, content=body, headers=headers)

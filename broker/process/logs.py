@@ -71,3 +71,7 @@ def configure_logging(level: str, format: str) -> None:
     # coredis logs every failed connection attempt with a traceback; broker.redis says
     # once what is wrong and when it is right again.
     logging.getLogger("coredis").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
+    # httpx logs each request at INFO (http_hooks' calls, webhooks' POSTs): thousands a
+    # second, which the broker's own lines already sum up (failures, once per burst).
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
