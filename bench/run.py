@@ -66,6 +66,12 @@ HOOKS_SECTION = (
     '\n[[plugins]]\nuse = "http_hooks"\nsubscribe_url = "http://127.0.0.1:{backend}/subscribe"\n'
     'publish_url = "http://127.0.0.1:{backend}/publish"\ntimeout = 2.0\n'
 )
+# Every connect and subscribe of the storm becomes a webhook event, posted to the same backend.
+WEBHOOKS = "trio-broker, webhooks on connect and subscribe"
+WEBHOOKS_SECTION = (
+    '\n[webhooks]\nurl = "http://127.0.0.1:{backend}/events"\nsecret_file = "{secret}"\n'
+    'events = ["connect", "disconnect", "subscribe", "unsubscribe"]\n'
+)
 SAMPLE = "trio-broker, sample config"  # etc/trio-broker.toml (acl, limits, topics) on port 0
 TLS = "trio-broker, wss://"  # a certificate made for the run (trustme)
 NODE_TLS = "node ws, wss://"
@@ -80,6 +86,7 @@ VARIANTS = {
     WORKERS: CLUSTER,
     TLS: TLS_SECTION,
     HOOKS: HOOKS_SECTION,
+    WEBHOOKS: WEBHOOKS_SECTION,
     ONE_WORKER_2CPU: CLUSTER,
     TWO_WORKERS_2CPU: CLUSTER,
 }
@@ -161,6 +168,15 @@ SCENARIOS: list[dict[str, Any]] = [
         "inflight": 500,
         "addresses": 200,
         "brokers": (SAMPLE, "node ws"),
+    },
+    {
+        # The cost of webhooks in a storm: 20k events (connect, subscribe) to post.
+        "name": "reconnect storm, 10k clients, webhooks",
+        "mode": "storm",
+        "subscribers": 10000,
+        "inflight": 500,
+        "addresses": 200,
+        "brokers": ("trio-broker", WEBHOOKS),
     },
     {
         # Counting must cost nothing on the hot path: the same broker, admin off and on.
@@ -532,11 +548,15 @@ def main() -> None:
         cleanup.callback(backend.kill)
         assert backend.stdout is not None
         backend_port = json.loads(backend.stdout.readline())["port"]
+        secret = Path(tmp) / "webhook-secret"
+        secret.write_text("bench-webhook-secret\n")
         for index, (name, extra) in enumerate({"trio-broker": "", **VARIANTS}.items()):
             configs[name] = Path(tmp) / f"bench-{index}.toml"
             text = TRIO_BROKER_CONFIG.format(server=SERVER_VARIANTS.get(name, "")) + extra
             configs[name].write_text(
-                text.format(redis=redis_socket, cert=cert, key=key, backend=backend_port)
+                text.format(
+                    redis=redis_socket, cert=cert, key=key, backend=backend_port, secret=secret
+                )
             )
         configs[SAMPLE] = Path(tmp) / "sample.toml"
         sample = (ROOT / "etc" / "trio-broker.toml").read_text()

@@ -42,17 +42,27 @@ async def test_a_node_subscribes_in_redis_only_while_it_has_local_interest(
     start_node: StartNode, connect: Connect, redis: RedisServer
 ) -> None:
     node = await start_node()
-    # The node's own channel, for markers (broker/core/snapshots.py), is always there.
-    own = node.engine.shards[0].marker_channel.encode()  # type: ignore[attr-defined]
+    engine = node.engine
+    # The node's own channels are always there: for markers (broker/core/snapshots.py),
+    # and for the control API's commands and its answers (broker/cluster/commands.py).
+    names = engine.names  # type: ignore[attr-defined]
+    own = {
+        engine.shards[0].marker_channel.encode(),  # type: ignore[attr-defined]
+        names.commands.encode(),
+        names.answers(engine.node).encode(),
+    }
     async with await redis_client(redis) as client:
 
         async def channels() -> set[bytes]:
-            return set(await client.pubsub_channels()) - {own}
+            return set(await client.pubsub_channels()) - own
 
         async def patterns() -> int:
             return int(await client.pubsub_numpat())
 
-        assert await client.pubsub_channels() == {own}
+        async def only_its_own() -> bool:
+            return set(await client.pubsub_channels()) == own
+
+        await wait_until(only_its_own)  # the command channels are subscribed once it runs
         assert await channels() == set() and await patterns() == 0
         first = await subscribed(connect, node, "chat/a")
         await subscribed(connect, node, "chat/a")
