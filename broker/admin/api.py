@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from ..config.schema import Config
 from ..core.keys import KeyTable
-from ..core.stats import Snapshot, Stats
+from ..core.stats import BUSIEST, Snapshot, Stats
 from ..engine import publishing
 from ..engine.interface import Engine
 from ..plugin import Client, Identity, Refuse
@@ -21,7 +21,7 @@ from ..version import __version__
 from ..wire import protocol
 from ..wire.protocol import ErrorCode, ProtocolError
 from . import metrics, ui_pages
-from .control import ControlApi
+from .control import ControlApi, cluster_channels, cluster_nodes
 from .http_server import HttpRequest, HttpResponse, error_response, json_response
 
 
@@ -131,18 +131,7 @@ class AdminApi:
             return error_response(405, "bad_request", "use GET", (("Allow", "GET"),))
         name = request.path.removeprefix("/ui/")
         if name == "stats.json":
-            snapshot = await self._broker.node_snapshot()
-            return json_response(
-                200,
-                {
-                    "connections": snapshot.connections,
-                    "subscriptions": snapshot.subscriptions,
-                    "published": snapshot.stats.published,
-                    "deliveries": snapshot.stats.deliveries,
-                    "busiest": [{"filter": f, "subscribers": n} for f, n in snapshot.busiest],
-                },
-                (("Cache-Control", "no-store"),),
-            )
+            return json_response(200, await self._dashboard(), (("Cache-Control", "no-store"),))
         if name == "config.json":
             server = self._broker.config.server
             url = ui_pages.websocket_url(
@@ -156,6 +145,27 @@ class AdminApi:
         if found is None:
             return error_response(404, "bad_request", f"no page at {request.path[:100]!r}")
         return found
+
+    async def _dashboard(self) -> dict[str, Any]:
+        """The dashboard's numbers: this node's, and the cluster's nodes and busiest filters
+        (those of this node alone, and no nodes, when the others cannot be asked)."""
+        snapshot = await self._broker.node_snapshot()
+        busiest = [{"filter": f, "subscribers": n} for f, n in snapshot.busiest]
+        nodes: list[dict[str, Any]] = []
+        try:
+            nodes = await cluster_nodes(self._broker.engine)
+            top = (await cluster_channels(self._broker.engine))[:BUSIEST]
+            busiest = [{"filter": f, "subscribers": n} for f, n in top]
+        except ProtocolError:
+            pass  # Redis away: this node's numbers only
+        return {
+            "connections": snapshot.connections,
+            "subscriptions": snapshot.subscriptions,
+            "published": snapshot.stats.published,
+            "deliveries": snapshot.stats.deliveries,
+            "busiest": busiest,
+            "nodes": nodes,
+        }
 
     # Operations.
 

@@ -110,6 +110,23 @@ def _count(query: dict[str, str], name: str, default: int, most: int) -> int:
 
 
 Endpoint = Callable[[HttpRequest, Identity | None], Awaitable[HttpResponse]]
+NODE_FIELDS = ("node", "version", "connections", "subscriptions", "uptime_s")
+
+
+async def cluster_nodes(engine: Engine) -> list[dict[str, Any]]:
+    """Every node's numbers, by name (`broker.node.commands`)."""
+    answers = await engine.broadcast({"op": "info"})
+    nodes = [{key: answer.get(key) for key in NODE_FIELDS} for answer in answers]
+    return sorted(nodes, key=lambda node: str(node["node"]))
+
+
+async def cluster_channels(engine: Engine, prefix: str = "") -> list[tuple[str, int]]:
+    """The filters held anywhere in the cluster and their subscribers, most first."""
+    totals: dict[str, int] = {}
+    for answer in await engine.broadcast({"op": "channels", "prefix": prefix}):
+        for topic_filter, count in answer.get("channels", {}).items():
+            totals[topic_filter] = totals.get(topic_filter, 0) + int(count)
+    return sorted(totals.items(), key=lambda item: (-item[1], item[0]))
 
 
 class ControlApi:
@@ -171,10 +188,7 @@ class ControlApi:
     async def info(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
         async def work() -> dict[str, Any]:
             _query(request, frozenset())
-            answers = await self._engine().broadcast({"op": "info"})
-            fields = ("node", "version", "connections", "subscriptions", "uptime_s")
-            nodes = [{key: a.get(key) for key in fields} for a in answers]
-            return {"nodes": sorted(nodes, key=lambda node: str(node["node"]))}
+            return {"nodes": await cluster_nodes(self._engine())}
 
         return await self._run(identity, work)
 
@@ -182,13 +196,7 @@ class ControlApi:
         async def work() -> dict[str, Any]:
             query = _query(request, frozenset({"prefix", "limit"}))
             limit = _count(query, "limit", DEFAULT_CHANNELS, MAX_CHANNELS)
-            prefix = query.get("prefix", "")
-            answers = await self._engine().broadcast({"op": "channels", "prefix": prefix})
-            totals: dict[str, int] = {}
-            for answer in answers:
-                for topic_filter, count in answer.get("channels", {}).items():
-                    totals[topic_filter] = totals.get(topic_filter, 0) + int(count)
-            held = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+            held = await cluster_channels(self._engine(), query.get("prefix", ""))
             return {
                 "channels": [{"topic": f, "subscribers": n} for f, n in held[:limit]],
                 "truncated": len(held) > limit,

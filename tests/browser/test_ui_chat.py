@@ -138,9 +138,16 @@ def test_the_dashboards_numbers_move_when_messages_flow(
             "Number(document.querySelector('#delivered-rate').textContent.replace(/,/g, '')) > 0",
             timeout=10_000,
         )
+        # The cluster's nodes (one here) and a chart that says its scale.
+        texts = "cells => cells.map(c => c.textContent)"
+        cells = dashboard.eval_on_selector_all("#nodes td", texts)
+        assert len(cells) == 4 and cells[1] == "1", cells
+        label = dashboard.get_attribute("#chart", "aria-label") or ""
+        assert "per second over the last 5 minutes, on a scale of 0 to " in label, label
+        assert int(label.rsplit(" to ", 1)[1].split()[0].replace(",", "")) > 0, label
         if SCREENSHOTS:
             busy_minutes(make_run_daemon, 150.0)  # so that the chart shows some history
-            dashboard.set_viewport_size({"width": 900, "height": 620})
+            dashboard.set_viewport_size({"width": 900, "height": 800})
             dashboard.screenshot(path=str(Path(SCREENSHOTS) / "dashboard.png"))
 
 
