@@ -172,3 +172,25 @@ async def test_an_unreadable_secret_file_is_a_config_error(
 
     with pytest.raises(ConfigError, match=r"webhooks\.secret_file"):
         await start_broker(webhooks=webhooks(backend, str(tmp_path / "absent")))
+
+
+async def test_the_signature_check_in_the_docs_accepts_a_real_batch_and_nothing_else(
+    start_broker: StartBroker, connect: Connect, backend: Backend, secret_file: str
+) -> None:
+    import textwrap
+
+    from tests.conftest import ROOT
+
+    docs = (ROOT / "docs" / "operations.md").read_text()
+    snippet = docs.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "def signed(" in snippet
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(snippet), namespace)
+    backend.answer("/events", OK)
+    broker = await start_broker(webhooks=webhooks(backend, secret_file))
+    await (await connect(broker)).request({"op": "subscribe", "topic": "t", "id": 1})
+    (call,) = await backend.wait_for_calls("/events", 1)
+    header = call.headers["x-trio-broker-signature"]
+    assert namespace["signed"](call.raw, header, SECRET.encode())
+    assert not namespace["signed"](call.raw + b" ", header, SECRET.encode())
+    assert not namespace["signed"](call.raw, header, b"another secret")
