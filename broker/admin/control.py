@@ -6,6 +6,7 @@ Requests are checked here (no socket); every node's part runs through
 """
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -63,15 +64,20 @@ def disconnect_command(request: HttpRequest) -> dict[str, Any]:
     return {"op": "disconnect", **_who(body), "reconnect": reconnect, "reason": reason}
 
 
+def _checked_topic(topic: str, limits: LimitsConfig, *, wildcards: bool) -> str:
+    """``topic`` if it is a valid filter (``wildcards``) or topic; Invalid says why not."""
+    try:
+        (check_filter if wildcards else check_topic)(topic, limits.max_topic_length)
+    except TopicError as error:
+        raise Invalid(f"topic: {error}") from None
+    return topic
+
+
 def _topic_of(body: dict[str, Any], limits: LimitsConfig) -> str:
     topic = body.get("topic")
     if not isinstance(topic, str):
         raise Invalid('"topic" is required: a topic filter')
-    try:
-        check_filter(topic, limits.max_topic_length)
-    except TopicError as error:
-        raise Invalid(f"topic: {error}") from None
-    return topic
+    return _checked_topic(topic, limits, wildcards=True)
 
 
 def subscribe_command(request: HttpRequest, limits: LimitsConfig) -> dict[str, Any]:
@@ -162,28 +168,31 @@ class ControlApi:
             status = {ErrorCode.UNAVAILABLE: 503, ErrorCode.FORBIDDEN: 403}.get(error.code, 400)
             return error_response(status, error.code.value, error.message)
 
-    async def disconnect(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
+    async def _acting(
+        self,
+        identity: Identity | None,
+        command: Callable[[], dict[str, Any]],
+        done: str,
+    ) -> HttpResponse:
+        """Run ``command`` (built once the key is checked) on every node; the sum of what
+        they did (their ``done`` counts)."""
+
         async def work() -> dict[str, Any]:
-            answers = await self._engine().broadcast(disconnect_command(request))
-            return {"disconnected": sum(a.get("disconnected", 0) for a in answers)}
+            answers = await self._engine().broadcast(command())
+            return {done: sum(answer.get(done, 0) for answer in answers)}
 
         return await self._run(identity, work)
+
+    async def disconnect(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
+        return await self._acting(identity, partial(disconnect_command, request), "disconnected")
 
     async def subscribe(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
-        async def work() -> dict[str, Any]:
-            command = subscribe_command(request, self._limits())
-            answers = await self._engine().broadcast(command)
-            return {"subscribed": sum(a.get("subscribed", 0) for a in answers)}
-
-        return await self._run(identity, work)
+        command = partial(subscribe_command, request, self._limits())
+        return await self._acting(identity, command, "subscribed")
 
     async def unsubscribe(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
-        async def work() -> dict[str, Any]:
-            command = unsubscribe_command(request, self._limits())
-            answers = await self._engine().broadcast(command)
-            return {"unsubscribed": sum(a.get("unsubscribed", 0) for a in answers)}
-
-        return await self._run(identity, work)
+        command = partial(unsubscribe_command, request, self._limits())
+        return await self._acting(identity, command, "unsubscribed")
 
     async def info(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
         async def work() -> dict[str, Any]:
@@ -208,11 +217,7 @@ class ControlApi:
         topic = query.get("topic")
         if topic is None:
             raise Invalid("topic is required")
-        try:
-            (check_filter if wildcards else check_topic)(topic, self._limits().max_topic_length)
-        except TopicError as error:
-            raise Invalid(f"topic: {error}") from None
-        return topic
+        return _checked_topic(topic, self._limits(), wildcards=wildcards)
 
     async def presence(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
         async def work() -> dict[str, Any]:

@@ -73,7 +73,8 @@ class Retry:
         return delay
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
+    """Wall-clock Unix milliseconds, as events and batches carry them."""
     return int(time.time() * 1000)
 
 
@@ -97,7 +98,7 @@ class Events:
                     "client_id": client_id,
                     "user": user,
                     "remote": remote,
-                    "time_ms": _now_ms(),
+                    "time_ms": now_ms(),
                 }
             )
 
@@ -109,7 +110,7 @@ class Events:
                     "client_id": client_id,
                     "user": user,
                     "code": code,
-                    "time_ms": _now_ms(),
+                    "time_ms": now_ms(),
                 }
             )
 
@@ -123,7 +124,7 @@ class Events:
                     "client_id": client_id,
                     "user": user,
                     "topic": topic,
-                    "time_ms": _now_ms(),
+                    "time_ms": now_ms(),
                 }
             )
 
@@ -131,4 +132,4 @@ class Events:
         """``occupied`` or ``vacated``: the first subscription to a filter in the cluster,
         or the last one gone."""
         if event in self.wanted:
-            self.queue.add({"event": event, "topic": topic_filter, "time_ms": _now_ms()})
+            self.queue.add({"event": event, "topic": topic_filter, "time_ms": now_ms()})

@@ -4,7 +4,6 @@ batch with exponential backoff for ``retry_for`` seconds."""
 
 import logging
 import socket
-import time
 
 import httpx
 import trio
@@ -12,7 +11,7 @@ import trio
 from ..config.schema import Config, WebhooksConfig
 from ..config.secret_files import first_line
 from ..core.stats import Stats
-from ..core.webhooks import SIGNATURE_HEADER, Events, Retry, encode_batch, signature
+from ..core.webhooks import SIGNATURE_HEADER, Events, Retry, encode_batch, now_ms, signature
 
 log = logging.getLogger("broker.webhooks")
 
@@ -67,10 +66,14 @@ class WebhookSender:
             if len(queue) < config.batch_max:
                 await trio.sleep(config.batch_delay)  # more may come, for the same POST
             self._log_drops()
-            events = queue.take(config.batch_max)
-            self._batch, self._batch_size = encode_batch(events, _now_ms()), len(events)
+            self._take_batch(config)
             await self._post_until_given_up(config)
             self._batch = None
+
+    def _take_batch(self, config: WebhooksConfig) -> None:
+        """The oldest events, as the body to post (the same at every retry)."""
+        events = self._events.queue.take(config.batch_max)
+        self._batch, self._batch_size = encode_batch(events, now_ms()), len(events)
 
     def _log_drops(self) -> None:
         dropped = self._events.queue.dropped
@@ -147,8 +150,7 @@ class WebhookSender:
         self._log_drops()
         while self._batch is not None or len(self._events.queue):
             if self._batch is None:
-                events = self._events.queue.take(config.batch_max)
-                self._batch, self._batch_size = encode_batch(events, _now_ms()), len(events)
+                self._take_batch(config)
             problem = await self._post(config)
             if problem is None:
                 self._stats.webhook_events_sent += self._batch_size
@@ -162,7 +164,3 @@ class WebhookSender:
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
