@@ -231,14 +231,14 @@ class ControlApi:
 
     async def history(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
         async def work() -> dict[str, Any]:
-            query = _query(request, frozenset({"topic", "limit"}))
+            query = _query(request, frozenset({"topic", "limit", "since"}))
             topic_filter = self._topic(query, wildcards=True)
             limits = self._limits()
             most = limits.max_history_request
             limit = _count(query, "limit", most, most)
-            messages, position = await self._engine().history(
-                topic_filter, limit, limits.max_queued_bytes
+            page = await self._engine().history(
+                topic_filter, limit, limits.max_queued_bytes, query.get("since")
             )
-            return {"messages": messages} | ({} if position is None else {"pos": position})
+            return page.reply()
 
         return await self._run(identity, work)

@@ -7,7 +7,7 @@ async with connect("ws://127.0.0.1:8080/ws", token=TOKEN) as client:
         ...
 """
 
-from .client import DEFAULT_URL, Client, PendingAck, Subscribed, connect
+from .client import DEFAULT_URL, Client, HistoryAfter, PendingAck, Subscribed, connect
 from .errors import BrokerError, ClientError, ConnectionLost, HandshakeRefused
 from .events import Event, Membership, Message, RecoveryFailed, ServerSubscription
 
@@ -19,6 +19,7 @@ __all__ = [
     "ConnectionLost",
     "Event",
     "HandshakeRefused",
+    "HistoryAfter",
     "Membership",
     "Message",
     "PendingAck",

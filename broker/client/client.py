@@ -54,6 +54,16 @@ class Subscribed:
     recovered: bool | None  # with ``since``: whether everything after it was replayed
 
 
+@attrs.frozen
+class HistoryAfter:
+    """One page of `Client.history_after`."""
+
+    messages: list[Message]  # the oldest after the position, oldest first
+    recovered: bool  # False: messages after the position are gone for good
+    more: bool  # True: ask again from ``messages[-1].pos`` for the next page
+    pos: str | None  # the position now
+
+
 class _Waiter:
     __slots__ = ("done", "error", "reply")
 
@@ -346,6 +356,15 @@ class Client:
     async def history(self, topic_filter: str, limit: int | None = None) -> list[Message]:
         reply = await self._idempotent(protocol.History(topic_filter, limit))
         return [events.message(fields) for fields in reply["messages"]]
+
+    async def history_after(
+        self, topic_filter: str, since: str, limit: int | None = None
+    ) -> HistoryAfter:
+        """The messages published after the position ``since``, a page at a time
+        (docs/protocol.md: history with ``since``)."""
+        reply = await self._idempotent(protocol.History(topic_filter, limit, since=since))
+        messages = [events.message(fields) for fields in reply["messages"]]
+        return HistoryAfter(messages, reply["recovered"], reply["more"], reply.get("pos"))
 
     async def presence(self, topic: str) -> list[dict[str, Any]]:
         """The clients subscribed to exactly ``topic``: ``{"client_id", "user"}`` each."""

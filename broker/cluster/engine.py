@@ -17,7 +17,6 @@ moment; live deliveries that the replay already holds, still on their way throug
 node's pub/sub connection, are dropped when they arrive (`broker.core.snapshots`).
 """
 
-import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,7 @@ from ..config.secret_files import first_line
 from ..core.snapshots import Snapshot
 from ..core.stats import Link, Stats
 from ..core.topics import has_wildcard, matches
+from ..engine.history_page import HistoryPage, newest_page, page_after
 from ..engine.interface import Recovery
 from ..engine.local import LocalPart
 from ..engine.publishing import publication_of
@@ -72,12 +72,6 @@ class _Gathering:
     def _check(self) -> None:
         if self._expected is not None and len(self.answers) >= self._expected:
             self.complete.set()
-
-
-def _as_message(payload: bytes) -> dict[str, Any]:
-    message: dict[str, Any] = json.loads(payload)
-    del message["op"]
-    return message
 
 
 class RedisEngine(LocalPart):
@@ -295,16 +289,26 @@ class RedisEngine(LocalPart):
         return [topic for name in names if matches(topic_filter, topic := name.decode())]
 
     async def _recover(self, topic_filter: str, since: str | None) -> Recovery:
+        snapshot = Snapshot(topic_filter)
+        found, recovered, position = await self._after(topic_filter, since, snapshot)
+        frames = [text_frame(payload) for _, payload in found]
+        return Recovery(frames, since is None or recovered, position, snapshot)
+
+    async def _after(
+        self, topic_filter: str, since: str | None, snapshot: Snapshot | None
+    ) -> tuple[list[tuple[int, bytes]], bool, str | None]:
+        """The retained messages after ``since`` (none without it), oldest first; whether
+        they are all there were; the position now. With a ``snapshot``, it learns which
+        live deliveries they cover."""
         asked = None
         if since is not None:
             # A position it cannot read recovers nothing: everything retained, not recovered.
             asked = parse_position(since) or Position("", 0)
         found: list[tuple[int, bytes]] = []
         recovered = since is not None
-        snapshot = Snapshot(topic_filter)
         position = None
         for shard in self._shards_of(topic_filter):
-            marker = shard.expect_marker(snapshot.expect_marker())
+            marker = b"" if snapshot is None else shard.expect_marker(snapshot.expect_marker())
             try:
                 epoch, offset, pairs, complete = await self._recover_shard(
                     shard, topic_filter, asked, marker
@@ -312,13 +316,13 @@ class RedisEngine(LocalPart):
             except BaseException:
                 shard.forget_marker(marker)
                 raise
-            snapshot.read_up_to(epoch, offset)
+            if snapshot is not None:
+                snapshot.read_up_to(epoch, offset)
             position = position or f"{epoch}:{offset}"
             found.extend(pairs)
             recovered = recovered and complete
         found.sort()
-        frames = [text_frame(payload) for _, payload in found]
-        return Recovery(frames, since is None or recovered, position, snapshot)
+        return found, recovered, position
 
     async def _recover_shard(
         self, shard: Shard, topic_filter: str, asked: Position | None, marker: bytes
@@ -429,24 +433,23 @@ class RedisEngine(LocalPart):
         return int(result if isinstance(result, int) else result[2])
 
     async def history(
-        self, topic_filter: str, limit: int, max_bytes: int
-    ) -> tuple[list[dict[str, Any]], str | None]:
+        self, topic_filter: str, limit: int, max_bytes: int, since: str | None = None
+    ) -> HistoryPage:
         if not self.rules.history_possible(topic_filter):
-            return [], None
-        found: list[tuple[int, bytes]] = []
+            return HistoryPage([], None) if since is None else HistoryPage([], None, False, False)
+        if since is not None:
+            found, complete, position = await self._after(topic_filter, since, None)
+            frames = [text_frame(payload) for _, payload in found]
+            return page_after(frames, limit, max_bytes, position, complete)
+        newest: list[tuple[int, bytes]] = []
         position = None
         for shard in self._shards_of(topic_filter):
             shard_position, pairs = await self._newest(shard, topic_filter, limit)
             position = position or shard_position
-            found.extend(pairs)
-        found.sort()
-        found = found[-limit:]
-        # One reply is one message in the client's queue: it holds what the queue would.
-        size, first = 0, len(found)
-        while first and size + len(text_frame(found[first - 1][1])) <= max_bytes:
-            first -= 1
-            size += len(text_frame(found[first][1]))
-        return [_as_message(payload) for _, payload in found[first:]], position
+            newest.extend(pairs)
+        newest.sort()
+        frames = [text_frame(payload) for _, payload in (newest[-limit:] if limit else [])]
+        return newest_page(frames, limit, max_bytes, position)
 
     async def _newest(
         self, shard: Shard, topic_filter: str, limit: int

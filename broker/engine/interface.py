@@ -28,6 +28,7 @@ from ..core.stats import Link
 from ..core.webhooks import Events
 from ..plugin import Client, Publication
 from ..wire.protocol import ProtocolError
+from .history_page import HistoryPage
 from .router import Subscriber
 
 # Runs one control API command on this node (`broker.node.commands`): its answer.
@@ -84,10 +85,11 @@ class Engine(Protocol):
         to publish it later through ``on_failure`` (for publishes nobody awaits)."""
 
     async def history(
-        self, topic_filter: str, limit: int, max_bytes: int
-    ) -> tuple[list[dict[str, Any]], str | None]:
+        self, topic_filter: str, limit: int, max_bytes: int, since: str | None = None
+    ) -> HistoryPage:
         """The newest ``limit`` retained messages (oldest first) that fit in ``max_bytes``
-        of frames, and the position now."""
+        of frames, and the position now; with ``since`` (a position), only those
+        published after it, and whether they are all of them (`history_page`)."""
 
     def has_presence(self, topic: str) -> bool: ...
 

@@ -1,6 +1,5 @@
 """The engine of a single broker: everything in this process's memory."""
 
-import json
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -8,25 +7,19 @@ from typing import Any
 import trio
 
 from ..config.schema import Config
-from ..core.history import HistoryStore, Retained
+from ..core.history import HistoryStore
 from ..core.presence import PresenceTable
 from ..core.stats import Link, Stats
 from ..core.timers import Timer, Timers
 from ..plugin import Client, Publication
 from ..wire import protocol
-from ..wire.frames import frame_payload, text_frame
+from ..wire.frames import text_frame
 from ..wire.positions import format_position, new_epoch, parse_position
 from ..wire.protocol import ProtocolError
+from .history_page import HistoryPage, newest_page, page_after
 from .interface import Recovery
 from .local import LocalPart
 from .router import Subscriber
-
-
-def _as_message(retained: Retained) -> dict[str, Any]:
-    """A retained delivery as the history reply lists it: the envelope without ``op``."""
-    message: dict[str, Any] = json.loads(frame_payload(retained.frame))
-    del message["op"]
-    return message
 
 
 class MemoryEngine(LocalPart):
@@ -149,17 +142,22 @@ class MemoryEngine(LocalPart):
         self._schedule_expiry()
 
     async def history(
-        self, topic_filter: str, limit: int, max_bytes: int
-    ) -> tuple[list[dict[str, Any]], str | None]:
+        self, topic_filter: str, limit: int, max_bytes: int, since: str | None = None
+    ) -> HistoryPage:
         if not self.rules.history_possible(topic_filter):
-            return [], None
-        retained = self.store.newest(topic_filter, limit, trio.current_time())
-        # One reply is one message in the client's queue: it holds what the queue would.
-        size, first = 0, len(retained)
-        while first and size + len(retained[first - 1].frame) <= max_bytes:
-            first -= 1
-            size += len(retained[first].frame)
-        return [_as_message(r) for r in retained[first:]], self._position(self.store.offset)
+            return HistoryPage([], None) if since is None else HistoryPage([], None, False, False)
+        now = trio.current_time()
+        position = self._position(self.store.offset)
+        if since is None:
+            retained = self.store.newest(topic_filter, limit, now)
+            return newest_page([r.frame for r in retained], limit, max_bytes, position)
+        asked = parse_position(since)
+        if asked is None or asked.epoch != self.epoch or asked.offset > self.store.offset:
+            # Not a position of this history: from the oldest retained, not recovered.
+            retained, complete = self.store.after(topic_filter, 0, now)[0], False
+        else:
+            retained, complete = self.store.after(topic_filter, asked.offset, now)
+        return page_after([r.frame for r in retained], limit, max_bytes, position, complete)
 
     # Presence.
 

@@ -11,7 +11,7 @@ async def history(session: Session, request: protocol.History) -> bytes:
     await session.pipeline().authorize_subscribe(session.client, topic_filter)
     most = session.limits.max_history_request
     limit = most if request.limit is None else min(request.limit, most)
-    messages, position = await session.engine.history(
-        topic_filter, limit, session.limits.max_queued_bytes
+    page = await session.engine.history(
+        topic_filter, limit, session.limits.max_queued_bytes, request.since
     )
-    return protocol.encode_history(request.id, messages, position)
+    return protocol.encode_history(request.id, page.reply())

@@ -72,6 +72,7 @@ class History:
     topic: str
     limit: int | None = None
     id: RequestId | None = None
+    since: str | None = None  # only what was published after this position
 
 
 @attrs.frozen
@@ -116,7 +117,7 @@ _FIELDS: dict[str, frozenset[str]] = {
     "unsubscribe": frozenset({"op", "id", "topic"}),
     "publish": frozenset({"op", "id", "topic", "data"}),
     "ping": frozenset({"op", "id"}),
-    "history": frozenset({"op", "id", "topic", "limit"}),
+    "history": frozenset({"op", "id", "topic", "limit", "since"}),
     "presence": frozenset({"op", "id", "topic"}),
     "refresh": frozenset({"op", "id", "token"}),
 }
@@ -255,13 +256,13 @@ def parse_request(text: str) -> Request:
     topic = obj.get("topic")
     if not isinstance(topic, str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "missing string field 'topic'", request_id)
+    since = obj.get("since")
+    if since is not None and not isinstance(since, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "'since' must be a string", request_id)
     if op == "subscribe":
-        since = obj.get("since")
         if since is not None and request_id is None:
             message = "'since' needs an 'id': the ack says whether the recovery was complete"
             raise ProtocolError(ErrorCode.BAD_REQUEST, message)
-        if since is not None and not isinstance(since, str):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "'since' must be a string", request_id)
         return Subscribe(topic, request_id, since)
     if op == "unsubscribe":
         return Unsubscribe(topic, request_id)
@@ -274,7 +275,7 @@ def parse_request(text: str) -> Request:
         ):
             message = "'limit' must be a whole number, 0 or more"
             raise ProtocolError(ErrorCode.BAD_REQUEST, message, request_id)
-        return History(topic, limit, request_id)
+        return History(topic, limit, request_id, since)
     if "data" not in obj:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "missing field 'data'", request_id)
     return Publish(topic, obj["data"], request_id)
@@ -364,13 +365,9 @@ def encode_message_around_pos(
     return payload[:-1] + b',"pos":"', b'"}'
 
 
-def encode_history(
-    request_id: RequestId | None, messages: list[dict[str, Any]], pos: str | None
-) -> bytes:
-    reply = _with_id({"op": "history", "messages": messages}, request_id)
-    if pos is not None:
-        reply["pos"] = pos
-    return encode_json(reply)
+def encode_history(request_id: RequestId | None, fields: dict[str, Any]) -> bytes:
+    """``fields``: messages, and pos, recovered and more when there are any."""
+    return encode_json(_with_id({"op": "history", **fields}, request_id))
 
 
 def encode_presence(request_id: RequestId | None, clients: list[dict[str, Any]]) -> bytes:

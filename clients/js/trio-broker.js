@@ -284,6 +284,15 @@ export class Client extends EventTarget {
     return (await this._send(request)).messages;
   }
 
+  // What was published after the position `since`, the oldest first, a page at a time:
+  // { messages, recovered, more, pos }; with `more`, ask again from the last message's pos.
+  async historyAfter(filter, since, limit = null) {
+    const request = { op: "history", topic: filter, since };
+    if (limit !== null) request.limit = limit;
+    const { messages, recovered, more, pos } = await this._send(request);
+    return { messages, recovered, more, pos };
+  }
+
   async presence(topic) {
     return (await this._send({ op: "presence", topic })).clients;
   }

@@ -131,6 +131,13 @@ async def test_info_channels_presence_and_history(
     assert sorted(c["user"] for c in who["clients"]) == ["alice", "bob"]
     history = (await http.get(api(broker, "/api/history?topic=room/%2B"), headers=AS_ADMIN)).json()
     assert [m["data"] for m in history["messages"]] == ["hi"] and "pos" in history
+    (hi,) = history["messages"]
+    for since, expected in ((hi["pos"], []), ("unreadable", ["hi"])):
+        query = {"topic": "room/+", "since": since}
+        after = await http.get(api(broker, "/api/history"), params=query, headers=AS_ADMIN)
+        assert [m["data"] for m in after.json()["messages"]] == expected
+        assert after.json()["recovered"] is (since == hi["pos"])
+        assert after.json()["more"] is False
 
     for path, says in [
         ("/api/presence?topic=news", "no presence on 'news'"),

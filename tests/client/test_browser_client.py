@@ -86,6 +86,7 @@ SCENARIO = """async (url) => {
     subscribedPos: subscribed.pos,
     message,
     history: (await client.history("chat/lobby")).map((m) => m.data),
+    after: await client.historyAfter("chat/#", subscribed.pos, 1),
     presence: (await client.presence("chat/lobby")).map((c) => c.client_id),
     refused,
   };
@@ -103,6 +104,9 @@ def test_the_browser_client_does_every_request_and_recovers_after_a_drop(
         assert result["message"]["data"] == {"text": "hi"} and result["message"]["pos"]
         assert result["subscribedPos"] and result["refused"] == "forbidden"
         assert result["history"][-1] == {"text": "hi"}
+        after = result["after"]
+        assert [m["data"] for m in after["messages"]] == [{"text": "hi"}]
+        assert (after["recovered"], after["more"]) == (True, False)
         assert result["presence"] == [result["clientId"]]
         # The connection drops; what is published meanwhile comes after the reconnection.
         page.evaluate("client._ws.close(4000, 'test')")

@@ -54,6 +54,16 @@ async def test_subscribe_publish_and_every_request(start_broker: StartBroker) ->
         joined = [e async for e in _take(client, 1)]
         assert isinstance(joined[0], Membership) and joined[0].client_id == client.client_id
         assert [m.data for m in await client.history("chat/+")] == [{"text": "hi"}]
+        await client.publish("chat/room", {"text": "yo"})
+        assert (await next_message(client)).data == {"text": "yo"}
+        page = await client.history_after("chat/+", subscribed.pos, limit=1)
+        assert ([m.data for m in page.messages], page.recovered, page.more) == (
+            [{"text": "hi"}],
+            True,
+            True,
+        )
+        page = await client.history_after("chat/+", page.messages[-1].pos or "")
+        assert [m.data for m in page.messages] == [{"text": "yo"}] and not page.more
         assert [c["client_id"] for c in await client.presence("chat/room")] == [client.client_id]
         await client.ping()
         with pytest.raises(BrokerError) as refused:

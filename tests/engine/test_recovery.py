@@ -231,6 +231,57 @@ async def test_history_returns_the_newest_and_is_authorized_like_a_subscribe(
         assert reply["op"] == "error"
 
 
+async def test_history_since_a_position_gives_what_came_after_and_whether_that_is_all(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    broker = await start_broker(
+        [ACL],
+        topics=[{"filter": "chat/small", "history_size": 2}, CHAT],
+        limits={"max_history_request": 3},
+    )
+    client = await connect(broker)
+    for n in range(5):
+        await client.request({"op": "publish", "topic": f"chat/{n % 2}", "data": n, "id": n})
+
+    async def history(topic: str, **fields: Any) -> dict[str, Any]:
+        return await client.request({"op": "history", "topic": topic, "id": "h", **fields})
+
+    newest = await history("chat/+")
+    (two, three, four) = newest["messages"]
+    assert "recovered" not in newest and "more" not in newest
+
+    def summary(reply: dict[str, Any]) -> tuple[list[Any], bool, bool]:
+        return [m["data"] for m in reply["messages"]], reply["recovered"], reply["more"]
+
+    after = await history("chat/+", since=three["pos"])
+    assert summary(after) == ([4], True, False) and after["pos"] == newest["pos"]
+    assert summary(await history("chat/0", since=two["pos"])) == ([4], True, False)
+    # Paging forward: the oldest after it, then on from the last one received.
+    first = await history("chat/+", since=two["pos"], limit=1)
+    assert summary(first) == ([3], True, True)
+    rest = await history("chat/+", since=first["messages"][-1]["pos"], limit=1)
+    assert summary(rest) == ([4], True, False)
+    assert summary(await history("chat/+", since=newest["pos"])) == ([], True, False)
+    # A position it cannot read: from the oldest retained, not recovered (as a subscribe).
+    epoch, offset = four["pos"].split(":")
+    for unreadable in ("nonsense", "0:1", f"{epoch}:{int(offset) + 10**9}"):  # from later
+        assert summary(await history("chat/+", since=unreadable)) == ([0, 1, 2], False, True)
+    # Dropped by the history bounds: not recovered.
+    for n in range(3):
+        await client.request({"op": "publish", "topic": "chat/small", "data": n, "id": n})
+    assert summary(await history("chat/small", since=newest["pos"])) == ([1, 2], False, False)
+    no_history = await history("other", since=newest["pos"])
+    assert no_history == {
+        "op": "history",
+        "id": "h",
+        "messages": [],
+        "recovered": False,
+        "more": False,
+    }
+    refused = await history("chat/+", since=5)
+    assert (refused["code"], refused["message"]) == ("bad_request", "'since' must be a string")
+
+
 async def test_a_replay_passes_the_delivery_filters_like_live_messages(
     start_broker: StartBroker, connect: Connect
 ) -> None:
