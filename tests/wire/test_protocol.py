@@ -87,6 +87,7 @@ def test_lone_surrogates_are_escaped_not_fatal() -> None:
         protocol.Ping(),
         protocol.History("chat/#", limit=10, id=6),
         protocol.History("chat/#", id=7),
+        protocol.History("chat/#", limit=2, id=8, since="e:1"),
         protocol.Presence("chat/lobby", id=8),
         protocol.Refresh("a.b.c", id=9),
     ],
