@@ -13,10 +13,12 @@ from typing import Any
 import attrs
 import trio
 
-# What a route answers: a status and a body (a dict is sent as JSON), or HANG.
+# What a route answers: a status and a body (a dict is sent as JSON), HANG (no answer), or
+# HOLD (200 {} once the test calls `Backend.let_go`).
 Answer = tuple[int, bytes | dict[str, Any]]
 Route = Callable[[Any], Answer]
 HANG: Answer = (0, b"")
+HOLD: Answer = (1, b"")
 HANG_AT_MOST = 10.0  # seconds: a hung answer never outlives the test by more
 
 
@@ -35,6 +37,7 @@ class Backend:
         self.calls: list[Call] = []
         self.connections = 0
         self._released = threading.Event()
+        self._let_go = threading.Event()
         self._lock = threading.Lock()
         self._called = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
@@ -55,6 +58,10 @@ class Backend:
             return remaining.pop(0) if len(remaining) > 1 else remaining[0]
 
         self.routes[path] = route
+
+    def let_go(self) -> None:
+        """Answer the calls held (HOLD) and those to come."""
+        self._let_go.set()
 
     def calls_to(self, path: str) -> list[Call]:
         return [call for call in self.calls if call.path == path]
@@ -100,6 +107,9 @@ class Backend:
                     backend._released.wait(HANG_AT_MOST)
                     self.close_connection = True
                     return
+                if (status, answer) == HOLD:
+                    backend._let_go.wait(HANG_AT_MOST)
+                    status, answer = 200, {}
                 data = json.dumps(answer).encode() if isinstance(answer, dict) else answer
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -125,6 +135,7 @@ class Backend:
             yield self
         finally:
             self._released.set()
+            self._let_go.set()
             server.shutdown()
             server.server_close()
             thread.join(HANG_AT_MOST)

@@ -282,6 +282,7 @@ class Broker:
                         )
                     nursery.cancel_scope.deadline = deadline
                 # Every connection is gone: nothing left to flush or time.
+                self._webhooks.stopping()
                 outer.cancel_scope.cancel()
         finally:
             self._outer = None

@@ -36,9 +36,11 @@ class WebhookSender:
         self._config: WebhooksConfig | None = None
         self._secret = b""
         self._wakeup = trio.Event()
-        self._batch: bytes | None = None  # being posted: a drain posts it again
+        self._batch: bytes | None = None  # not taken yet: a drain posts it again
         self._batch_size = 0
         self._dropped_logged = 0
+        self._posting: trio.CancelScope | None = None  # the POST under way
+        self._draining = False  # bounded by the caller, unshielded
         # Made at the first POST: an SSL context each, which most brokers never need.
         self._http: httpx.AsyncClient | None = None
         events.queue.on_added = self._added
@@ -130,16 +132,31 @@ class WebhookSender:
             nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
             transport = httpx.AsyncHTTPTransport(socket_options=nodelay)
             self._http = httpx.AsyncClient(transport=transport, follow_redirects=False)
+        # A shutdown lets a POST under way finish (`stopping` bounds it) rather than cut
+        # it off: the backend may have taken the batch, and the drain would send it again.
+        self._posting = trio.CancelScope(shield=not self._draining)
         try:
-            with trio.fail_after(config.timeout):
+            with self._posting, trio.fail_after(config.timeout):
                 response = await self._http.post(config.url, content=body, headers=headers)
         except trio.TooSlowError:
             return f"no answer in {config.timeout:g} s"
         except httpx.HTTPError as error:
             return f"{type(error).__name__}: {error}"
+        finally:
+            cut_off, self._posting = self._posting.cancelled_caught, None
+        if cut_off:
+            return f"no answer within {DRAIN_SECONDS:g} s of the shutdown"
         if not 200 <= response.status_code < 300:
             return f"HTTP {response.status_code}"
         return None
+
+    def stopping(self) -> None:
+        """The broker is about to stop the sender: the POST under way, if any, may finish
+        within `DRAIN_SECONDS` (then the drain's own time starts)."""
+        if self._posting is not None:
+            self._posting.deadline = min(
+                self._posting.deadline, trio.current_time() + DRAIN_SECONDS
+            )
 
     async def drain(self) -> None:
         """At shutdown: the batch being posted and what is queued, one try each (the
@@ -147,6 +164,7 @@ class WebhookSender:
         config = self._config
         if config is None:
             return
+        self._draining = True
         self._log_drops()
         while self._batch is not None or len(self._events.queue):
             if self._batch is None:

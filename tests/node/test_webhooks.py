@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from broker import Broker
-from tests.backend_server import HANG, Backend, Call
+from tests.backend_server import HANG, HOLD, Backend, Call
 from tests.conftest import Connect, StartBroker, make_config, make_pipeline
 
 SECRET = "webhook-secret-for-tests"
@@ -137,6 +138,50 @@ async def test_a_failing_backend_gets_the_batch_again_until_it_takes_it(
         broker.stop()
     assert broker.stats.webhook_posts_failed == 3
     assert broker.stats.webhook_events_sent == 2
+
+
+async def test_a_post_under_way_at_shutdown_is_finished_not_sent_twice(
+    connect: Connect, backend: Backend, secret_file: str
+) -> None:
+    # Cut off mid-POST, the batch would go again in the drain: the backend may have taken
+    # it already (here it has; it only holds its answer).
+    backend.answer("/events", HOLD, OK)
+    config = make_config(webhooks=webhooks(backend, secret_file, timeout=5, events=["occupied"]))
+    broker = Broker(config, make_pipeline(config))
+    async with trio.open_nursery() as running:
+        await running.start(broker.serve)
+        client = await connect(broker)
+        await client.request({"op": "subscribe", "topic": "a", "id": 1})
+        await backend.wait_for_calls("/events", 1)
+        await client.aclose()
+        broker.stop()
+        await trio.testing.wait_all_tasks_blocked()  # as far as the shutdown goes on its own
+        backend.let_go()
+    (call,) = backend.calls_to("/events")
+    assert [e["topic"] for e in events_of([call])] == ["a"]
+    assert broker.stats.webhook_events_sent == 1
+
+
+async def test_a_hung_post_holds_the_shutdown_no_longer_than_the_drain(
+    connect: Connect, backend: Backend, secret_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import broker.node.broker
+    import broker.node.webhooks
+
+    for module in (broker.node.broker, broker.node.webhooks):
+        monkeypatch.setattr(module, "DRAIN_SECONDS", 0.2)
+    backend.answer("/events", HANG)
+    config = make_config(webhooks=webhooks(backend, secret_file, timeout=300, events=["occupied"]))
+    server = Broker(config, make_pipeline(config))
+    with trio.fail_after(5):  # not the POST's 300 s
+        async with trio.open_nursery() as running:
+            await running.start(server.serve)
+            client = await connect(server)
+            await client.request({"op": "subscribe", "topic": "a", "id": 1})
+            await backend.wait_for_calls("/events", 1)
+            await client.aclose()
+            server.stop()
+    assert server.stats.webhook_events_sent == 0
 
 
 async def test_beyond_max_queued_the_oldest_events_are_dropped_and_counted(
