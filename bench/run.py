@@ -68,9 +68,14 @@ HOOKS_SECTION = (
 )
 # Every connect and subscribe of the storm becomes a webhook event, posted to the same backend.
 WEBHOOKS = "trio-broker, webhooks on connect and subscribe"
+# Each client of the storm: connect and subscribe, then (at the SIGTERM that ends the run,
+# all at once) unsubscribe and disconnect, every one counted by the backend.
+WEBHOOK_EVENTS = ("connect", "disconnect", "subscribe", "unsubscribe")
+# The same with a queue that holds the SIGTERM's 20k events (the default holds 10k).
+ROOMY_WEBHOOKS = "trio-broker, webhooks, max_queued = 40000"
 WEBHOOKS_SECTION = (
     '\n[webhooks]\nurl = "http://127.0.0.1:{backend}/events"\nsecret_file = "{secret}"\n'
-    'events = ["connect", "disconnect", "subscribe", "unsubscribe"]\n'
+    f"events = {json.dumps(list(WEBHOOK_EVENTS))}\n"
 )
 SAMPLE = "trio-broker, sample config"  # etc/trio-broker.toml (acl, limits, topics) on port 0
 TLS = "trio-broker, wss://"  # a certificate made for the run (trustme)
@@ -87,6 +92,7 @@ VARIANTS = {
     TLS: TLS_SECTION,
     HOOKS: HOOKS_SECTION,
     WEBHOOKS: WEBHOOKS_SECTION,
+    ROOMY_WEBHOOKS: WEBHOOKS_SECTION + "max_queued = 40000\n",
     ONE_WORKER_2CPU: CLUSTER,
     TWO_WORKERS_2CPU: CLUSTER,
 }
@@ -176,7 +182,7 @@ SCENARIOS: list[dict[str, Any]] = [
         "subscribers": 10000,
         "inflight": 500,
         "addresses": 200,
-        "brokers": ("trio-broker", WEBHOOKS),
+        "brokers": ("trio-broker", WEBHOOKS, ROOMY_WEBHOOKS),
     },
     {
         # Counting must cost nothing on the hot path: the same broker, admin off and on.
@@ -328,6 +334,12 @@ class RedisServer:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait()
+
+
+def backend_events(port: int) -> int:
+    """The webhook events bench/peers/hooks_backend.js was posted so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/calls", timeout=5) as response:
+        return int(json.load(response)["events"])
 
 
 class Scraper(threading.Thread):
@@ -487,6 +499,8 @@ METRICS = [
     ("rss_per_connection_kib", "RSS KiB/conn", "{:.1f}"),
     ("storm_seconds", "all subscribed, s", "{:.2f}"),
     ("cpu_us_per_connection", "broker CPU µs/client", "{:.0f}"),
+    ("webhook_events_received", "webhook events received", "{:,.0f}"),
+    ("webhook_events_missing", "webhook events missing", "{:,.0f}"),
 ]
 
 
@@ -596,12 +610,19 @@ def main() -> None:
                         )
                         for _ in range(NODES.get(name, 1))
                     ]
+                    events_before = backend_events(backend_port)
                     try:
                         cluster = redis if name in CLUSTER_BROKERS else None
                         outcome = run_load(brokers, scenario, args.duration, cluster)
                     finally:
                         for broker in brokers:
                             broker.stop()
+                    if name in (WEBHOOKS, ROOMY_WEBHOOKS):
+                        # After the stop: what the shutdown's drain sent counts too.
+                        received = backend_events(backend_port) - events_before
+                        expected = len(WEBHOOK_EVENTS) * outcome["connections"]
+                        outcome["webhook_events_received"] = received
+                        outcome["webhook_events_missing"] = expected - received
                     if brokers[0].scraper is not None:
                         outcome["scrapes"] = brokers[0].scraper.scrapes
                     raw.setdefault(scenario["name"], {}).setdefault(name, []).append(outcome)
