@@ -153,8 +153,8 @@ class AdminApi:
         busiest = [{"filter": f, "subscribers": n} for f, n in snapshot.busiest]
         nodes: list[dict[str, Any]] = []
         try:
-            nodes = await cluster_nodes(self._broker.engine)
-            top = (await cluster_channels(self._broker.engine))[:BUSIEST]
+            nodes = (await cluster_nodes(self._broker.engine))[0]
+            top = (await cluster_channels(self._broker.engine))[0][:BUSIEST]
             busiest = [{"filter": f, "subscribers": n} for f, n in top]
         except ProtocolError:
             pass  # Redis away: this node's numbers only

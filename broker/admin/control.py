@@ -119,20 +119,28 @@ Endpoint = Callable[[HttpRequest, Identity | None], Awaitable[HttpResponse]]
 NODE_FIELDS = ("node", "version", "connections", "subscriptions", "uptime_s")
 
 
-async def cluster_nodes(engine: Engine) -> list[dict[str, Any]]:
-    """Every node's numbers, by name (`broker.node.commands`)."""
-    answers = await engine.broadcast({"op": "info"})
-    nodes = [{key: answer.get(key) for key in NODE_FIELDS} for answer in answers]
-    return sorted(nodes, key=lambda node: str(node["node"]))
+async def cluster_nodes(engine: Engine) -> tuple[list[dict[str, Any]], int]:
+    """Every node's numbers, by name (`broker.node.commands`); how many did not answer."""
+    gathered = await engine.broadcast({"op": "info"})
+    nodes = [{key: answer.get(key) for key in NODE_FIELDS} for answer in gathered.answers]
+    return sorted(nodes, key=lambda node: str(node["node"])), gathered.unanswered
 
 
-async def cluster_channels(engine: Engine, prefix: str = "") -> list[tuple[str, int]]:
-    """The filters held anywhere in the cluster and their subscribers, most first."""
+async def cluster_channels(engine: Engine, prefix: str = "") -> tuple[list[tuple[str, int]], int]:
+    """The filters held anywhere in the cluster and their subscribers, most first; how many
+    nodes did not answer."""
     totals: dict[str, int] = {}
-    for answer in await engine.broadcast({"op": "channels", "prefix": prefix}):
+    gathered = await engine.broadcast({"op": "channels", "prefix": prefix})
+    for answer in gathered.answers:
         for topic_filter, count in answer.get("channels", {}).items():
             totals[topic_filter] = totals.get(topic_filter, 0) + int(count)
-    return sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+    return sorted(totals.items(), key=lambda item: (-item[1], item[0])), gathered.unanswered
+
+
+def _noting(answer: dict[str, Any], unanswered: int) -> dict[str, Any]:
+    """``answer``, saying how many nodes it leaves out when some did not answer in time
+    (they may still act on a command)."""
+    return answer | {"unanswered": unanswered} if unanswered else answer
 
 
 class ControlApi:
@@ -178,8 +186,9 @@ class ControlApi:
         they did (their ``done`` counts)."""
 
         async def work() -> dict[str, Any]:
-            answers = await self._engine().broadcast(command())
-            return {done: sum(answer.get(done, 0) for answer in answers)}
+            gathered = await self._engine().broadcast(command())
+            total = sum(answer.get(done, 0) for answer in gathered.answers)
+            return _noting({done: total}, gathered.unanswered)
 
         return await self._run(identity, work)
 
@@ -197,7 +206,8 @@ class ControlApi:
     async def info(self, request: HttpRequest, identity: Identity | None) -> HttpResponse:
         async def work() -> dict[str, Any]:
             _query(request, frozenset())
-            return {"nodes": await cluster_nodes(self._engine())}
+            nodes, unanswered = await cluster_nodes(self._engine())
+            return _noting({"nodes": nodes}, unanswered)
 
         return await self._run(identity, work)
 
@@ -205,11 +215,12 @@ class ControlApi:
         async def work() -> dict[str, Any]:
             query = _query(request, frozenset({"prefix", "limit"}))
             limit = _count(query, "limit", DEFAULT_CHANNELS, MAX_CHANNELS)
-            held = await cluster_channels(self._engine(), query.get("prefix", ""))
-            return {
+            held, unanswered = await cluster_channels(self._engine(), query.get("prefix", ""))
+            answer = {
                 "channels": [{"topic": f, "subscribers": n} for f, n in held[:limit]],
                 "truncated": len(held) > limit,
             }
+            return _noting(answer, unanswered)
 
         return await self._run(identity, work)
 

@@ -31,7 +31,7 @@ from ..core.snapshots import Snapshot
 from ..core.stats import Link, Stats
 from ..core.topics import has_wildcard, matches
 from ..engine.history_page import HistoryPage, newest_page, page_after
-from ..engine.interface import Recovery
+from ..engine.interface import Answers, Recovery
 from ..engine.local import LocalPart
 from ..engine.publishing import publication_of
 from ..engine.router import Subscriber
@@ -184,7 +184,7 @@ class RedisEngine(LocalPart):
     def release_user(self, user: str, client_id: str) -> None:
         self._user_limits.release(user, client_id)
 
-    async def broadcast(self, command: dict[str, Any]) -> list[dict[str, Any]]:
+    async def broadcast(self, command: dict[str, Any]) -> Answers:
         """Every node subscribed to the commands' channel answers: PUBLISH says how many
         got it, and the answers of those that took longer than ``redis_timeout`` are left
         out."""
@@ -201,7 +201,8 @@ class RedisEngine(LocalPart):
             gathering.expect(int(receivers))
             with trio.move_on_after(self._timeout):
                 await gathering.complete.wait()
-            return gathering.answers
+            answers = list(gathering.answers)
+            return Answers(answers, max(0, int(receivers) - len(answers)))
         finally:
             del self._gatherings[request_id]
 

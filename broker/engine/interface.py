@@ -45,6 +45,14 @@ class Recovery:
     snapshot: Snapshot | None = None
 
 
+@attrs.frozen
+class Answers:
+    """What a broadcast gathered."""
+
+    answers: list[dict[str, Any]]  # each node's, with its ``node``
+    unanswered: int = 0  # nodes that got the command and did not answer in time
+
+
 class Engine(Protocol):
     # What happens, for the webhooks: the engine reports join, leave, occupied and
     # vacated (the latter two once per transition across the cluster).
@@ -132,7 +140,7 @@ class Engine(Protocol):
     def serve_commands(self, handler: CommandHandler) -> None:
         """Where `broadcast` commands run on this node."""
 
-    async def broadcast(self, command: dict[str, Any]) -> list[dict[str, Any]]:
+    async def broadcast(self, command: dict[str, Any]) -> "Answers":
         """Run ``command`` on every node of the cluster, this one too; the answers of those
-        that answered in time (each with its ``node``). ProtocolError ``unavailable`` if
-        the other nodes cannot be asked."""
+        that answered in time (each with its ``node``), and how many did not.
+        ProtocolError ``unavailable`` if the other nodes cannot be asked."""

@@ -17,7 +17,7 @@ from ..wire.frames import text_frame
 from ..wire.positions import format_position, new_epoch, parse_position
 from ..wire.protocol import ProtocolError
 from .history_page import HistoryPage, newest_page, page_after
-from .interface import Recovery
+from .interface import Answers, Recovery
 from .local import LocalPart
 from .router import Subscriber
 
@@ -90,9 +90,9 @@ class MemoryEngine(LocalPart):
             if not held:
                 del self._user_connections[user]
 
-    async def broadcast(self, command: dict[str, Any]) -> list[dict[str, Any]]:
+    async def broadcast(self, command: dict[str, Any]) -> Answers:
         """One node: this one."""
-        return [{"node": self.node, **await self.run_command(command)}]
+        return Answers([{"node": self.node, **await self.run_command(command)}])
 
     def unsubscribe(self, topic_filter: str, subscriber: Subscriber) -> None:
         if self.router.unsubscribe(topic_filter, subscriber):

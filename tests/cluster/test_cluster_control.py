@@ -1,11 +1,13 @@
 """The server control API acts on the whole cluster: any node's admin listener reaches the
 clients of every node, and answers with what they all did."""
 
+import coredis
 import httpx
 import pytest
 
 from tests.admin.test_control_api import ADMIN, AS_ADMIN, HEADER_AUTH, api
 from tests.conftest import Connect, StartNode
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow  # redis-server
 
@@ -36,6 +38,29 @@ async def test_disconnect_info_and_channels_span_the_nodes(
     for alice in alices:
         assert await alice.wait_closed() == (4003, "disconnected")
     assert (await bob.request({"op": "ping", "id": 3}))["op"] == "pong"
+
+
+async def test_an_answer_says_how_many_nodes_did_not_answer_in_time(
+    start_node: StartNode, connect: Connect, http: httpx.AsyncClient, redis: RedisServer
+) -> None:
+    node = await start_node([HEADER_AUTH], admin=ADMIN, cluster={"redis_timeout": 0.5})
+    await connect(node, headers={"X-User": "alice"})
+    info = (await http.get(api(node, "/api/info"), headers=AS_ADMIN)).json()
+    assert len(info["nodes"]) == 1 and "unanswered" not in info
+    # A node that hears the commands and never answers (hung, say).
+    silent = coredis.Redis(unix_socket_path=str(redis.socket_path))
+    async with silent:
+        pubsub = silent.pubsub()
+        async with pubsub:
+            await pubsub.subscribe(node.engine.names.commands)
+            info = (await http.get(api(node, "/api/info"), headers=AS_ADMIN)).json()
+            assert (len(info["nodes"]), info["unanswered"]) == (1, 1)
+            channels = (await http.get(api(node, "/api/channels"), headers=AS_ADMIN)).json()
+            assert channels["unanswered"] == 1
+            response = await http.post(
+                api(node, "/api/disconnect"), headers=AS_ADMIN, json={"user": "alice"}
+            )
+            assert response.json() == {"disconnected": 1, "unanswered": 1}
 
 
 async def test_the_backend_subscribes_a_user_on_every_node(
