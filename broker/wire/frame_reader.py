@@ -11,9 +11,11 @@ reserved bits or opcodes, minimal length encodings, control frames whole and at 
 bytes, close codes a peer may send.
 """
 
+import zlib
 from typing import Final
 
 from .close_codes import CloseCode
+from .deflate import inflate
 
 TEXT: Final = 0x1
 BINARY: Final = 0x2
@@ -99,6 +101,11 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     return value.to_bytes(length, "little")
 
 
+def _deflated_bound(size: int) -> int:
+    """The most that ``size`` bytes may take deflated (stored blocks and their headers)."""
+    return size + (size >> 10) + 64
+
+
 def _close_event(payload: bytes) -> Close | Violation:
     if not payload:
         return Close(NO_STATUS, "")
@@ -123,6 +130,8 @@ class FrameReader:
 
     __slots__ = (
         "_buffer",
+        "_compressed",
+        "_deflate",
         "_discarding",
         "_done",
         "_fragments",
@@ -133,8 +142,13 @@ class FrameReader:
         "_skip",
     )
 
-    def __init__(self, max_message_size: int) -> None:
+    def __init__(self, max_message_size: int, *, deflate: bool = False) -> None:
+        """``deflate``: permessage-deflate was negotiated (`broker.wire.deflate`): a
+        message whose first frame has RSV1 set is inflated, ``max_message_size``
+        bounding its inflated size."""
         self._max_size = max_message_size
+        self._deflate = deflate
+        self._compressed = False  # the message being received is
         self._buffer = b""  # an incomplete frame's bytes so far
         self._opcode = 0  # of the fragmented message being received; 0: none
         self._fragments: list[bytes] = []
@@ -200,6 +214,8 @@ class FrameReader:
                 break
             payload = unmask(buffer[start:stop], buffer[head:start])
             position = stop
+            if first & 0x40 and opcode < 0x8:
+                self._compressed = True  # RSV1 on a data frame: `_check_header` allowed it
             event = self._frame(first & 0x80, opcode, payload)
             if event is None:
                 continue
@@ -216,7 +232,12 @@ class FrameReader:
     ) -> tuple[int, str] | None:
         """What is wrong with a frame's header, if anything: known before its payload."""
         if first & 0x70:
-            return PROTOCOL_ERROR, "reserved bits set (no extension was negotiated)"
+            if not self._deflate:
+                return PROTOCOL_ERROR, "reserved bits set (no extension was negotiated)"
+            if first & 0x30:
+                return PROTOCOL_ERROR, "RSV2 or RSV3 set (only permessage-deflate was negotiated)"
+            if opcode not in (TEXT, BINARY):
+                return PROTOCOL_ERROR, "RSV1 set on a frame that does not start a message"
         if not second & 0x80:
             return PROTOCOL_ERROR, "client frames must be masked"
         if opcode >= 0x8:
@@ -238,7 +259,10 @@ class FrameReader:
             return PROTOCOL_ERROR, "new message inside a fragmented message"
         # Refused as soon as announced: the payload is neither waited for nor buffered.
         if self._size + length > self._max_size:
-            return MESSAGE_TOO_BIG, "message too big"
+            compressed = self._compressed if opcode == CONTINUATION else first & 0x40
+            # Deflate may add a little to what does not compress; inflating checks again.
+            if not compressed or self._size + length > _deflated_bound(self._max_size):
+                return MESSAGE_TOO_BIG, "message too big"
         return None
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> Event | None:
@@ -261,6 +285,17 @@ class FrameReader:
             payload = b"".join(self._fragments)
             opcode, frames = self._opcode, self._frames + 1
             self._opcode, self._fragments, self._size, self._frames = 0, [], 0, 0
+        if self._compressed:
+            self._compressed = False
+            try:
+                inflated = inflate(payload, self._max_size)
+            except zlib.error:
+                self._discard()
+                return Violation(INVALID_DATA, "malformed compressed message", framing_intact=True)
+            if inflated is None:
+                self._discard()
+                return Violation(MESSAGE_TOO_BIG, "message too big", framing_intact=True)
+            payload = inflated
         if opcode == BINARY:
             return Received(payload, frames)
         try:
@@ -271,6 +306,7 @@ class FrameReader:
 
     def _discard(self) -> None:
         self._discarding = True
+        self._compressed = False
         self._opcode, self._fragments, self._size, self._frames = 0, [], 0, 0
 
     def _fail(self, events: list[Event], code: int, reason: str) -> list[Event]:

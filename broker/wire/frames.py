@@ -16,16 +16,18 @@ _FIN_PONG = 0x8A
 _MAX_CLOSE_REASON = 123  # a control frame's 125 bytes, less the code
 
 
+def frame_header(first: int, length: int) -> bytes:
+    """An unmasked frame's header: ``first`` its first byte (FIN, RSV and opcode bits)."""
+    if length < 126:
+        return bytes((first, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
+
+
 def text_frame(payload: bytes) -> bytes:
     """One unfragmented, unmasked text frame carrying ``payload`` (UTF-8)."""
-    length = len(payload)
-    if length < 126:
-        header = bytes((_FIN_TEXT, length))
-    elif length < 1 << 16:
-        header = struct.pack("!BBH", _FIN_TEXT, 126, length)
-    else:
-        header = struct.pack("!BBQ", _FIN_TEXT, 127, length)
-    return header + payload
+    return frame_header(_FIN_TEXT, len(payload)) + payload
 
 
 def frame_payload(frame: bytes) -> bytes:
