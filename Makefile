@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 CONFIG ?= etc/trio-broker.toml
 
-.PHONY: run test lint typecheck unit services bench clean
+.PHONY: run test lint typecheck unit services node-packages bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -38,13 +38,13 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy --strict broker plugins
 
-unit: $(VENV)/.installed-test services
+unit: $(VENV)/.installed-test services node-packages
 	$(BIN)/pytest
 
 # What some tests need (Debian package:command). Installed where that is possible (root
 # on Debian); elsewhere those tests skip, saying how to install them, unless
 # TRIO_BROKER_REQUIRE_SERVICES=1 (.ci/run) makes them fail.
-SERVICES := chromium:chromium curl:curl redis-server:redis-server
+SERVICES := chromium:chromium curl:curl redis-server:redis-server nodejs:node npm:npm
 
 services:
 	@missing=""; for entry in $(SERVICES); do \
@@ -56,6 +56,14 @@ services:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
 		echo "not installed:$$missing (needs root on Debian: apt-get install$$missing); their tests skip"; \
+	fi
+
+# Node's ws (bench/package.json) for the interoperability tests, and the benchmark.
+node-packages: services
+	@if command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory bench/node_modules/.package-lock.json; \
+	else \
+		echo "npm not installed: the tests with Node's ws skip"; \
 	fi
 
 test: lint typecheck unit

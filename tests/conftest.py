@@ -153,10 +153,15 @@ async def connect() -> AsyncIterator[Connect]:
         headers: dict[str, str] | None = None,
         receive_buffer: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        compression: bool = False,
     ) -> WsClient:
         address = target if isinstance(target, str) else url(target)
         client = await WsClient.connect(
-            address, headers=headers, receive_buffer=receive_buffer, ssl_context=ssl_context
+            address,
+            headers=headers,
+            receive_buffer=receive_buffer,
+            ssl_context=ssl_context,
+            compression=compression,
         )
         clients.append(client)
         if welcome:

@@ -14,6 +14,7 @@ from typing import Any
 import trio
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
+from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
@@ -41,6 +42,7 @@ class WsClient:
         self.protocol = protocol
         self._frames: deque[Frame] = deque()
         self.eof = False
+        self.bytes_received = 0  # from the socket, after the handshake (compressed or not)
 
     @classmethod
     async def connect(
@@ -50,8 +52,10 @@ class WsClient:
         timeout: float = TIMEOUT,
         receive_buffer: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        compression: bool = False,
     ) -> "WsClient":
-        """Connect; ``receive_buffer`` shrinks SO_RCVBUF so that backpressure comes sooner.
+        """Connect; ``receive_buffer`` shrinks SO_RCVBUF so that backpressure comes sooner;
+        ``compression`` offers permessage-deflate as websockets does by default.
 
         A wss:// URL verifies the server with ``ssl_context`` (the system's CAs by default).
         """
@@ -67,7 +71,8 @@ class WsClient:
         if uri.secure:
             context = ssl_context or ssl.create_default_context()
             stream = trio.SSLStream(stream, context, server_hostname=uri.host)
-        protocol = ClientProtocol(uri, max_size=None)
+        extensions = enable_client_permessage_deflate(None) if compression else None
+        protocol = ClientProtocol(uri, max_size=None, extensions=extensions)
         request = protocol.connect()
         for name, value in (headers or {}).items():
             request.headers[name] = value
@@ -123,6 +128,7 @@ class WsClient:
         except trio.BrokenResourceError:
             data = b""
         if data:
+            self.bytes_received += len(data)
             self.protocol.receive_data(data)
         else:
             self.eof = True

@@ -127,6 +127,10 @@ class ServerConfig:
     tls: TlsConfig | None = _setting(None, section=TlsConfig)
     # Processes sharing the port (SO_REUSEPORT), meeting through the cluster engine.
     workers: int = _setting(1, min=1, max=1024)
+    # permessage-deflate (RFC 7692) for clients that offer it (broker.wire.deflate).
+    compression: bool = _setting(False)
+    compression_level: int = _setting(1, min=1, max=9)
+    compression_min_size: int = _setting(256, min=0, max=1 << 30)
 
 
 def _check_topic_filter(value: str) -> str | None:

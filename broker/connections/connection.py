@@ -76,6 +76,7 @@ class ClientConnection(Detours, Liveness, Writing):
         flusher: Flusher | None = None,
         stats: Stats | None = None,
         writers: trio.Nursery,
+        compress: Callable[[bytes], bytes] | None = None,
     ) -> None:
         # What each attribute is for: `ConnectionState`.
         self.stream = stream
@@ -99,6 +100,7 @@ class ClientConnection(Detours, Liveness, Writing):
             limits.max_queued_bytes,
             self._start_writer,
             self._request_flush if self._flusher is not None else None,
+            compress,
         )
         self.subscriptions = set()
         self._detour = None
@@ -166,7 +168,7 @@ class ClientConnection(Detours, Liveness, Writing):
 
     async def _read_loop(self) -> None:
         """Handle what the peer sends until its close frame or EOF."""
-        reader = FrameReader(self.limits.max_message_size)
+        reader = FrameReader(self.limits.max_message_size, deflate=self.outbox.compresses)
         socket = self._socket
         tls = self._tls
         data: bytes | None = self._received + (tls.take_buffered() if tls is not None else b"")

@@ -47,8 +47,10 @@ class UpgradeRequest:
     host: str
     key: bytes  # Sec-WebSocket-Key
     # Its other headers (names lowercase), but Host and the extension and subprotocol
-    # offers, which the broker declines.
+    # offers.
     extra_headers: tuple[tuple[bytes, bytes], ...]
+    # The Sec-WebSocket-Extensions values (broker.wire.deflate reads them).
+    extensions: tuple[bytes, ...] = ()
 
 
 @attrs.frozen
@@ -95,11 +97,15 @@ def check_upgrade(event: h11.Request) -> UpgradeRequest:
     host = key = version = None
     upgrade = b""
     extra: list[tuple[bytes, bytes]] = []
+    extensions: list[bytes] = []
     for name, value in event.headers:  # h11 gives names in lowercase
         if name == b"host":
             host = value
             continue
-        if name in (b"sec-websocket-extensions", b"sec-websocket-protocol"):
+        if name == b"sec-websocket-extensions":
+            extensions.append(bytes(value))
+            continue
+        if name == b"sec-websocket-protocol":
             continue
         if name == b"connection":
             connection += _tokens(value)
@@ -125,7 +131,7 @@ def check_upgrade(event: h11.Request) -> UpgradeRequest:
         target, host_name = event.target.decode("ascii"), host.decode("idna")
     except UnicodeError as exc:
         raise _bad(f"malformed request: {exc}") from None
-    return UpgradeRequest(target, host_name, bytes(key), tuple(extra))
+    return UpgradeRequest(target, host_name, bytes(key), tuple(extra), tuple(extensions))
 
 
 class RequestReader:
@@ -166,9 +172,10 @@ def http_error(refusal: Refusal) -> bytes:
     return "\r\n".join([*head, "", ""]).encode() + body
 
 
-def accept_response(request: UpgradeRequest) -> bytes:
-    """The 101 answer (no extension, no subprotocol)."""
+def accept_response(request: UpgradeRequest, extensions: bytes | None = None) -> bytes:
+    """The 101 answer, with the extensions agreed on (no subprotocol)."""
+    agreed = b"" if extensions is None else b"Sec-WebSocket-Extensions: " + extensions + b"\r\n"
     return (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + generate_accept_token(request.key) + b"\r\n\r\n"
+        b"Sec-WebSocket-Accept: " + generate_accept_token(request.key) + b"\r\n" + agreed + b"\r\n"
     )

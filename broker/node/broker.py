@@ -3,7 +3,7 @@
 import errno
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -34,7 +34,7 @@ from ..plugin_host.handshake_view import plugin_view
 from ..plugin_host.loader import build_pipeline
 from ..plugin_host.pipeline import Pipeline, PluginFailure
 from ..version import SERVER_NAME
-from ..wire import protocol
+from ..wire import deflate, protocol
 from ..wire.close_codes import CloseCode
 from ..wire.frames import text_frame
 from ..wire.protocol import ProtocolError
@@ -66,6 +66,11 @@ class _Accepted:
     remote: str  # for logs
     remote_address: str  # for plugins: the client's, as a trusted proxy forwarded it
     address: str | None  # the key it was admitted under, when a trusted proxy forwarded it
+    compress: Callable[[bytes], bytes] | None = None  # permessage-deflate was agreed
+
+
+def _deflater(config: Config) -> deflate.Deflater:
+    return deflate.Deflater(config.server.compression_level, config.server.compression_min_size)
 
 
 async def _listen(host: str, port: int, *, reuse_port: bool = False) -> list[trio.SocketListener]:
@@ -129,6 +134,7 @@ class Broker:
         self._lame_duck = False
         self.flusher = Flusher()
         self.timers = Timers()
+        self._deflater = _deflater(config)
         self._client_ids = ClientIds()
         self.engine: Engine = (
             RedisEngine(config, self.stats, lambda: self.pipeline)
@@ -200,6 +206,7 @@ class Broker:
         self._addresses.configure(*config.limits.per_address)
         self._admin.configure(config, self._admin_tls)
         self._proxies = TrustedProxies(config.server.trusted_proxies)
+        self._deflater = _deflater(config)  # connections made before keep theirs
 
     @property
     def stopping(self) -> bool:
@@ -378,9 +385,15 @@ class Broker:
                 return None
         accepted = None
         try:
-            decided = await self._decide(stream, request, view, config, remote)
+            agreement = deflate.negotiate(request.extensions) if config.server.compression else None
+            decided = await self._decide(stream, request, view, config, remote, agreement)
             if decided is not None:
-                accepted = _Accepted(*decided, received.after, remote, view.remote_address, address)
+                compress = None
+                if agreement is not None:
+                    compress = self._deflater.for_window(agreement.window_bits)
+                accepted = _Accepted(
+                    *decided, received.after, remote, view.remote_address, address, compress
+                )
             return accepted
         finally:
             if accepted is None and address is not None:
@@ -428,6 +441,7 @@ class Broker:
         view: HandshakeRequest,
         config: Config,
         remote: str,
+        agreement: deflate.Agreement | None,
     ) -> tuple[Identity, str, bytes] | None:
         """Refuse or accept the request; if accepted (a slot taken), the identity, the
         client id and the response to send: the 101 and the welcome."""
@@ -452,7 +466,9 @@ class Broker:
         self._slots_taken += 1
         client_id = view.client_id
         welcome = protocol.encode_welcome(client_id, SERVER_NAME, outcome.expires_at)
-        return outcome, client_id, handshake.accept_response(request) + text_frame(welcome)
+        extensions = None if agreement is None else agreement.header()
+        response = handshake.accept_response(request, extensions) + text_frame(welcome)
+        return outcome, client_id, response
 
     async def _handshake_in_time(
         self, stream: trio.abc.Stream, config: Config, remote: str, proxy: IPAddress | None
@@ -509,6 +525,7 @@ class Broker:
                 flusher=self.flusher,
                 stats=self.stats,
                 writers=self._outer,
+                compress=accepted.compress,
             )
             # Counted before the client hears it is welcome.
             self._connections.add(connection)
