@@ -110,6 +110,9 @@ def test_a_frame_is_compressed_once_per_window_and_each_message_stands_alone() -
     assert first is deflater.frame(chat)  # the next subscriber gets the same bytes
     assert first[0] == 0xC1 and len(first) < len(chat) // 3
     assert unpacked(first) == frame_payload(chat)
+    shared = deflater.for_window(15)
+    assert shared is deflater.for_window(15)  # one function for every connection
+    assert unpacked(shared(chat)) == frame_payload(chat) and shared(chat) is shared(chat)
     smaller_window = deflater.frame(chat, 10)
     assert smaller_window is not first and unpacked(smaller_window) == frame_payload(chat)
     # Without context takeover: a fresh inflater reads any message on its own.
