@@ -77,6 +77,10 @@ WEBHOOKS_SECTION = (
     '\n[webhooks]\nurl = "http://127.0.0.1:{backend}/events"\nsecret_file = "{secret}"\n'
     f"events = {json.dumps(list(WEBHOOK_EVENTS))}\n"
 )
+# Clients that offer permessage-deflate (as browsers do), against brokers that decline it
+# and brokers that compress: trio-broker once per publish, Node's ws once per subscriber.
+COMPRESSED = "trio-broker, compression"
+NODE_DEFLATE = "node ws, perMessageDeflate"
 SAMPLE = "trio-broker, sample config"  # etc/trio-broker.toml (acl, limits, topics) on port 0
 TLS = "trio-broker, wss://"  # a certificate made for the run (trustme)
 NODE_TLS = "node ws, wss://"
@@ -92,11 +96,16 @@ VARIANTS = {
     TLS: TLS_SECTION,
     HOOKS: HOOKS_SECTION,
     WEBHOOKS: WEBHOOKS_SECTION,
+    COMPRESSED: "",
     ROOMY_WEBHOOKS: WEBHOOKS_SECTION + "max_queued = 40000\n",
     ONE_WORKER_2CPU: CLUSTER,
     TWO_WORKERS_2CPU: CLUSTER,
 }
-SERVER_VARIANTS = {WORKERS: "workers = 2", TWO_WORKERS_2CPU: "workers = 2"}
+SERVER_VARIANTS = {
+    WORKERS: "workers = 2",
+    TWO_WORKERS_2CPU: "workers = 2",
+    COMPRESSED: "compression = true",
+}
 NODES = {CROSS_NODE: 2}
 SCRAPE_INTERVAL = 1.0
 # Brokers a scenario runs against, unless it names its own.
@@ -105,6 +114,28 @@ TREE = "trio-broker, tree"  # --tree DIR: a checkout of trio-broker, in the same
 
 SCENARIOS: list[dict[str, Any]] = [
     {"name": "saturation, S=100", "mode": "saturate", "subscribers": 100},
+    {
+        # 1 KiB of chat-like text per message; every client offers permessage-deflate.
+        "name": "saturation, S=100, 1 KiB chat, deflate offered",
+        "mode": "saturate",
+        "subscribers": 100,
+        "payload": 1024,
+        "chat": 1,
+        "deflate": 1,
+        "brokers": ("trio-broker", COMPRESSED, "node ws", NODE_DEFLATE),
+    },
+    {
+        # The same at a rate every broker but Node's compressing one sustains: what
+        # compression costs in CPU, neither side saturated.
+        "name": "20k deliveries/s, S=100, 1 KiB chat, deflate offered",
+        "mode": "rate",
+        "rate": 20000,
+        "subscribers": 100,
+        "payload": 1024,
+        "chat": 1,
+        "deflate": 1,
+        "brokers": ("trio-broker", COMPRESSED, "node ws", NODE_DEFLATE),
+    },
     {"name": "saturation, S=1000", "mode": "saturate", "subscribers": 1000},
     {"name": "20k deliveries/s, S=100", "mode": "rate", "subscribers": 100, "rate": 20000},
     {"name": "20k deliveries/s, S=1000", "mode": "rate", "subscribers": 1000, "rate": 20000},
@@ -238,6 +269,7 @@ def broker_commands(configs: dict[str, Path]) -> dict[str, list[str]]:
         "naive trio-websocket": [sys.executable, str(BENCH / "peers" / "naive_trio_broker.py")],
         "node ws": node,
         NODE_TLS: node,
+        NODE_DEFLATE: node,
     }
 
 
@@ -494,6 +526,7 @@ METRICS = [
     ("cpu_us_per_delivery", "CPU µs/delivery", "{:.2f}"),
     ("deliveries_per_cpu_s", "deliveries/CPU-s", "{:,.0f}"),
     ("redis_cpu_us_per_message", "Redis CPU µs/message", "{:.1f}"),
+    ("wire_bytes_per_delivery", "wire bytes/delivery", "{:,.0f}"),
     ("lost", "lost", "{:.0f}"),
     ("reordered", "reordered", "{:.0f}"),
     ("rss_per_connection_kib", "RSS KiB/conn", "{:.1f}"),
@@ -553,6 +586,7 @@ def main() -> None:
         redis_socket = Path(tmp) / "redis.sock"
         cert, key = make_certificate(Path(tmp))
         node_tls = {"TLS_CERT": str(cert), "TLS_KEY": str(key)}
+        node_envs = {NODE_TLS: node_tls, NODE_DEFLATE: {"PER_MESSAGE_DEFLATE": "1"}}
         backend = subprocess.Popen(
             ["node", str(BENCH / "peers" / "hooks_backend.js")],  # wherever a CPU is free
             stdout=subprocess.PIPE,
@@ -605,7 +639,7 @@ def main() -> None:
                             command,
                             scraped=name == SCRAPED,
                             tls=name in TLS_BROKERS,
-                            env=node_tls if name == NODE_TLS else None,
+                            env=node_envs.get(name),
                             cpus="0-1" if name in BOTH_CORES else 0,
                         )
                         for _ in range(NODES.get(name, 1))

@@ -12,7 +12,15 @@
 //          chat room where everyone talks; order across senders is not checked then),
 //          storm (--subscribers clients connect and subscribe, --inflight at a time, from
 //          --addresses source addresses 127.0.0.2...: how long until all are subscribed)
+//   --deflate 1: every client offers permessage-deflate (as browsers do), and the result
+//   says how many bytes the subscribers read from their sockets per delivery. Inflating
+//   every delivery would make this generator the bottleneck (ws inflates asynchronously,
+//   tens of µs a message): one subscriber in a hundred is a ws client that inflates and checks
+//   order and latency; the others read frames raw and count them (and lost ones);
+//   --chat 1: the payload's padding is chat-like text (words), not one repeated letter.
 "use strict";
+const crypto = require("crypto");
+const net = require("net");
 const WebSocket = require("ws");
 
 const args = Object.fromEntries(
@@ -33,6 +41,9 @@ const payloadSize = +(args.payload ?? 100);
 const inflight = +(args.inflight ?? 10000);
 const drainLimit = 10000;
 const membersPublish = args["members-publish"] === "1";
+const deflate = args.deflate === "1";
+const CHECKING = 100; // with --deflate: one subscriber in this many inflates and checks
+const chat = args.chat === "1";
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const now = () => performance.now(); // ms, sub-µs resolution, same clock in every socket
@@ -41,7 +52,7 @@ function open(url, localAddress = undefined) {
   return new Promise((resolve, reject) => {
     // wss:// rows use a certificate made for the run: not checked, as for Node's broker.
     const ws = new WebSocket(url, {
-      perMessageDeflate: false, skipUTF8Validation: true, localAddress, rejectUnauthorized: false,
+      perMessageDeflate: deflate, skipUTF8Validation: true, localAddress, rejectUnauthorized: false,
     });
     ws.once("message", () => resolve(ws)); // the welcome
     ws.once("error", reject);
@@ -68,6 +79,101 @@ async function openMany(count, setup) {
 }
 
 const topicOf = (i) => `bench/${i % topicCount}`;
+
+// A subscriber that offers permessage-deflate and counts the messages it gets without
+// inflating them: a socket, the upgrade by hand, frame headers only.
+function openCounting(url, topic, onMessage) {
+  const { hostname, port, pathname } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(+port, hostname);
+    socket.setNoDelay(true);
+    let buffer = Buffer.alloc(0);
+    let stage = "upgrade"; // then "welcome", "ack", "counting"
+    const counter = { bytesRead: 0, socket };
+    socket.on("error", reject);
+    socket.on("connect", () => {
+      socket.write(
+        `GET ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\n` +
+        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+        `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString("base64")}\r\n` +
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n");
+    });
+    // Counting reads frame headers only: a payload is skipped as it comes, never copied.
+    let skip = 0;
+    let pending = null; // a header cut by the end of a read
+    const count = (data) => {
+      if (pending) { data = Buffer.concat([pending, data]); pending = null; }
+      let at = 0;
+      while (at < data.length) {
+        if (skip) { const n = Math.min(skip, data.length - at); skip -= n; at += n; continue; }
+        const left = data.length - at;
+        let length = left >= 2 ? data[at + 1] & 0x7f : 0, head = 2;
+        if (length === 126) head = 4; else if (length === 127) head = 10;
+        if (left < head) { pending = Buffer.from(data.subarray(at)); return; }
+        if (head === 4) length = data.readUInt16BE(at + 2);
+        else if (head === 10) length = Number(data.readBigUInt64BE(at + 2));
+        if ((data[at] & 0x80) && (data[at] & 0x0f) < 8) onMessage();
+        at += head;
+        skip = length;
+      }
+    };
+    socket.on("data", (data) => {
+      counter.bytesRead += data.length;
+      if (stage === "counting") return count(data);
+      buffer = buffer.length ? Buffer.concat([buffer, data]) : data;
+      if (stage === "upgrade") {
+        const end = buffer.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        if (!buffer.slice(0, 12).toString().includes("101")) return reject(new Error("refused"));
+        buffer = buffer.slice(end + 4);
+        stage = "welcome";
+      }
+      let at = 0;
+      while (buffer.length - at >= 2) {
+        let length = buffer[at + 1] & 0x7f, head = 2;
+        if (length === 126) { if (buffer.length - at < 4) break; length = buffer.readUInt16BE(at + 2); head = 4; }
+        else if (length === 127) { if (buffer.length - at < 10) break; length = Number(buffer.readBigUInt64BE(at + 2)); head = 10; }
+        if (buffer.length - at < head + length) break;
+        at += head + length;
+        if (stage === "welcome") {
+          stage = "ack";
+          socket.write(maskedText(JSON.stringify({ op: "subscribe", topic, id: 1 })));
+        } else if (stage === "ack") {
+          stage = "counting";
+          resolve(counter);
+          count(buffer.subarray(at));
+          buffer = Buffer.alloc(0);
+          return;
+        }
+      }
+      buffer = buffer.slice(at);
+    });
+  });
+}
+
+function maskedText(text) {
+  const payload = Buffer.from(text);
+  const head = payload.length < 126 ? Buffer.from([0x81, 0x80 | payload.length])
+    : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 255]);
+  return Buffer.concat([head, Buffer.alloc(4), payload]); // a zero mask leaves it as is
+}
+
+// Chat-like text of `size` characters: words of a small vocabulary in a fixed pseudo-random
+// order (16 variants), so that it compresses as a conversation does, not as "xxxx" would.
+function chatTexts(size) {
+  const words = ("hey hi hello so did you see the game last night it was great what about " +
+    "lunch tomorrow sure sounds good I will be there at noon can we move the meeting to " +
+    "three ok thanks see you later lol yes no maybe haha nice one who is coming alice bob " +
+    "carol dave eve frank grace heidi the new release is out check the changelog please " +
+    "merge my pull request when you have a minute coffee anyone").split(" ");
+  let state = 12345;
+  const random = () => (state = (state * 1103515245 + 12345) % 2147483648) / 2147483648;
+  return Array.from({ length: 16 }, () => {
+    let text = "";
+    while (text.length < size) text += words[Math.floor(random() * words.length)] + " ";
+    return text.slice(0, size);
+  });
+}
 
 async function idle() {
   const sockets = await openMany(subscriberCount, (ws, i) =>
@@ -108,6 +214,7 @@ async function load() {
   let measuring = false;
   let received = 0;
   let receivedInWindow = 0;
+  let sampled = 0; // deliveries whose latency was measured (every one, but with --deflate)
   let lost = 0;
   let reordered = 0;
   const publishedPerTopic = new Array(topicCount).fill(0);
@@ -115,7 +222,21 @@ async function load() {
   const lastSeq = new Array(subscriberCount).fill(-1);
   let pump = () => {};
 
-  const subscribers = await openMany(subscriberCount, async (ws, i) => {
+  const counted = (i) => () => {
+    receivedBy[i]++;
+    received++;
+    if (measuring) receivedInWindow++;
+    pump();
+  };
+  const counting = [];
+  if (deflate) {
+    for (let i = 0; i < subscriberCount; i++) {
+      if (i % CHECKING) counting.push(await openCounting(urls[i % urls.length], topicOf(i), counted(i)));
+    }
+  }
+  const checking = deflate ? Math.ceil(subscriberCount / CHECKING) : subscriberCount;
+  const subscribers = await openMany(checking, async (ws, j) => {
+    const i = deflate ? j * CHECKING : j;
     await request(ws, { op: "subscribe", topic: topicOf(i), id: 1 });
     ws.on("message", (data) => {
       // {"op":"message","topic":"bench/0","data":"SEQ|SENT_MS|padding"}
@@ -130,6 +251,7 @@ async function load() {
       received++;
       if (measuring) {
         receivedInWindow++;
+        sampled++;
         const micros = Math.round((now() - sent) * 1000);
         histogram[Math.min(micros, histogram.length - 1)]++;
         if (micros > maxLatency) maxLatency = micros;
@@ -139,12 +261,13 @@ async function load() {
   });
   const publisher = await open(publishUrl);
   const perTopic = subscriberCount / topicCount;
-  const padding = "x".repeat(Math.max(0, payloadSize - 24));
+  const paddings = chat ? chatTexts(Math.max(0, payloadSize - 24)) : ["x".repeat(Math.max(0, payloadSize - 24))];
   let seq = 0;
   let publishedDeliveries = 0;
   let stopped = false;
   const publish = () => {
     const topic = seq % topicCount;
+    const padding = paddings[seq % paddings.length];
     const data = `${seq}|${now().toFixed(3)}|${padding}`.slice(0, Math.max(payloadSize, 24));
     const sender = membersPublish ? subscribers[seq % subscriberCount] : publisher;
     sender.send(`{"op":"publish","topic":"bench/${topic}","data":"${data}"}`);
@@ -172,13 +295,17 @@ async function load() {
     }, 1);
   }
 
+  const bytesRead = () => [...subscribers.map((ws) => ws._socket), ...counting]
+    .reduce((sum, reader) => sum + reader.bytesRead, 0);
   await new Promise((r) => setTimeout(r, warmup));
   measuring = true;
   const windowStart = now();
+  const bytesAtStart = bytesRead();
   emit({ event: "start" });
   await new Promise((r) => setTimeout(r, duration));
   measuring = false;
   const windowSeconds = (now() - windowStart) / 1000;
+  const wireBytes = bytesRead() - bytesAtStart;
   emit({ event: "end" });
   stopped = true;
   if (timer) clearInterval(timer);
@@ -192,7 +319,7 @@ async function load() {
     lost += Math.max(0, publishedPerTopic[i % topicCount] - receivedBy[i]);
   }
   const percentile = (p) => {
-    const target = Math.ceil(receivedInWindow * p);
+    const target = Math.ceil(sampled * p);
     let seen = 0;
     for (let us = 0; us < histogram.length; us++) {
       seen += histogram[us];
@@ -210,9 +337,11 @@ async function load() {
       delivered: received,
       lost,
       reordered,
+      ...(deflate ? { wire_bytes_per_delivery: wireBytes / Math.max(1, receivedInWindow) } : {}),
     },
   });
   for (const ws of [...subscribers, publisher]) ws.terminate();
+  for (const reader of counting) reader.socket.destroy();
   process.exit(0);
 }
 

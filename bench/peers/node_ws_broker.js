@@ -5,12 +5,17 @@ const fs = require("fs");
 const https = require("https");
 const { WebSocketServer } = require("ws");
 
+// With PER_MESSAGE_DEFLATE=1 it compresses as trio-broker's [server] compression does
+// (zlib level 1, messages of 256 bytes and more), with ws's own per-connection contexts.
+const perMessageDeflate = process.env.PER_MESSAGE_DEFLATE === "1"
+  ? { threshold: 256, zlibDeflateOptions: { level: 1 } }
+  : false;
 const tls = process.env.TLS_CERT
   ? https.createServer({ cert: fs.readFileSync(process.env.TLS_CERT), key: fs.readFileSync(process.env.TLS_KEY) })
   : null;
 const wss = tls
-  ? new WebSocketServer({ server: tls, path: "/ws", perMessageDeflate: false })
-  : new WebSocketServer({ host: "127.0.0.1", port: 0, path: "/ws", perMessageDeflate: false });
+  ? new WebSocketServer({ server: tls, path: "/ws", perMessageDeflate })
+  : new WebSocketServer({ host: "127.0.0.1", port: 0, path: "/ws", perMessageDeflate });
 const topics = new Map();
 
 wss.on("connection", (ws) => {
