@@ -19,11 +19,12 @@ from .core.keys import DuplicateKey, KeyTable
 from .core.stats import PLUGIN_SECONDS_BUCKETS, Histogram, Stats
 from .core.token_bucket import TokenBucket
 from .core.topics import TopicError, check_filter, covers, matches, overlaps
-from .wire.protocol import ErrorCode
+from .wire.protocol import ErrorCode, data_fields
 
 # Beside the hooks' types, the helpers a plugin needs and the built-in plugins use: topic
 # filters (`matches` is the broker's own), secrets looked up in constant time, a token
-# bucket, and the strict validation that the broker applies to ``Options``.
+# bucket, the strict validation that the broker applies to ``Options``, and how data goes
+# into JSON (``data_fields``: binary data as ``data_b64``).
 __all__ = [
     "Client",
     "DuplicateKey",
@@ -40,6 +41,7 @@ __all__ = [
     "TopicError",
     "check_filter",
     "covers",
+    "data_fields",
     "matches",
     "overlaps",
     "structure_options",
@@ -114,7 +116,7 @@ class Publication:
     """
 
     topic: str
-    data: Any
+    data: Any  # JSON's types, or bytes: binary data
     meta: Mapping[str, Any] = attrs.field(factory=dict)
 
 

@@ -5,6 +5,8 @@ A hook's answer is a 2xx with ``{"result": {...}}`` to accept or ``{"error": {"c
 cannot tell what the backend meant, so the operation fails closed.
 """
 
+import base64
+import binascii
 import json
 import math
 from collections.abc import Mapping
@@ -129,9 +131,20 @@ KEEP = _Keep()
 
 
 def published_data(result: Mapping[str, Any]) -> Any:
-    """A publish result: ``{}`` keeps the data (`KEEP`), ``{"data": X}`` publishes X."""
-    _unknown_fields(result, frozenset({"data"}))
-    return result.get("data", KEEP)
+    """A publish result: ``{}`` keeps the data (`KEEP`), ``{"data": X}`` publishes X,
+    ``{"data_b64": B}`` the binary data B (standard base64) stands for."""
+    _unknown_fields(result, frozenset({"data", "data_b64"}))
+    if "data_b64" not in result:
+        return result.get("data", KEEP)
+    if "data" in result:
+        raise BadReply("reply", "'data' and 'data_b64' together")
+    text = result["data_b64"]
+    try:
+        if not isinstance(text, str):
+            raise binascii.Error
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadReply("reply", "'data_b64' is not a string of standard base64") from None
 
 
 def renewed_expiry(result: Mapping[str, Any]) -> float | None:

@@ -1,10 +1,11 @@
 """content_filter: size limits, JSON Schema validation and word redaction, per topic filter.
 
 Every rule whose ``topic`` filter matches a publish applies, in order: the size of
-``data`` (JSON, UTF-8) must not exceed ``max_data_bytes``; ``data`` must match the
-JSON Schema (``schema`` inline or ``schema_file``); the words in ``redact`` are
-replaced, whole words and ignoring case, in every string inside ``data``. A refusal
-is ``forbidden`` with a message saying why.
+``data`` (JSON, UTF-8; binary data: its bytes) must not exceed ``max_data_bytes``;
+``data`` must match the JSON Schema (``schema`` inline or ``schema_file``), and binary
+data, which no JSON Schema describes, is refused by a rule with a schema unless it says
+``allow_binary``; the words in ``redact`` are replaced, whole words and ignoring case,
+in every string inside ``data``. A refusal is ``forbidden`` with a message saying why.
 """
 
 import json
@@ -38,6 +39,8 @@ class Rule:
     schema: dict[str, Any] | None = None
     schema_file: str | None = None
     redact: list[str] = attrs.field(factory=list)
+    # Binary data (bytes, published with data_b64) passes this rule's schema.
+    allow_binary: bool = False
 
 
 @attrs.frozen
@@ -106,13 +109,21 @@ class ContentFilter(Plugin):
             rule = compiled.rule
             if not matches(rule.topic, publication.topic):
                 continue
+            binary = isinstance(data, bytes)
             if rule.max_data_bytes is not None:
-                size = len(json.dumps(data, ensure_ascii=False).encode("utf-8", "replace"))
+                size = (
+                    len(data)
+                    if binary
+                    else len(json.dumps(data, ensure_ascii=False).encode("utf-8", "replace"))
+                )
                 if size > rule.max_data_bytes:
                     raise Refuse(
                         f"data is {size} bytes; at most {rule.max_data_bytes} on {rule.topic!r}"
                     )
-            if compiled.validator is not None:
+            if compiled.validator is not None and binary:
+                if not rule.allow_binary:
+                    raise Refuse(f"binary data is not allowed on {rule.topic!r}")
+            elif compiled.validator is not None:
                 error = jsonschema.exceptions.best_match(compiled.validator.iter_errors(data))
                 if error is not None:
                     where = "/".join(str(part) for part in error.absolute_path) or "data"

@@ -28,6 +28,7 @@ from broker.plugin import (
     Plugin,
     Publication,
     Refuse,
+    data_fields,
 )
 
 from .backend_replies import (
@@ -211,7 +212,11 @@ class HttpHooks(Plugin):
         url = self.options.publish_url
         if url is None:
             return publication
-        payload = {**self._who(client), "topic": publication.topic, "data": publication.data}
+        payload = {
+            **self._who(client),
+            "topic": publication.topic,
+            **data_fields(publication.data),
+        }
         result = await self._ask("publish", url, payload, published_data)
         if result is KEEP:
             return publication

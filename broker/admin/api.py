@@ -228,7 +228,9 @@ class AdminApi:
     async def _publish_one(self, client: Client, message: protocol.Publish) -> dict[str, Any]:
         broker = self._broker
         limits = broker.config.limits
-        size = len(protocol.encode_json({"topic": message.topic, "data": message.data}))
+        size = len(
+            protocol.encode_json({"topic": message.topic, **protocol.data_fields(message.data)})
+        )
         if size > limits.max_message_size:
             raise _Failed(
                 ErrorCode.LIMIT_EXCEEDED,

@@ -20,6 +20,7 @@ from ..client import (
     RecoveryFailed,
     connect,
 )
+from ..wire import protocol
 
 URL_ENV = "TRIO_BROKER_URL"
 TOKEN_ENV = "TRIO_BROKER_TOKEN"
@@ -172,7 +173,8 @@ async def _print_messages(events: Any, count: int | None) -> int:
     received = 0
     async for event in events:
         if isinstance(event, Message):
-            line = {"topic": event.topic, "data": event.data, "pos": event.pos, **event.meta}
+            data = protocol.data_fields(event.data)
+            line = {"topic": event.topic, **data, "pos": event.pos, **event.meta}
             print(json.dumps(line, ensure_ascii=False), flush=True)
             received += 1
             if count is not None and received >= count:

@@ -7,8 +7,10 @@ from typing import Any
 
 import attrs
 
+from ..wire import protocol
+
 # A delivery's own fields; any other was added by a plugin and goes to `Message.meta`.
-ENVELOPE = frozenset({"op", "topic", "data", "pos"})
+ENVELOPE = frozenset({"op", "topic", "data", "data_b64", "pos"})
 
 
 @attrs.frozen
@@ -65,7 +67,8 @@ def decode(text: str) -> dict[str, Any]:
 def message(fields: Mapping[str, Any]) -> Message:
     """A delivery (``op`` message), or one message of a history reply."""
     meta = {key: value for key, value in fields.items() if key not in ENVELOPE}
-    return Message(fields["topic"], fields.get("data"), fields.get("pos"), meta)
+    data = protocol.data_field(fields) if "data_b64" in fields else fields.get("data")
+    return Message(fields["topic"], data, fields.get("pos"), meta)
 
 
 def membership(fields: Mapping[str, Any]) -> Membership:

@@ -11,6 +11,7 @@ from typing import Any
 from ..core.topics import TopicError, check_topic, is_reserved
 from ..plugin import Client, Publication
 from ..plugin_host.pipeline import RESERVED_ENVELOPE_FIELDS, Pipeline
+from ..wire import protocol
 from ..wire.protocol import ErrorCode, ProtocolError
 from .interface import Engine
 from .router import Subscriber
@@ -38,7 +39,7 @@ def publication_of(payload: bytes) -> Publication:
     that were not published here: retained ones, other nodes')."""
     envelope = json.loads(payload)
     meta = {k: v for k, v in envelope.items() if k not in RESERVED_ENVELOPE_FIELDS}
-    return Publication(envelope["topic"], envelope["data"], meta)
+    return Publication(envelope["topic"], protocol.data_field(envelope), meta)
 
 
 async def publish(

@@ -18,7 +18,7 @@ log = logging.getLogger("broker.plugins")
 # Shared by every connection no plugin authenticates (immutable, claims included).
 _ANONYMOUS = Identity(claims=MappingProxyType({}))
 
-RESERVED_ENVELOPE_FIELDS = frozenset({"op", "topic", "data", "id", "pos"})
+RESERVED_ENVELOPE_FIELDS = frozenset({"op", "topic", "data", "data_b64", "id", "pos"})
 
 
 class PluginFailure(Exception):

@@ -3,6 +3,8 @@
 Pure functions and plain classes; nothing here touches a socket.
 """
 
+import base64
+import binascii
 import enum
 import json
 import math
@@ -107,15 +109,47 @@ def encode_request(request: Request) -> str:
     """
     fields: dict[str, Any] = {"op": _OPS[type(request)]}
     for name, value in attrs.asdict(request, recurse=False).items():
-        if value is not None or name == "data":
+        if name == "data":
+            fields.update(data_fields(value))
+        elif value is not None:
             fields[name] = value
     return json.dumps(fields)
+
+
+def data_fields(data: Any) -> dict[str, Any]:
+    """How ``data`` goes in a JSON object: ``{"data": data}``, or for binary data (bytes)
+    ``{"data_b64": standard base64}``; `data_field` reads either back."""
+    if isinstance(data, bytes):
+        return {"data_b64": base64.b64encode(data).decode()}
+    return {"data": data}
+
+
+def data_field(
+    obj: Mapping[str, Any], request_id: "RequestId | None" = None, where: str = ""
+) -> Any:
+    """The data of a publish or a delivery: ``data``, or ``data_b64`` (binary data, in
+    standard base64) decoded to bytes; exactly one of them."""
+    if "data_b64" not in obj:
+        if "data" not in obj:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"missing field 'data'{where}", request_id)
+        return obj["data"]
+    if "data" in obj:
+        message = f"'data' and 'data_b64' together{where}: send one"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, message, request_id)
+    text = obj["data_b64"]
+    try:
+        if not isinstance(text, str):
+            raise binascii.Error
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        message = f"'data_b64' must be a string of standard base64{where}"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, message, request_id) from None
 
 
 _FIELDS: dict[str, frozenset[str]] = {
     "subscribe": frozenset({"op", "id", "topic", "since"}),
     "unsubscribe": frozenset({"op", "id", "topic"}),
-    "publish": frozenset({"op", "id", "topic", "data"}),
+    "publish": frozenset({"op", "id", "topic", "data", "data_b64"}),
     "ping": frozenset({"op", "id"}),
     "history": frozenset({"op", "id", "topic", "limit", "since"}),
     "presence": frozenset({"op", "id", "topic"}),
@@ -276,21 +310,17 @@ def parse_request(text: str) -> Request:
             message = "'limit' must be a whole number, 0 or more"
             raise ProtocolError(ErrorCode.BAD_REQUEST, message, request_id)
         return History(topic, limit, request_id, since)
-    if "data" not in obj:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "missing field 'data'", request_id)
-    return Publish(topic, obj["data"], request_id)
+    return Publish(topic, data_field(obj, request_id), request_id)
 
 
 def parse_publish(obj: Any, where: str = "the body") -> Publish:
     """A publish without the envelope (the HTTP API's): ``{"topic": ..., "data": ...}``."""
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{where} must be a JSON object")
-    _refuse_unknown_fields(obj, {"topic", "data"}, f"in {where}")
+    _refuse_unknown_fields(obj, {"topic", "data", "data_b64"}, f"in {where}")
     if not isinstance(obj.get("topic"), str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"missing string field 'topic' in {where}")
-    if "data" not in obj:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"missing field 'data' in {where}")
-    return Publish(obj["topic"], obj["data"])
+    return Publish(obj["topic"], data_field(obj, where=f" in {where}"))
 
 
 # Made once: json.dumps with any non-default option builds a new encoder per call.
@@ -339,6 +369,11 @@ def encode_message(
 ) -> bytes:
     """A delivery; ``meta`` adds envelope fields set by plugins (never op, topic, data,
     pos); ``pos`` is its position, on topics with history."""
+    if type(data) is bytes:  # binary data travels as base64 in JSON
+        message = {**(meta or {}), "op": "message", "topic": topic, **data_fields(data)}
+        if pos is not None:
+            message["pos"] = pos
+        return encode_json(message)
     if not meta:
         # Once per publish: assembled around the data rather than encoded as a dict,
         # which costs the json module a new encoder object each time.

@@ -50,6 +50,21 @@ const TOKEN_EXPIRED = 4001;
 const DO_NOT_RECONNECT = 4003;
 // A refresh goes out this long before expiry, or at three quarters of a shorter lifetime.
 const REFRESH_MARGIN = 30000;
+// Binary data travels as data_b64 (standard base64); the application sees a Uint8Array.
+function toBase64(bytes) {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+}
+
+function withBytes(message) {
+  if (!("data_b64" in message)) return message;
+  const { data_b64: encoded, ...rest } = message;
+  return { ...rest, data: Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0)) };
+}
+
 const IDEMPOTENT = new Set(["subscribe", "unsubscribe", "history", "presence", "ping"]);
 
 export class Client extends EventTarget {
@@ -221,7 +236,7 @@ export class Client extends EventTarget {
           if (matches(filter, reply.topic)) this.positions.set(filter, reply.pos);
         }
       }
-      this.dispatchEvent(new CustomEvent("message", { detail: reply }));
+      this.dispatchEvent(new CustomEvent("message", { detail: withBytes(reply) }));
     } else if (reply.op === "join" || reply.op === "leave") {
       this.dispatchEvent(new CustomEvent(reply.op, { detail: reply }));
     } else if (reply.op === "subscribed" || reply.op === "unsubscribed") {
@@ -274,14 +289,18 @@ export class Client extends EventTarget {
     await this._send({ op: "unsubscribe", topic: filter });
   }
 
+  // `data`: any JSON value, or a Uint8Array (binary data, sent as data_b64).
   async publish(topic, data) {
-    await this._send({ op: "publish", topic, data });
+    const request = data instanceof Uint8Array
+      ? { op: "publish", topic, data_b64: toBase64(data) }
+      : { op: "publish", topic, data };
+    await this._send(request);
   }
 
   async history(filter, limit = null) {
     const request = { op: "history", topic: filter };
     if (limit !== null) request.limit = limit;
-    return (await this._send(request)).messages;
+    return (await this._send(request)).messages.map(withBytes);
   }
 
   // What was published after the position `since`, the oldest first, a page at a time:
@@ -290,7 +309,7 @@ export class Client extends EventTarget {
     const request = { op: "history", topic: filter, since };
     if (limit !== null) request.limit = limit;
     const { messages, recovered, more, pos } = await this._send(request);
-    return { messages, recovered, more, pos };
+    return { messages: messages.map(withBytes), recovered, more, pos };
   }
 
   async presence(topic) {

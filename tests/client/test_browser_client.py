@@ -87,6 +87,14 @@ SCENARIO = """async (url) => {
     message,
     history: (await client.history("chat/lobby")).map((m) => m.data),
     after: await client.historyAfter("chat/#", subscribed.pos, 1),
+    binary: await (async () => {
+      const arrived = next("message");
+      await client.publish("chat/bin", new Uint8Array([0, 1, 255]));
+      const delivered = await arrived;
+      const kept = await client.history("chat/bin");
+      return [delivered.data instanceof Uint8Array, Array.from(delivered.data),
+              Array.from(kept[0].data)];
+    })(),
     presence: (await client.presence("chat/lobby")).map((c) => c.client_id),
     refused,
   };
@@ -104,6 +112,7 @@ def test_the_browser_client_does_every_request_and_recovers_after_a_drop(
         assert result["message"]["data"] == {"text": "hi"} and result["message"]["pos"]
         assert result["subscribedPos"] and result["refused"] == "forbidden"
         assert result["history"][-1] == {"text": "hi"}
+        assert result["binary"] == [True, [0, 1, 255], [0, 1, 255]]
         after = result["after"]
         assert [m["data"] for m in after["messages"]] == [{"text": "hi"}]
         assert (after["recovered"], after["more"]) == (True, False)
@@ -119,7 +128,10 @@ def test_the_browser_client_does_every_request_and_recovers_after_a_drop(
             ".length === 3",
             timeout=10_000,
         )
-        got = page.evaluate("events.filter(([t, d]) => t === 'message').map(([t, d]) => d.data)")
+        got = page.evaluate(
+            "events.filter(([t, d]) => t === 'message' && d.topic !== 'chat/bin')"
+            ".map(([t, d]) => d.data)"
+        )
         assert got == [{"text": "hi"}, 0, 1, 2]
         assert page.evaluate("events.filter(([t]) => t === 'recoveryfailed').length") == 0
         assert page.evaluate("client.connected")

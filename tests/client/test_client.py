@@ -85,6 +85,15 @@ async def test_subscribe_publish_and_every_request(start_broker: StartBroker) ->
         await client.unsubscribe("chat/room")
 
 
+async def test_binary_data_is_bytes_both_ways(start_broker: StartBroker) -> None:
+    broker = await start_broker(topics=[CHAT])
+    async with connect(url(broker)) as client:
+        await client.subscribe("chat/bin")
+        await client.publish("chat/bin", b"\x00\x01\xff")
+        assert (await next_message(client)).data == b"\x00\x01\xff"
+        assert [m.data for m in await client.history("chat/bin")] == [b"\x00\x01\xff"]
+
+
 async def _take(client: Client, count: int) -> Any:
     taken = 0
     async for event in client.messages():

@@ -127,6 +127,20 @@ def test_sub_prints_what_pub_publishes_as_json_lines(daemon: Daemon) -> None:
         assert sub.wait(TIMEOUT) == 0  # --count 3 reached
 
 
+def test_sub_prints_binary_data_as_data_b64(daemon: Daemon) -> None:
+    since = position_now(daemon)
+
+    async def publish() -> None:
+        async with connect(daemon.url, token=BOB["TRIO_BROKER_TOKEN"]) as client:
+            await client.publish("chat/bin", b"\x00\xff")
+
+    asyncio.run(publish())
+    with subscriber(["--count", "1", "--since", since, "chat/#"], env(daemon)) as sub:
+        (got,) = lines(sub, 1)
+        assert (got["data_b64"], "data" in got) == ("AP8=", False)
+        assert sub.wait(TIMEOUT) == 0
+
+
 def test_pub_reads_stdin_fast_with_pipelined_acks(daemon: Daemon) -> None:
     count = 5000
     since = position_now(daemon)

@@ -103,6 +103,10 @@ def test_subscribe_publish_and_refresh_results() -> None:
     assert published_data({"data": None}) is None  # null is data
     with pytest.raises(BadReply):
         published_data({"topic": "x"})
+    assert published_data({"data_b64": "AP8="}) == b"\x00\xff"  # binary data
+    for bad in ({"data_b64": "@"}, {"data_b64": 1}, {"data": 1, "data_b64": "AA=="}):
+        with pytest.raises(BadReply):
+            published_data(bad)
     assert renewed_expiry({"expires_at": 5}) == 5.0
     assert renewed_expiry({"expires_at": None}) is None
     with pytest.raises(BadReply):

@@ -173,7 +173,9 @@ async def test_publish_may_replace_the_data(
     start_broker: StartBroker, connect: Connect, backend: Backend
 ) -> None:
     backend.routes["/publish"] = lambda body: (
-        (200, {"result": {"data": {"clean": body["data"]["text"].upper()}}})
+        (200, {"result": {"data_b64": body["data_b64"][::-1]}})  # binary, reversed
+        if "data_b64" in body
+        else (200, {"result": {"data": {"clean": body["data"]["text"].upper()}}})
         if isinstance(body["data"], dict)
         else OK
         if body["data"] != "spam"
@@ -191,6 +193,11 @@ async def test_publish_may_replace_the_data(
     assert (await subscriber.recv())["data"] == {"clean": "HI"}
     call = backend.calls_to("/publish")[1].body
     assert (call["topic"], call["data"], call["user"]) == ("chat", {"text": "hi"}, None)
+    # Binary data goes to the backend as data_b64, and may come back replaced.
+    binary = {"op": "publish", "topic": "chat", "data_b64": "AQID", "id": 4}
+    assert (await publisher.request(binary))["op"] == "ack"
+    assert (await subscriber.recv())["data_b64"] == "DIQA"
+    assert backend.calls_to("/publish")[3].body["data_b64"] == "AQID"
 
 
 @pytest.mark.parametrize("hook", ["subscribe", "publish"])

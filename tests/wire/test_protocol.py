@@ -37,6 +37,10 @@ def test_parse_each_op() -> None:
         ('{"op":"publish","topic":"a","data":1e999}', "not valid JSON", None),
         ('{"op":"publish","topic":"a","data":' + "9" * 5000 + "}", "not valid JSON", None),
         ("[" * 100_000 + "]" * 100_000, "", None),
+        ('{"op":"publish","topic":"a","data":1,"data_b64":"AA==","id":6}', "together", 6),
+        ('{"op":"publish","topic":"a","data_b64":"not base64!","id":7}', "base64", 7),
+        ('{"op":"publish","topic":"a","data_b64":"AA","id":8}', "base64", 8),  # no padding
+        ('{"op":"publish","topic":"a","data_b64":5,"id":9}', "base64", 9),
     ],
 )
 def test_bad_requests(text: str, message: str, request_id: object) -> None:
@@ -83,6 +87,8 @@ def test_lone_surrogates_are_escaped_not_fatal() -> None:
         protocol.Unsubscribe("chat/#", id=2),
         protocol.Publish("chat/lobby", {"text": "é ☃"}, id=3),
         protocol.Publish("chat/lobby", None, id=4),
+        protocol.Publish("sensor/1", b"\x00\xffbinary", id=5),
+        protocol.Publish("sensor/1", b""),
         protocol.Ping(id=5),
         protocol.Ping(),
         protocol.History("chat/#", limit=10, id=6),
@@ -96,3 +102,20 @@ def test_an_encoded_request_parses_back_to_itself(request_: protocol.Request) ->
     text = protocol.encode_request(request_)
     assert parse_request(text) == request_
     assert "null" not in text.replace('"data": null', "")  # unset options are left out
+
+
+def test_binary_data_goes_as_base64_both_ways() -> None:
+    request = parse_request('{"op":"publish","topic":"t","data_b64":"AP8=","id":1}')
+    assert request == protocol.Publish("t", b"\x00\xff", 1)
+    delivery = protocol.encode_message("t", b"\x00\xff", {"from": "x"}, pos="e:1")
+    assert json.loads(delivery) == {
+        "from": "x",
+        "op": "message",
+        "topic": "t",
+        "data_b64": "AP8=",
+        "pos": "e:1",
+    }
+    assert protocol.data_field(json.loads(delivery)) == b"\x00\xff"
+    assert protocol.parse_publish({"topic": "t", "data_b64": ""}) == protocol.Publish("t", b"")
+    with pytest.raises(ProtocolError, match="'data_b64' must be"):
+        protocol.parse_publish({"topic": "t", "data_b64": "%%"})
