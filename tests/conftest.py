@@ -154,6 +154,7 @@ async def connect() -> AsyncIterator[Connect]:
         receive_buffer: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
         compression: bool = False,
+        subprotocols: list[str] | None = None,
     ) -> WsClient:
         address = target if isinstance(target, str) else url(target)
         client = await WsClient.connect(
@@ -162,10 +163,12 @@ async def connect() -> AsyncIterator[Connect]:
             receive_buffer=receive_buffer,
             ssl_context=ssl_context,
             compression=compression,
+            subprotocols=subprotocols,
         )
         clients.append(client)
         if welcome:
-            hello = await client.recv()
+            msgpack = client.protocol.subprotocol == "trio-broker.msgpack"
+            hello = await (client.recv_msgpack() if msgpack else client.recv())
             assert hello["op"] == "welcome"
         return client
 

@@ -11,12 +11,14 @@ import ssl
 from collections import deque
 from typing import Any
 
+import msgpack
 import trio
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
 from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
+from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 TIMEOUT = 10.0
@@ -43,6 +45,7 @@ class WsClient:
         self._frames: deque[Frame] = deque()
         self.eof = False
         self.bytes_received = 0  # from the socket, after the handshake (compressed or not)
+        self.response: Response | None = None  # the 101
 
     @classmethod
     async def connect(
@@ -53,6 +56,7 @@ class WsClient:
         receive_buffer: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
         compression: bool = False,
+        subprotocols: list[str] | None = None,
     ) -> "WsClient":
         """Connect; ``receive_buffer`` shrinks SO_RCVBUF so that backpressure comes sooner;
         ``compression`` offers permessage-deflate as websockets does by default.
@@ -72,7 +76,8 @@ class WsClient:
             context = ssl_context or ssl.create_default_context()
             stream = trio.SSLStream(stream, context, server_hostname=uri.host)
         extensions = enable_client_permessage_deflate(None) if compression else None
-        protocol = ClientProtocol(uri, max_size=None, extensions=extensions)
+        offered = [Subprotocol(name) for name in subprotocols] if subprotocols else None
+        protocol = ClientProtocol(uri, max_size=None, extensions=extensions, subprotocols=offered)
         request = protocol.connect()
         for name, value in (headers or {}).items():
             request.headers[name] = value
@@ -88,6 +93,7 @@ class WsClient:
         if response.status_code != 101 or isinstance(protocol.handshake_exc, InvalidStatus):
             await trio.aclose_forcefully(stream)
             raise Rejected(response.status_code, response.body or b"")
+        client.response = response
         return client
 
     async def _handshake_response(self) -> Response:
@@ -181,6 +187,25 @@ class WsClient:
 
     async def send(self, obj: Any) -> None:
         await self.send_text(json.dumps(obj))
+
+    async def send_msgpack(self, obj: Any) -> None:
+        await self.send_bytes(msgpack.packb(obj))
+
+    async def recv_msgpack(self, timeout: float = TIMEOUT) -> Any:
+        """The next binary message as MessagePack (a trio-broker.msgpack connection's)."""
+        with trio.fail_after(timeout):
+            while True:
+                frame = await self.recv_frame()
+                if frame.opcode is Opcode.BINARY:
+                    return msgpack.unpackb(frame.data)
+                if frame.opcode is Opcode.CLOSE:
+                    raise self._closed()
+                if frame.opcode is Opcode.TEXT:
+                    raise AssertionError(f"unexpected text frame {frame.data!r}")
+
+    async def request_msgpack(self, obj: Any, timeout: float = TIMEOUT) -> Any:
+        await self.send_msgpack(obj)
+        return await self.recv_msgpack(timeout)
 
     async def request(self, obj: Any, timeout: float = TIMEOUT) -> Any:
         """Send a request and return the next message (its reply, in a quiet test)."""

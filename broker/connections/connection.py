@@ -29,6 +29,7 @@ from ..plugin import Client, Identity
 from ..plugin_host.pipeline import Pipeline
 from ..requests import dispatch, server_side
 from ..wire.close_codes import CloseCode
+from ..wire.encodings import JSON_FORMAT, WireFormat
 from ..wire.frame_reader import Close, Event, FrameReader, Ping, Pong, Received, Violation
 from ..wire.frames import pong_frame
 from .detours import Detours, end_subscription_changes
@@ -76,7 +77,7 @@ class ClientConnection(Detours, Liveness, Writing):
         flusher: Flusher | None = None,
         stats: Stats | None = None,
         writers: trio.Nursery,
-        compress: Callable[[bytes], bytes] | None = None,
+        wire_format: WireFormat = JSON_FORMAT,
     ) -> None:
         # What each attribute is for: `ConnectionState`.
         self.stream = stream
@@ -100,8 +101,9 @@ class ClientConnection(Detours, Liveness, Writing):
             limits.max_queued_bytes,
             self._start_writer,
             self._request_flush if self._flusher is not None else None,
-            compress,
+            wire_format.outgoing,
         )
+        self.wire_format = wire_format
         self.subscriptions = set()
         self._detour = None
         self._changing = None
@@ -168,7 +170,7 @@ class ClientConnection(Detours, Liveness, Writing):
 
     async def _read_loop(self) -> None:
         """Handle what the peer sends until its close frame or EOF."""
-        reader = FrameReader(self.limits.max_message_size, deflate=self.outbox.compresses)
+        reader = FrameReader(self.limits.max_message_size, deflate=self.wire_format.deflate)
         socket = self._socket
         tls = self._tls
         data: bytes | None = self._received + (tls.take_buffered() if tls is not None else b"")

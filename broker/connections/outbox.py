@@ -66,9 +66,10 @@ class Outbox:
         max_bytes: int,
         start_writer: Callable[[], None],
         request_flush: Callable[[], None] | None = None,
-        compress: Callable[[bytes], bytes] | None = None,
+        transform: Callable[[bytes], bytes] | None = None,
     ) -> None:
-        """``compress``: data frames go through it (permessage-deflate was agreed)."""
+        """``transform``: what each data frame becomes before it is queued (re-encoded as
+        MessagePack, compressed: `broker.wire.encodings.WireFormat.outgoing`)."""
         self.capacity = capacity
         self.max_bytes = max_bytes
         self._start_writer = start_writer
@@ -89,14 +90,10 @@ class Outbox:
         self._final: bytes | None = None
         self._full_since: float | None = None
         self._space: trio.lowlevel.ParkingLot | None = None  # made when a publisher waits
-        self._compress = compress
+        self._transform = transform
 
     def __len__(self) -> int:
         return self._count
-
-    @property
-    def compresses(self) -> bool:
-        return self._compress is not None
 
     @property
     def queued_bytes(self) -> int:
@@ -133,8 +130,8 @@ class Outbox:
         """
         if self._finishing:
             return True
-        if self._compress is not None:
-            frame = self._compress(frame)
+        if self._transform is not None:
+            frame = self._transform(frame)
         # One frame is always taken into an empty queue, however large: else it never would.
         if self._count >= self.capacity or (
             self._count and self._bytes + len(frame) > self.max_bytes

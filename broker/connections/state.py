@@ -22,6 +22,7 @@ from ..engine.interface import Engine
 from ..plugin import Client
 from ..plugin_host.pipeline import Pipeline
 from ..wire.close_codes import CloseCode
+from ..wire.encodings import WireFormat
 from ..wire.frames import close_frame, text_frame
 from .flusher import Flusher
 from .outbox import Outbox
@@ -67,6 +68,7 @@ class ConnectionState:
         "stats",
         "stream",
         "subscriptions",
+        "wire_format",
     )
 
     stream: trio.abc.Stream
@@ -89,6 +91,7 @@ class ConnectionState:
     _flusher: Flusher | None
     outbox: Outbox
     subscriptions: set[str]
+    wire_format: WireFormat  # JSON or MessagePack, compressed or not
     # Around a recovery (`catching_up`): live deliveries waiting to follow a replay,
     # and the snapshots saying which ones the replay held already.
     _detour: Detour | None

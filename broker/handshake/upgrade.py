@@ -8,6 +8,8 @@ import attrs
 import h11
 from wsproto.utilities import generate_accept_token
 
+from ..wire import encodings
+
 RECEIVE_SIZE = 16_384
 # The upgrade request's size at most, headers included (nginx's default header buffer).
 # Below h11's own 16 KiB limit, which would only say 400.
@@ -51,6 +53,8 @@ class UpgradeRequest:
     extra_headers: tuple[tuple[bytes, bytes], ...]
     # The Sec-WebSocket-Extensions values (broker.wire.deflate reads them).
     extensions: tuple[bytes, ...] = ()
+    # The subprotocols offered (Sec-WebSocket-Protocol), in the client's order.
+    subprotocols: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -98,6 +102,7 @@ def check_upgrade(event: h11.Request) -> UpgradeRequest:
     upgrade = b""
     extra: list[tuple[bytes, bytes]] = []
     extensions: list[bytes] = []
+    protocols: list[bytes] = []
     for name, value in event.headers:  # h11 gives names in lowercase
         if name == b"host":
             host = value
@@ -106,6 +111,8 @@ def check_upgrade(event: h11.Request) -> UpgradeRequest:
             extensions.append(bytes(value))
             continue
         if name == b"sec-websocket-protocol":
+            # Names are case-sensitive (RFC 6455 section 4.1): not `_tokens`.
+            protocols += [token.strip() for token in value.split(b",") if token.strip()]
             continue
         if name == b"connection":
             connection += _tokens(value)
@@ -129,9 +136,16 @@ def check_upgrade(event: h11.Request) -> UpgradeRequest:
         raise _bad("Missing header, 'Host'")
     try:
         target, host_name = event.target.decode("ascii"), host.decode("idna")
+        offered = tuple(protocol.decode("ascii") for protocol in protocols)
     except UnicodeError as exc:
         raise _bad(f"malformed request: {exc}") from None
-    return UpgradeRequest(target, host_name, bytes(key), tuple(extra), tuple(extensions))
+    if offered and encodings.choose_subprotocol(offered) is None:
+        names = ", ".join(offered)[:200]
+        raise _bad(
+            f"unknown subprotocol(s) {names}: this broker speaks "
+            + ", ".join(encodings.SUBPROTOCOLS)
+        )
+    return UpgradeRequest(target, host_name, bytes(key), tuple(extra), tuple(extensions), offered)
 
 
 class RequestReader:
@@ -173,8 +187,11 @@ def http_error(refusal: Refusal) -> bytes:
 
 
 def accept_response(request: UpgradeRequest, extensions: bytes | None = None) -> bytes:
-    """The 101 answer, with the extensions agreed on (no subprotocol)."""
+    """The 101 answer, with the extensions agreed on and the subprotocol chosen."""
     agreed = b"" if extensions is None else b"Sec-WebSocket-Extensions: " + extensions + b"\r\n"
+    subprotocol = encodings.choose_subprotocol(request.subprotocols)
+    if subprotocol is not None:
+        agreed += b"Sec-WebSocket-Protocol: " + subprotocol.encode() + b"\r\n"
     return (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: " + generate_accept_token(request.key) + b"\r\n" + agreed + b"\r\n"

@@ -34,7 +34,7 @@ from ..plugin_host.handshake_view import plugin_view
 from ..plugin_host.loader import build_pipeline
 from ..plugin_host.pipeline import Pipeline, PluginFailure
 from ..version import SERVER_NAME
-from ..wire import deflate, protocol
+from ..wire import deflate, encodings, protocol
 from ..wire.close_codes import CloseCode
 from ..wire.frames import text_frame
 from ..wire.protocol import ProtocolError
@@ -66,7 +66,7 @@ class _Accepted:
     remote: str  # for logs
     remote_address: str  # for plugins: the client's, as a trusted proxy forwarded it
     address: str | None  # the key it was admitted under, when a trusted proxy forwarded it
-    compress: Callable[[bytes], bytes] | None = None  # permessage-deflate was agreed
+    wire_format: encodings.WireFormat = encodings.JSON_FORMAT
 
 
 def _deflater(config: Config) -> deflate.Deflater:
@@ -135,6 +135,8 @@ class Broker:
         self.flusher = Flusher()
         self.timers = Timers()
         self._deflater = _deflater(config)
+        self._msgpack_frames = encodings.MsgpackFrames()
+        self._wire_formats: dict[tuple[bool, int | None], encodings.WireFormat] = {}
         self._client_ids = ClientIds()
         self.engine: Engine = (
             RedisEngine(config, self.stats, lambda: self.pipeline)
@@ -207,6 +209,24 @@ class Broker:
         self._admin.configure(config, self._admin_tls)
         self._proxies = TrustedProxies(config.server.trusted_proxies)
         self._deflater = _deflater(config)  # connections made before keep theirs
+        self._wire_formats = {}
+
+    def _wire_format(
+        self, msgpack: bool, agreement: deflate.Agreement | None
+    ) -> encodings.WireFormat:
+        """What a connection speaks: one shared instance per combination."""
+        window = None if agreement is None else agreement.window_bits
+        found = self._wire_formats.get((msgpack, window))
+        if found is None:
+            outgoing: Callable[[bytes], bytes] | None = None
+            if msgpack:
+                outgoing = self._msgpack_frames.frame
+            if window is not None:
+                compress = self._deflater.for_window(window)
+                outgoing = compress if outgoing is None else encodings.chained(outgoing, compress)
+            found = encodings.WireFormat(msgpack, window is not None, outgoing)
+            self._wire_formats[(msgpack, window)] = found
+        return found
 
     @property
     def stopping(self) -> bool:
@@ -386,13 +406,14 @@ class Broker:
         accepted = None
         try:
             agreement = deflate.negotiate(request.extensions) if config.server.compression else None
-            decided = await self._decide(stream, request, view, config, remote, agreement)
+            msgpack = encodings.choose_subprotocol(request.subprotocols) == encodings.MSGPACK
+            wire_format = self._wire_format(msgpack, agreement)
+            decided = await self._decide(
+                stream, request, view, config, remote, agreement, wire_format
+            )
             if decided is not None:
-                compress = None
-                if agreement is not None:
-                    compress = self._deflater.for_window(agreement.window_bits)
                 accepted = _Accepted(
-                    *decided, received.after, remote, view.remote_address, address, compress
+                    *decided, received.after, remote, view.remote_address, address, wire_format
                 )
             return accepted
         finally:
@@ -442,6 +463,7 @@ class Broker:
         config: Config,
         remote: str,
         agreement: deflate.Agreement | None,
+        wire_format: encodings.WireFormat,
     ) -> tuple[Identity, str, bytes] | None:
         """Refuse or accept the request; if accepted (a slot taken), the identity, the
         client id and the response to send: the 101 and the welcome."""
@@ -467,7 +489,8 @@ class Broker:
         client_id = view.client_id
         welcome = protocol.encode_welcome(client_id, SERVER_NAME, outcome.expires_at)
         extensions = None if agreement is None else agreement.header()
-        response = handshake.accept_response(request, extensions) + text_frame(welcome)
+        response = handshake.accept_response(request, extensions)
+        response += wire_format.first(text_frame(welcome))
         return outcome, client_id, response
 
     async def _handshake_in_time(
@@ -525,7 +548,7 @@ class Broker:
                 flusher=self.flusher,
                 stats=self.stats,
                 writers=self._outer,
-                compress=accepted.compress,
+                wire_format=accepted.wire_format,
             )
             # Counted before the client hears it is welcome.
             self._connections.add(connection)

@@ -6,7 +6,8 @@ from typing import Any
 
 from ..plugin import Refuse
 from ..plugin_host.pipeline import PluginFailure
-from ..wire import protocol
+from ..wire import encodings, protocol
+from ..wire.encodings import WireFormat
 from ..wire.frame_reader import Received
 from ..wire.protocol import ErrorCode, ProtocolError
 from . import history, presence, publish, refresh, subscribe
@@ -42,11 +43,7 @@ async def handle(session: Session, message: Received, close: Callable[[int, str]
     """Answer one message; ``close`` ends the connection after a plugin's refusal asks to."""
     request_id = None
     try:
-        if isinstance(message.payload, bytes):
-            raise ProtocolError(
-                ErrorCode.BAD_REQUEST, "binary frames are not supported: send JSON text frames"
-            )
-        request = protocol.parse_request(message.payload)
+        request = _request(session.wire_format, message.payload)
         request_id = request.id
         reply = await HANDLERS[type(request)](session, request)
         if isinstance(reply, Replied):
@@ -71,6 +68,24 @@ async def handle(session: Session, message: Received, close: Callable[[int, str]
             "client %s (%s): error handling a request", client.client_id, client.remote_address
         )
         await send_error(session, ErrorCode.INTERNAL, "internal error", request_id)
+
+
+def _request(wire_format: WireFormat, payload: str | bytes) -> protocol.Request:
+    if wire_format.msgpack:
+        if not isinstance(payload, bytes):
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"text frames are not supported on a {encodings.MSGPACK} connection: "
+                "send MessagePack in binary frames",
+            )
+        return protocol.request_from(encodings.decode_msgpack(payload))
+    if isinstance(payload, bytes):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            "binary frames are not supported: send JSON text frames "
+            f"(or connect with the subprotocol {encodings.MSGPACK})",
+        )
+    return protocol.parse_request(payload)
 
 
 async def send_error(

@@ -11,6 +11,7 @@ from ..core.stats import Stats
 from ..engine.interface import Engine
 from ..plugin import Client, Identity
 from ..plugin_host.pipeline import Pipeline
+from ..wire.encodings import WireFormat
 
 
 @attrs.define
@@ -37,6 +38,7 @@ class Session(Protocol):
     limits: LimitsConfig
     engine: Engine
     stats: Stats
+    wire_format: WireFormat  # what the client speaks (JSON or MessagePack)
 
     @property
     def closing(self) -> bool: ...

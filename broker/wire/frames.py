@@ -9,6 +9,7 @@ import struct
 from .close_codes import LOCAL_ONLY, CloseCode
 
 _FIN_TEXT = 0x81
+_FIN_BINARY = 0x82
 _FIN_CLOSE = 0x88
 _FIN_PING = 0x89
 _FIN_PONG = 0x8A
@@ -28,6 +29,11 @@ def frame_header(first: int, length: int) -> bytes:
 def text_frame(payload: bytes) -> bytes:
     """One unfragmented, unmasked text frame carrying ``payload`` (UTF-8)."""
     return frame_header(_FIN_TEXT, len(payload)) + payload
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """One unfragmented, unmasked binary frame carrying ``payload``."""
+    return frame_header(_FIN_BINARY, len(payload)) + payload
 
 
 def frame_payload(frame: bytes) -> bytes:

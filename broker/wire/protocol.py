@@ -268,7 +268,12 @@ def _refuse_unknown_fields(
 
 def parse_request(text: str) -> Request:
     """Parse one text frame into a request; raise ProtocolError if it is not one."""
-    obj = decode_json(text)
+    return request_from(decode_json(text))
+
+
+def request_from(obj: Any) -> Request:
+    """The request a decoded message (JSON's, or MessagePack's) makes; ProtocolError if
+    it is not one."""
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a request must be a JSON object")
     request_id = _request_id(obj)

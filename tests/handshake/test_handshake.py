@@ -49,7 +49,8 @@ def without(name: str, **changes: str) -> dict[str, str]:
 
 
 def test_a_good_request_is_taken_apart_for_plugins() -> None:
-    request = check_upgrade(parsed({**GOOD, "Sec-WebSocket-Protocol": "chat", "X-Custom": "1"}))
+    offer = {"Sec-WebSocket-Protocol": "chat, trio-broker.json", "X-Custom": "1"}
+    request = check_upgrade(parsed({**GOOD, **offer}))
     assert (request.target, request.host, request.key) == ("/ws?token=t", "broker.example", KEY)
     view = plugin_view(request, "127.0.0.1:5000", "c-1")
     assert view.path == "/ws" and view.query == {"token": ("t",)} and view.client_id == "c-1"
@@ -58,9 +59,21 @@ def test_a_good_request_is_taken_apart_for_plugins() -> None:
     expected = base64.b64encode(
         hashlib.sha1(KEY + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
     )
+    assert request.subprotocols == ("chat", "trio-broker.json")
     assert accept_response(request) == (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + expected + b"\r\n\r\n"
+        b"Sec-WebSocket-Accept: " + expected + b"\r\n"
+        b"Sec-WebSocket-Protocol: trio-broker.json\r\n\r\n"
+    )
+    no_offer = check_upgrade(parsed(GOOD))
+    assert accept_response(no_offer).endswith(b"Sec-WebSocket-Accept: " + expected + b"\r\n\r\n")
+
+
+def test_only_unknown_subprotocols_are_a_400_that_names_the_known_ones() -> None:
+    status, reason = refusal({**GOOD, "Sec-WebSocket-Protocol": "mqtt"})[:2]
+    assert (status, reason) == (
+        400,
+        "unknown subprotocol(s) mqtt: this broker speaks trio-broker.json, trio-broker.msgpack",
     )
 
 
