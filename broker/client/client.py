@@ -26,7 +26,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..core.topics import matches
 from ..wire import protocol
 from ..wire.close_codes import CloseCode
-from . import events
+from . import codecs, events
 from .errors import BrokerError, ClientError, ConnectionLost, HandshakeRefused
 from .events import Event, Message, RecoveryFailed
 from .websocket import WebSocket
@@ -97,8 +97,10 @@ class Client:
         ssl_context: ssl.SSLContext | None,
         request_timeout: float,
         backoff: tuple[float, float],
+        encoding: str = "json",
     ) -> None:
         self.url = url
+        self._codec = codecs.codec(encoding)
         self.token = token
         self.expires_at: float | None = None  # Unix seconds, as the broker said
         self.client_id: str | None = None
@@ -132,14 +134,14 @@ class Client:
             self._need_token = False
         headers = [("Authorization", f"Bearer {self.token}")] if self.token else []
         headers += list(self._headers.items())
-        ws = await WebSocket.connect(self.url, headers, self._ssl_context)
+        ws = await WebSocket.connect(self.url, headers, self._ssl_context, self._codec.subprotocol)
         try:
             with anyio.fail_after(self._request_timeout):
                 (welcome, *rest) = await ws.receive()
         except BaseException:
             await ws.aclose()
             raise
-        welcome_fields = events.decode(welcome)
+        welcome_fields = self._codec.decode(welcome)
         self._by_server = dict.fromkeys(self._by_server, False)
         self.client_id = welcome_fields.get("client_id")
         self.expires_at = welcome_fields.get("expires_at")
@@ -257,8 +259,8 @@ class Client:
             if self._positions.get(topic_filter) is None and "pos" in reply:
                 self._positions[topic_filter] = reply["pos"]
 
-    async def _handle(self, text: str) -> None:
-        reply = events.decode(text)
+    async def _handle(self, text: str | bytes) -> None:
+        reply = self._codec.decode(text)
         op = reply.get("op")
         if op == "message":
             message = events.message(reply)
@@ -305,7 +307,7 @@ class Client:
         request_id = next(self._ids)
         waiter = self._waiters[request_id] = _Waiter()
         try:
-            await ws.send(protocol.encode_request(attrs.evolve(request, id=request_id)))
+            await ws.send(self._codec.encode(attrs.evolve(request, id=request_id)))
         except ConnectionLost as lost:
             self._waiters.pop(request_id, None)
             # Once the reader took it in, a request made again waits for the next
@@ -442,6 +444,7 @@ async def connect(
     ssl_context: ssl.SSLContext | None = None,
     request_timeout: float = 10.0,
     backoff: tuple[float, float] = (0.1, 10.0),
+    encoding: str = "json",
 ) -> AsyncIterator[Client]:
     """Connect to the broker at ``url`` for the duration of the block.
 
@@ -455,6 +458,9 @@ async def connect(
     refreshed on the open connection before they expire, and renewed before reconnecting
     when the broker closed with 4001 or refused the handshake with 401. Without it, an
     expired token ends the client (the stream raises `ConnectionLost` with code 4001).
+
+    ``encoding`` "msgpack" speaks the trio-broker.msgpack subprotocol (MessagePack in
+    binary frames; needs the msgpack package) instead of JSON.
     """
     client = Client(
         url,
@@ -466,6 +472,7 @@ async def connect(
         ssl_context=ssl_context,
         request_timeout=request_timeout,
         backoff=backoff,
+        encoding=encoding,
     )
     ws = await client._open()
     raised: BaseException | None = None

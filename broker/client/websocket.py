@@ -46,6 +46,7 @@ class WebSocket:
         self._ws = ws
         self._send_lock = anyio.Lock()
         self._parts: list[str] = []
+        self._binary_parts: list[bytes] = []
         self._size = 0
         self._early: list[Event] = []  # read with the handshake's answer
 
@@ -55,6 +56,7 @@ class WebSocket:
         url: str,
         headers: list[tuple[str, str]],
         ssl_context: ssl.SSLContext | None = None,
+        subprotocol: str | None = None,
     ) -> "WebSocket":
         """Open the TCP (TLS for wss://) connection and do the handshake.
 
@@ -74,6 +76,7 @@ class WebSocket:
             host=f"{netloc}:{port}",
             target=target,
             extra_headers=[(name.encode(), value.encode()) for name, value in headers],
+            subprotocols=[] if subprotocol is None else [subprotocol],
         )
         try:
             await stream.send(ws.send(request))
@@ -116,11 +119,13 @@ class WebSocket:
         self._ws.receive_data(data)
         return list(self._ws.events())
 
-    async def send(self, text: str) -> None:
+    async def send(self, message: str | bytes) -> None:
+        """One message: text, or binary (MessagePack's)."""
         if self._ws.state is not ConnectionState.OPEN:
             # The server's close came in (the reader reports it): no more messages out.
             raise ConnectionLost("the connection is closing")
-        await self._send_bytes(self._ws.send(TextMessage(data=text)))
+        event = BytesMessage(data=message) if isinstance(message, bytes) else TextMessage(message)
+        await self._send_bytes(self._ws.send(event))
 
     async def _send_bytes(self, data: bytes) -> None:
         try:
@@ -129,11 +134,12 @@ class WebSocket:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
             raise ConnectionLost("the connection was lost") from error
 
-    async def receive(self) -> list[str]:
-        """The text messages that arrived (at least one); pings are answered meanwhile.
+    async def receive(self) -> list[str | bytes]:
+        """The messages that arrived (at least one): text, or binary; pings are answered
+        meanwhile.
 
         Raises ConnectionLost (with the close code and reason, if the server sent them)."""
-        messages: list[str] = []
+        messages: list[str | bytes] = []
         while not messages:
             events, self._early = self._early or await self._events(), []
             for event in events:
@@ -155,7 +161,13 @@ class WebSocket:
                         event.reason,
                     )
                 elif isinstance(event, BytesMessage):
-                    continue  # the protocol is text only
+                    self._binary_parts.append(bytes(event.data))
+                    self._size += len(event.data)
+                    if self._size > MAX_MESSAGE:
+                        raise ConnectionLost("a message from the server is too large")
+                    if event.message_finished:
+                        messages.append(b"".join(self._binary_parts))
+                        self._binary_parts, self._size = [], 0
         return messages
 
     async def _answer_close(self, event: CloseConnection) -> None:

@@ -107,13 +107,20 @@ def encode_request(request: Request) -> str:
 
     Optional fields left as None are left out; ``data`` is always sent (null is data).
     """
+    fields = request_fields(request)
+    if "data" in fields:
+        fields.update(data_fields(fields.pop("data")))
+    return json.dumps(fields)
+
+
+def request_fields(request: Request) -> dict[str, Any]:
+    """A request's fields as a client sends them, ``op`` included (binary data as bytes:
+    `encode_request` makes it ``data_b64`` for JSON)."""
     fields: dict[str, Any] = {"op": _OPS[type(request)]}
     for name, value in attrs.asdict(request, recurse=False).items():
-        if name == "data":
-            fields.update(data_fields(value))
-        elif value is not None:
+        if value is not None or name == "data":
             fields[name] = value
-    return json.dumps(fields)
+    return fields
 
 
 def data_fields(data: Any) -> dict[str, Any]:

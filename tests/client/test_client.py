@@ -42,9 +42,12 @@ async def next_message(client: Client) -> Message:
     raise AssertionError("the stream ended")
 
 
-async def test_subscribe_publish_and_every_request(start_broker: StartBroker) -> None:
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_subscribe_publish_and_every_request(
+    start_broker: StartBroker, encoding: str
+) -> None:
     broker = await start_broker(topics=[CHAT])
-    async with connect(url(broker)) as client:
+    async with connect(url(broker), encoding=encoding) as client:
         subscribed = await client.subscribe("chat/#")
         assert subscribed.pos is not None and subscribed.recovered is None
         await client.publish("chat/room", {"text": "hi"})
@@ -85,13 +88,20 @@ async def test_subscribe_publish_and_every_request(start_broker: StartBroker) ->
         await client.unsubscribe("chat/room")
 
 
-async def test_binary_data_is_bytes_both_ways(start_broker: StartBroker) -> None:
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_binary_data_is_bytes_both_ways(start_broker: StartBroker, encoding: str) -> None:
     broker = await start_broker(topics=[CHAT])
-    async with connect(url(broker)) as client:
+    async with connect(url(broker), encoding=encoding) as client:
         await client.subscribe("chat/bin")
         await client.publish("chat/bin", b"\x00\x01\xff")
         assert (await next_message(client)).data == b"\x00\x01\xff"
         assert [m.data for m in await client.history("chat/bin")] == [b"\x00\x01\xff"]
+
+
+async def test_an_unknown_encoding_is_refused_before_connecting() -> None:
+    with pytest.raises(ValueError, match="encoding must be one of json, msgpack, not 'xml'"):
+        async with connect("ws://127.0.0.1:1/ws", encoding="xml"):
+            pass
 
 
 async def _take(client: Client, count: int) -> Any:
