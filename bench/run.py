@@ -80,6 +80,9 @@ WEBHOOKS_SECTION = (
 # Clients that offer permessage-deflate (as browsers do), against brokers that decline it
 # and brokers that compress: trio-broker once per publish, Node's ws once per subscriber.
 COMPRESSED = "trio-broker, compression"
+# The same broker, its clients speaking trio-broker.msgpack instead of JSON.
+MSGPACK_CLIENTS = "trio-broker, msgpack clients"
+LOADGEN_OPTIONS = {MSGPACK_CLIENTS: ["--msgpack", "1"]}
 NODE_DEFLATE = "node ws, perMessageDeflate"
 SAMPLE = "trio-broker, sample config"  # etc/trio-broker.toml (acl, limits, topics) on port 0
 TLS = "trio-broker, wss://"  # a certificate made for the run (trustme)
@@ -96,6 +99,7 @@ VARIANTS = {
     TLS: TLS_SECTION,
     HOOKS: HOOKS_SECTION,
     WEBHOOKS: WEBHOOKS_SECTION,
+    MSGPACK_CLIENTS: "",
     COMPRESSED: "",
     ROOMY_WEBHOOKS: WEBHOOKS_SECTION + "max_queued = 40000\n",
     ONE_WORKER_2CPU: CLUSTER,
@@ -123,6 +127,16 @@ SCENARIOS: list[dict[str, Any]] = [
         "chat": 1,
         "deflate": 1,
         "brokers": ("trio-broker", COMPRESSED, "node ws", NODE_DEFLATE),
+    },
+    {
+        # MessagePack against JSON: 1 KiB of chat-like text as data, subscribers counting.
+        "name": "saturation, S=100, 1 KiB chat, msgpack against JSON",
+        "mode": "saturate",
+        "subscribers": 100,
+        "payload": 1024,
+        "chat": 1,
+        "counting": 1,
+        "brokers": ("trio-broker", MSGPACK_CLIENTS),
     },
     {
         # The same at a rate every broker but Node's compressing one sustains: what
@@ -452,15 +466,21 @@ class Broker:
 
 
 def run_load(
-    brokers: list["Broker"], scenario: dict[str, Any], duration: float, redis: RedisServer | None
+    brokers: list["Broker"],
+    scenario: dict[str, Any],
+    duration: float,
+    redis: RedisServer | None,
+    extra: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Subscribers spread over ``brokers``, the publisher on the first."""
+    """Subscribers spread over ``brokers``, the publisher on the first; ``extra``: more
+    load generator options (the broker's own, `LOADGEN_OPTIONS`)."""
     options = {k: v for k, v in scenario.items() if k not in ("name", "brokers")}
     options.setdefault("duration", duration)
     urls = [f"{broker.scheme}://127.0.0.1:{broker.port}/ws" for broker in brokers]
     command = ["node", str(BENCH / "loadgen" / "loadgen.js"), "--url", ",".join(urls)]
     for key, value in options.items():
         command += [f"--{key}", str(value)]
+    command += extra or []
     idle = scenario["mode"] == "idle"
     pids = [pid for broker in brokers for pid in with_children(broker.pid)]
 
@@ -647,7 +667,8 @@ def main() -> None:
                     events_before = backend_events(backend_port)
                     try:
                         cluster = redis if name in CLUSTER_BROKERS else None
-                        outcome = run_load(brokers, scenario, args.duration, cluster)
+                        extra = LOADGEN_OPTIONS.get(name)
+                        outcome = run_load(brokers, scenario, args.duration, cluster, extra)
                     finally:
                         for broker in brokers:
                             broker.stop()

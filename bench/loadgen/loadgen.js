@@ -42,7 +42,15 @@ const inflight = +(args.inflight ?? 10000);
 const drainLimit = 10000;
 const membersPublish = args["members-publish"] === "1";
 const deflate = args.deflate === "1";
-const CHECKING = 100; // with --deflate: one subscriber in this many inflates and checks
+// --msgpack 1: every client speaks trio-broker.msgpack (MessagePack in binary frames).
+const packed = args.msgpack === "1";
+// --counting 1 (implied by --deflate): one subscriber in CHECKING decodes and checks order
+// and latency; the others count raw frames (and the bytes read), decoding nothing.
+const counting = deflate || args.counting === "1";
+const CHECKING = 100;
+const SUBPROTOCOL = "trio-broker.msgpack";
+const { encode, decode } = packed ? require("@msgpack/msgpack") : {};
+const encodeRequest = packed ? (obj) => encode(obj) : (obj) => JSON.stringify(obj);
 const chat = args.chat === "1";
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
@@ -51,7 +59,7 @@ const now = () => performance.now(); // ms, sub-µs resolution, same clock in ev
 function open(url, localAddress = undefined) {
   return new Promise((resolve, reject) => {
     // wss:// rows use a certificate made for the run: not checked, as for Node's broker.
-    const ws = new WebSocket(url, {
+    const ws = new WebSocket(url, packed ? [SUBPROTOCOL] : [], {
       perMessageDeflate: deflate, skipUTF8Validation: true, localAddress, rejectUnauthorized: false,
     });
     ws.once("message", () => resolve(ws)); // the welcome
@@ -62,7 +70,7 @@ function open(url, localAddress = undefined) {
 function request(ws, obj) {
   return new Promise((resolve) => {
     ws.once("message", resolve);
-    ws.send(JSON.stringify(obj));
+    ws.send(encodeRequest(obj));
   });
 }
 
@@ -96,7 +104,8 @@ function openCounting(url, topic, onMessage) {
         `GET ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\n` +
         "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
         `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString("base64")}\r\n` +
-        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n");
+        (deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "") +
+        (packed ? `Sec-WebSocket-Protocol: ${SUBPROTOCOL}\r\n` : "") + "\r\n");
     });
     // Counting reads frame headers only: a payload is skipped as it comes, never copied.
     let skip = 0;
@@ -137,7 +146,7 @@ function openCounting(url, topic, onMessage) {
         at += head + length;
         if (stage === "welcome") {
           stage = "ack";
-          socket.write(maskedText(JSON.stringify({ op: "subscribe", topic, id: 1 })));
+          socket.write(masked(encodeRequest({ op: "subscribe", topic, id: 1 })));
         } else if (stage === "ack") {
           stage = "counting";
           resolve(counter);
@@ -151,10 +160,11 @@ function openCounting(url, topic, onMessage) {
   });
 }
 
-function maskedText(text) {
-  const payload = Buffer.from(text);
-  const head = payload.length < 126 ? Buffer.from([0x81, 0x80 | payload.length])
-    : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 255]);
+function masked(message) {
+  const payload = Buffer.from(message); // text: a string; binary: a Uint8Array
+  const first = typeof message === "string" ? 0x81 : 0x82;
+  const head = payload.length < 126 ? Buffer.from([first, 0x80 | payload.length])
+    : Buffer.from([first, 0x80 | 126, payload.length >> 8, payload.length & 255]);
   return Buffer.concat([head, Buffer.alloc(4), payload]); // a zero mask leaves it as is
 }
 
@@ -229,19 +239,19 @@ async function load() {
     pump();
   };
   const counting = [];
-  if (deflate) {
+  if (counting) {
     for (let i = 0; i < subscriberCount; i++) {
       if (i % CHECKING) counting.push(await openCounting(urls[i % urls.length], topicOf(i), counted(i)));
     }
   }
-  const checking = deflate ? Math.ceil(subscriberCount / CHECKING) : subscriberCount;
+  const checking = counting ? Math.ceil(subscriberCount / CHECKING) : subscriberCount;
   const subscribers = await openMany(checking, async (ws, j) => {
-    const i = deflate ? j * CHECKING : j;
+    const i = counting ? j * CHECKING : j;
     await request(ws, { op: "subscribe", topic: topicOf(i), id: 1 });
     ws.on("message", (data) => {
       // {"op":"message","topic":"bench/0","data":"SEQ|SENT_MS|padding"}
-      const text = data.toString("latin1");
-      const start = text.indexOf('"data":"') + 8;
+      const text = packed ? decode(data).data : data.toString("latin1");
+      const start = packed ? 0 : text.indexOf('"data":"') + 8;
       const bar = text.indexOf("|", start);
       const seq = +text.slice(start, bar);
       const sent = +text.slice(bar + 1, text.indexOf("|", bar + 1));
@@ -270,7 +280,9 @@ async function load() {
     const padding = paddings[seq % paddings.length];
     const data = `${seq}|${now().toFixed(3)}|${padding}`.slice(0, Math.max(payloadSize, 24));
     const sender = membersPublish ? subscribers[seq % subscriberCount] : publisher;
-    sender.send(`{"op":"publish","topic":"bench/${topic}","data":"${data}"}`);
+    sender.send(packed
+      ? encode({ op: "publish", topic: `bench/${topic}`, data })
+      : `{"op":"publish","topic":"bench/${topic}","data":"${data}"}`);
     publishedPerTopic[topic]++;
     publishedDeliveries += perTopic;
     seq++;
@@ -337,7 +349,7 @@ async function load() {
       delivered: received,
       lost,
       reordered,
-      ...(deflate ? { wire_bytes_per_delivery: wireBytes / Math.max(1, receivedInWindow) } : {}),
+      ...(counting ? { wire_bytes_per_delivery: wireBytes / Math.max(1, receivedInWindow) } : {}),
     },
   });
   for (const ws of [...subscribers, publisher]) ws.terminate();
