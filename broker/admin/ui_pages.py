@@ -1,6 +1,7 @@
 """The demo pages the admin listener serves with ``[admin] ui = true`` (broker/ui/).
 
-Plain files, no build step: the chat demo and the browser client module it imports, and
+Plain files, no build step: the chat demo, the browser client module it imports (and the
+MessagePack module that one loads for ``encoding: "msgpack"``), and
 ``/ui/config.json``, which tells a page where the WebSocket endpoint is.
 """
 
@@ -11,8 +12,9 @@ from .http_server import HttpResponse
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
 }
-PAGES = ("index.html", "chat.html", "dashboard.html", "trio-broker.js")
+PAGES = ("index.html", "chat.html", "dashboard.html", "trio-broker.js", "msgpack.mjs")
 
 
 def page(name: str) -> HttpResponse | None:

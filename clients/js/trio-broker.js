@@ -65,12 +65,18 @@ function withBytes(message) {
   return { ...rest, data: Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0)) };
 }
 
+const MSGPACK = "trio-broker.msgpack";
 const IDEMPOTENT = new Set(["subscribe", "unsubscribe", "history", "presence", "ping"]);
 
 export class Client extends EventTarget {
-  constructor(url, { token = null, getToken = null, reconnect = true, backoff = [100, 10000], requestTimeout = 10000 } = {}) {
+  constructor(url, { token = null, getToken = null, reconnect = true, backoff = [100, 10000], requestTimeout = 10000, encoding = "json" } = {}) {
     super();
+    if (encoding !== "json" && encoding !== "msgpack") {
+      throw new TypeError(`encoding must be "json" or "msgpack", not ${JSON.stringify(encoding)}`);
+    }
     this.url = url;
+    this.encoding = encoding;
+    this._codec = null; // MessagePack's encode and decode, loaded by the first connection
     this.token = token;
     this.getToken = getToken;
     this.expiresAt = null; // Unix seconds, when the broker says the credentials expire
@@ -122,11 +128,19 @@ export class Client extends EventTarget {
       }
       if (this._closed) return;
     }
-    const ws = new WebSocket(this._address());
+    if (this.encoding === "msgpack" && this._codec === null) {
+      this._codec = await import(new URL("./msgpack.mjs", import.meta.url).href);
+    }
+    const ws = this._codec
+      ? new WebSocket(this._address(), [MSGPACK])
+      : new WebSocket(this._address());
+    ws.binaryType = "arraybuffer";
     this._ws = ws;
     let welcomed = false;
     ws.onmessage = (event) => {
-      const reply = JSON.parse(event.data);
+      const reply = typeof event.data === "string"
+        ? JSON.parse(event.data)
+        : this._codec.decode(new Uint8Array(event.data));
       if (!welcomed && reply.op === "welcome") {
         welcomed = true;
         this.clientId = reply.client_id;
@@ -274,7 +288,7 @@ export class Client extends EventTarget {
         reject(new Error(`no answer to ${request.op} in ${this.requestTimeout} ms`));
       }, this.requestTimeout);
       this._pending.set(id, { request, resolve, reject, timer });
-      this._ws.send(JSON.stringify({ ...request, id }));
+      this._ws.send(this._encode({ ...request, id }));
     });
   }
 
@@ -289,12 +303,17 @@ export class Client extends EventTarget {
     await this._send({ op: "unsubscribe", topic: filter });
   }
 
-  // `data`: any JSON value, or a Uint8Array (binary data, sent as data_b64).
+  // `data`: any JSON value, or a Uint8Array (binary data: bin in MessagePack, data_b64 in
+  // JSON).
   async publish(topic, data) {
-    const request = data instanceof Uint8Array
+    const request = data instanceof Uint8Array && !this._codec
       ? { op: "publish", topic, data_b64: toBase64(data) }
       : { op: "publish", topic, data };
     await this._send(request);
+  }
+
+  _encode(request) {
+    return this._codec ? this._codec.encode(request) : JSON.stringify(request);
   }
 
   async history(filter, limit = null) {

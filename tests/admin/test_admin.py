@@ -421,6 +421,9 @@ async def test_the_demo_pages_are_served_only_with_ui(
     module = await http.get(admin_url(on, "/ui/trio-broker.js"))
     assert module.headers["content-type"].startswith("text/javascript")
     assert module.text == (ROOT / "clients" / "js" / "trio-broker.js").read_text()
+    msgpack = await http.get(admin_url(on, "/ui/msgpack.mjs"))  # for encoding: "msgpack"
+    assert msgpack.headers["content-type"].startswith("text/javascript")
+    assert msgpack.text == (ROOT / "clients" / "js" / "msgpack.mjs").read_text()
     config = await http.get(admin_url(on, "/ui/config.json"))
     assert config.json() == {"websocket": f"ws://127.0.0.1:{on.port}/ws"}
     assert (await http.get(admin_url(on, "/ui/../config.py"))).status_code == 404

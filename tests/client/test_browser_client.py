@@ -322,3 +322,50 @@ def publish_as_backend(daemon: Daemon, topic: str) -> None:
             await client.publish(topic, topic)
 
     anyio.run(run, backend="trio")  # (Playwright holds an asyncio loop in this thread)
+
+
+MSGPACK_SCENARIO = """async (url) => {
+  const { Client } = await import("/trio-broker.js");
+  const packed = new Client(url, { encoding: "msgpack" });
+  const plain = new Client(url);
+  const next = (client) => new Promise((resolve) =>
+    client.addEventListener("message", (event) => resolve(event.detail), { once: true }));
+  await packed.open();
+  await plain.open();
+  await packed.subscribe("chat/#");
+  await plain.subscribe("chat/#");
+  const got = [];
+  for (const data of [{ text: "hé", n: [1, 2.5, null] }, new Uint8Array([0, 1, 255])]) {
+    const arrivals = [next(packed), next(plain)];
+    await packed.publish("chat/mp", data);
+    got.push(await Promise.all(arrivals));
+  }
+  const history = (await packed.history("chat/mp")).map((m) => m.data);
+  let refused = null;
+  try { new Client(url, { encoding: "xml" }); } catch (error) { refused = error.message; }
+  const protocol = packed._ws.protocol;
+  packed.close();
+  plain.close();
+  return {
+    protocol,
+    json: got[0].map((m) => m.data),
+    bytes: got[1].map((m) => [m.data instanceof Uint8Array, Array.from(m.data)]),
+    history: [history.at(-2), Array.from(history.at(-1))],
+    refused,
+  };
+}"""
+
+
+def test_the_browser_client_speaks_messagepack_beside_a_json_one(
+    make_run_daemon: Daemon,  # noqa: F811 (fixture)
+    served: int,
+) -> None:
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{served}/test.html")
+        result = page.evaluate(MSGPACK_SCENARIO, make_run_daemon.url)
+    assert result["protocol"] == "trio-broker.msgpack"
+    assert result["json"] == [{"text": "hé", "n": [1, 2.5, None]}] * 2
+    assert result["bytes"] == [[True, [0, 1, 255]]] * 2
+    assert result["history"] == [{"text": "hé", "n": [1, 2.5, None]}, [0, 1, 255]]
+    assert result["refused"] == 'encoding must be "json" or "msgpack", not "xml"'
