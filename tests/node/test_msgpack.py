@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 from broker.wire import encodings
-from tests.conftest import Connect, StartBroker
+from tests.conftest import Connect, StartBroker, with_engine
 from tests.wsclient import Rejected, WsClient
 
 MSGPACK = ["trio-broker.msgpack"]
@@ -23,10 +23,15 @@ async def msgpack_client(connect: Connect, broker: Any, **options: Any) -> WsCli
     return client
 
 
+@pytest.fixture(params=["memory", "redis"])
+def either_engine(request: pytest.FixtureRequest, start_broker: StartBroker) -> StartBroker:
+    return with_engine(request, start_broker)
+
+
 async def test_requests_replies_and_deliveries_in_messagepack_beside_json(
-    start_broker: StartBroker, connect: Connect
+    either_engine: StartBroker, connect: Connect
 ) -> None:
-    broker = await start_broker(topics=TOPICS)
+    broker = await either_engine(topics=TOPICS)
     packed = await msgpack_client(connect, broker)
     plain = await connect(broker)
     ack = await packed.request_msgpack({"op": "subscribe", "topic": "t/#", "id": 1})
