@@ -45,8 +45,18 @@ class BrokerCollector(Collector):
             return
         stats = snapshot.stats
         yield GaugeMetricFamily(
-            PREFIX + "connections", "Open WebSocket connections.", value=snapshot.connections
+            PREFIX + "connections",
+            "Open client connections: WebSockets and event streams.",
+            value=snapshot.connections,
         )
+        by_transport = GaugeMetricFamily(
+            PREFIX + "connections_by_transport",
+            "Open client connections by transport.",
+            labels=["transport"],
+        )
+        by_transport.add_metric(["websocket"], snapshot.connections - snapshot.streams)
+        by_transport.add_metric(["sse"], snapshot.streams)
+        yield by_transport
         yield GaugeMetricFamily(
             PREFIX + "subscriptions",
             "Subscriptions held by all connections.",

@@ -142,6 +142,10 @@ class ClientConnection(Detours, Liveness, Writing):
                     self._start_timers()
                     if self.client.identity.channels:
                         await server_side.subscribe_channels(self, self.client.identity.channels)
+                    if (stream := self.wire_format.stream) is not None:
+                        # An event stream's filters: authorized at its request already.
+                        for topic_filter in stream.filters:
+                            await server_side.subscribe_for(self, topic_filter, stream.since)
                     await self._read_loop()
                     if self._writer_done is not None:
                         await self._writer_done.wait()

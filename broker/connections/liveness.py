@@ -13,6 +13,7 @@ from ..core.token_bucket import TokenBucket
 from ..plugin import Identity
 from ..wire.close_codes import CloseCode
 from ..wire.frames import close_frame, ping_frame
+from ..wire.sse import HEARTBEAT
 from .raw_socket import write_now
 from .state import ConnectionState
 
@@ -50,7 +51,13 @@ class Liveness(ConnectionState):
         if beat is Beat.PING:
             if self.closing:
                 return
-            self.outbox.push_control(ping_frame(b"heartbeat"))
+            if self.wire_format.stream is not None:
+                # An event stream's comment line keeps proxies from timing it out; nothing
+                # answers it (a peer gone shows as a full queue: the slow-consumer limit).
+                self.outbox.push_control(HEARTBEAT)
+                heartbeat.pong(now)
+            else:
+                self.outbox.push_control(ping_frame(b"heartbeat"))
         self._timer = self._timers.call_at(heartbeat.due, self._beat)
 
     def _drop(self, code: int, reason: str) -> None:
@@ -59,8 +66,9 @@ class Liveness(ConnectionState):
         The close frame goes out only if the socket takes it without waiting; a writer
         task, if one runs, holds a half-written frame, and the frame is not sent at all.
         """
+        stream = self.wire_format.stream is not None
         if self._socket is not None and not self.outbox.writer_running and not self.closing:
-            frame = close_frame(code, reason)
+            frame = b"" if stream else close_frame(code, reason)
             self._close_sent = True
             # Full or broken, it was only a courtesy.
             with contextlib.suppress(trio.BrokenResourceError):

@@ -137,7 +137,9 @@ class ConnectionState:
             return
         self.close_code = code
         self._writer_done = trio.Event()
-        final = None if self._close_sent else close_frame(code, reason)
+        # An event stream just ends: it has no close frame.
+        stream = self.wire_format.stream is not None
+        final = None if self._close_sent or stream else close_frame(code, reason)
         self._close_sent = True
         self.outbox.finish(final, drain=drain)
 

@@ -109,4 +109,7 @@ class Writing(ConnectionState):
             if batch.last:
                 assert self._writer_done is not None
                 self._writer_done.set()
+                if self.wire_format.stream is not None and self._scope is not None:
+                    # An event stream's end is all written: no closing handshake follows.
+                    self._scope.cancel()
                 return

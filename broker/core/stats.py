@@ -172,6 +172,7 @@ class Snapshot:
     links: list[Link]
     unready_reason: str | None
     busiest: list[tuple[str, int]] = attrs.field(factory=list)  # filters, most subscribers first
+    streams: int = 0  # of the connections, the event streams (Server-Sent Events)
 
     def to_json(self) -> dict[str, Any]:
         data = attrs.asdict(self, recurse=False)
@@ -191,6 +192,7 @@ class Snapshot:
         """Take in a worker's numbers; ``name`` tells its links and reason apart."""
         self.stats.add(other.stats)
         self.connections += other.connections
+        self.streams += other.streams
         self.subscriptions += other.subscriptions
         self.topics += other.topics  # distinct per worker: workers may share filters
         self.retained_messages += other.retained_messages

@@ -3,6 +3,7 @@ RFC 6455 section 4.2.1 says, and the bytes that refuse or accept it."""
 
 import http
 import re
+from urllib.parse import urlsplit
 
 import attrs
 import h11
@@ -11,6 +12,8 @@ from wsproto.utilities import generate_accept_token
 from ..wire import encodings
 
 RECEIVE_SIZE = 16_384
+# Where the WebSocket listener serves Server-Sent Events (docs/protocol.md).
+STREAM_PATH = "/sse"
 # The upgrade request's size at most, headers included (nginx's default header buffer).
 # Below h11's own 16 KiB limit, which would only say 400.
 MAX_REQUEST_SIZE = 8_192
@@ -55,6 +58,9 @@ class UpgradeRequest:
     extensions: tuple[bytes, ...] = ()
     # The subprotocols offered (Sec-WebSocket-Protocol), in the client's order.
     subprotocols: tuple[str, ...] = ()
+    # A plain GET of the event stream (Server-Sent Events, broker.wire.sse), not an
+    # upgrade: no key, no extensions, no subprotocols.
+    stream: bool = False
 
 
 @attrs.frozen
@@ -94,6 +100,8 @@ def check_upgrade(event: h11.Request) -> UpgradeRequest:
     """The request if it is a WebSocket upgrade (checked as wsproto checks it, with its
     answers); HandshakeFailed saying what is missing otherwise."""
     if _is_plain_get(event):
+        if urlsplit(event.target.decode("ascii", "replace")).path == STREAM_PATH:
+            return _stream_request(event)
         raise HandshakeFailed(NOT_WEBSOCKET)
     if event.method != b"GET":
         raise _bad("Request method must be GET")
@@ -146,6 +154,23 @@ def check_upgrade(event: h11.Request) -> UpgradeRequest:
             + ", ".join(encodings.SUBPROTOCOLS)
         )
     return UpgradeRequest(target, host_name, bytes(key), tuple(extra), tuple(extensions), offered)
+
+
+def _stream_request(event: h11.Request) -> UpgradeRequest:
+    host = None
+    extra: list[tuple[bytes, bytes]] = []
+    for name, value in event.headers:
+        if name == b"host":
+            host = value
+        else:
+            extra.append((bytes(name), bytes(value)))
+    if host is None:
+        raise _bad("Missing header, 'Host'")
+    try:
+        target, host_name = event.target.decode("ascii"), host.decode("idna")
+    except UnicodeError as exc:
+        raise _bad(f"malformed request: {exc}") from None
+    return UpgradeRequest(target, host_name, b"", tuple(extra), stream=True)
 
 
 class RequestReader:

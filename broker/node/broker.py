@@ -22,6 +22,7 @@ from ..connections.tls_stream import TlsStream
 from ..core.client_ids import ClientIds
 from ..core.stats import BUSIEST, Snapshot, Stats
 from ..core.timers import Timers
+from ..core.topics import TopicError, check_filter
 from ..engine.interface import Engine
 from ..engine.memory import MemoryEngine
 from ..handshake import refusals
@@ -29,12 +30,12 @@ from ..handshake import upgrade as handshake
 from ..handshake.admission import AddressLimits, address_key
 from ..handshake.forwarding import IPAddress, TrustedProxies, client_address, parse_address
 from ..handshake.upgrade import HandshakeFailed, Refusal
-from ..plugin import HandshakeRequest, Identity, Refuse
+from ..plugin import Client, HandshakeRequest, Identity, Refuse
 from ..plugin_host.handshake_view import plugin_view
 from ..plugin_host.loader import build_pipeline
 from ..plugin_host.pipeline import Pipeline, PluginFailure
 from ..version import SERVER_NAME
-from ..wire import deflate, encodings, protocol
+from ..wire import deflate, encodings, protocol, sse
 from ..wire.close_codes import CloseCode
 from ..wire.frames import text_frame
 from ..wire.protocol import ProtocolError
@@ -136,6 +137,7 @@ class Broker:
         self.timers = Timers()
         self._deflater = _deflater(config)
         self._msgpack_frames = encodings.MsgpackFrames()
+        self._sse_frames = sse.SseFrames()
         self._wire_formats: dict[tuple[bool, int | None], encodings.WireFormat] = {}
         self._client_ids = ClientIds()
         self.engine: Engine = (
@@ -150,6 +152,7 @@ class Broker:
         self._current_pipeline = lambda: self.pipeline
         self.listeners: list[trio.SocketListener] = []
         self._connections: set[ClientConnection] = set()
+        self._streams = 0  # of them, event streams (Server-Sent Events)
         self._slots_taken = 0
         self._handshakes: set[trio.CancelScope] = set()
         self._stop_requested = trio.Event()
@@ -254,6 +257,7 @@ class Broker:
             links=self.engine.links(),
             unready_reason=self.unready_reason,
             busiest=self.engine.busiest(BUSIEST),
+            streams=self._streams,
         )
 
     async def node_snapshot(self) -> Snapshot:
@@ -355,14 +359,41 @@ class Broker:
             # serve_listeners closes the listeners when cancelled.
             await trio.serve_listeners(self._handle_stream, self.listeners, handler_nursery=nursery)
 
-    def _refusal(self, path: str, config: Config) -> Refusal | None:
+    def _refusal(self, path: str, config: Config, *, stream: bool = False) -> Refusal | None:
         return refusals.endpoint_refusal(
             path,
-            config.server.path,
+            handshake.STREAM_PATH if stream else config.server.path,
             stopping=self._stopping,
             taken=self._slots_taken,
             max_connections=config.limits.max_connections,
         )
+
+    async def _authorize_stream(
+        self, identity: Identity, view: HandshakeRequest, config: Config
+    ) -> tuple[Identity | Refusal, encodings.WireFormat]:
+        """An event stream's filters, each as a subscribe would be authorized; the stream's
+        own wire format, which says what to subscribe to once it is accepted."""
+        plain = encodings.WireFormat(outgoing=self._sse_frames.frame)
+        limits = config.limits
+        try:
+            asked = sse.stream_request(
+                view.query, view.header("last-event-id"), limits.max_subscriptions
+            )
+        except sse.BadStream as bad:
+            return Refusal(400, str(bad)), plain
+        client = Client(view.client_id, identity, view.remote_address)
+        for topic_filter in asked.filters:
+            try:
+                check_filter(topic_filter, limits.max_topic_length)
+                await self.pipeline.authorize_subscribe(client, topic_filter)
+            except TopicError as error:
+                return Refusal(400, f"topic {topic_filter[:100]!r}: {error}"), plain
+            except Refuse as refusal:
+                reason = f"subscribing to {topic_filter[:100]!r}: {refusal.message}"
+                return Refusal(refusal.status, reason), plain
+            except PluginFailure:
+                return Refusal(500, "authorization failed"), plain
+        return identity, attrs.evolve(plain, stream=asked)
 
     async def _authenticate(self, request: HandshakeRequest) -> Identity | Refusal:
         try:
@@ -408,12 +439,22 @@ class Broker:
             agreement = deflate.negotiate(request.extensions) if config.server.compression else None
             msgpack = encodings.choose_subprotocol(request.subprotocols) == encodings.MSGPACK
             wire_format = self._wire_format(msgpack, agreement)
+            if request.stream:
+                wire_format = encodings.WireFormat(outgoing=self._sse_frames.frame)
             decided = await self._decide(
                 stream, request, view, config, remote, agreement, wire_format
             )
             if decided is not None:
+                identity, client_id, response, wire_format = decided
                 accepted = _Accepted(
-                    *decided, received.after, remote, view.remote_address, address, wire_format
+                    identity,
+                    client_id,
+                    response,
+                    received.after,
+                    remote,
+                    view.remote_address,
+                    address,
+                    wire_format,
                 )
             return accepted
         finally:
@@ -464,20 +505,23 @@ class Broker:
         remote: str,
         agreement: deflate.Agreement | None,
         wire_format: encodings.WireFormat,
-    ) -> tuple[Identity, str, bytes] | None:
+    ) -> tuple[Identity, str, bytes, encodings.WireFormat] | None:
         """Refuse or accept the request; if accepted (a slot taken), the identity, the
         client id and the response to send: the 101 and the welcome."""
         outcome = (
-            self._refusal(view.path, config)
+            self._refusal(view.path, config, stream=request.stream)
             or refusals.origin_refusal(
                 view.origin, view.header("host") or "", config.server.allowed_origins
             )
             or await self._authenticate(view)
         )
+        if isinstance(outcome, Identity) and request.stream:
+            outcome, wire_format = await self._authorize_stream(outcome, view, config)
         if isinstance(outcome, Identity):
             outcome = await self._admit_user(outcome, view.client_id, config)
         # Checked again: other handshakes may have taken the last slots meanwhile.
-        if isinstance(outcome, Identity) and (again := self._refusal(view.path, config)):
+        again = self._refusal(view.path, config, stream=request.stream)
+        if isinstance(outcome, Identity) and again:
             if outcome.user is not None:
                 self.engine.release_user(outcome.user, view.client_id)
             outcome = again
@@ -488,10 +532,13 @@ class Broker:
         self._slots_taken += 1
         client_id = view.client_id
         welcome = protocol.encode_welcome(client_id, SERVER_NAME, outcome.expires_at)
+        if request.stream:
+            response = sse.response_head(view.origin)
+            return outcome, client_id, response, wire_format
         extensions = None if agreement is None else agreement.header()
         response = handshake.accept_response(request, extensions)
         response += wire_format.first(text_frame(welcome))
-        return outcome, client_id, response
+        return outcome, client_id, response, wire_format
 
     async def _handshake_in_time(
         self, stream: trio.abc.Stream, config: Config, remote: str, proxy: IPAddress | None
@@ -552,6 +599,8 @@ class Broker:
             )
             # Counted before the client hears it is welcome.
             self._connections.add(connection)
+            event_stream = int(connection.wire_format.stream is not None)
+            self._streams += event_stream
             self.engine.events.connected(
                 connection.client_id,
                 connection.client.identity.user,
@@ -566,6 +615,7 @@ class Broker:
                 await connection.run()
             finally:
                 self._connections.discard(connection)
+                self._streams -= event_stream
                 self._slots_taken -= 1
                 if (user := connection.client.identity.user) is not None:
                     self.engine.release_user(user, connection.client_id)

@@ -19,6 +19,7 @@ import msgpack
 
 from .frames import binary_frame, frame_payload
 from .protocol import MAX_JSON_DEPTH, ErrorCode, ProtocolError, data_field
+from .sse import StreamRequest
 
 JSON = "trio-broker.json"
 MSGPACK = "trio-broker.msgpack"
@@ -130,6 +131,9 @@ class WireFormat:
     # What the connection's outbox does to each data frame before it goes (re-encoding,
     # compressing), or None: it goes as built.
     outgoing: Callable[[bytes], bytes] | None = None
+    # A read-only event stream (Server-Sent Events): the filters and position it asked
+    # for. Its instance is its own, not shared.
+    stream: StreamRequest | None = None
 
     def first(self, frame: bytes) -> bytes:
         """A frame sent outside the outbox (the welcome, with the handshake's answer)."""
