@@ -198,3 +198,28 @@ async def test_streams_are_counted_by_transport(
     assert metrics[(by_transport, (("transport", "sse"),))] == 1
     assert metrics[(by_transport, (("transport", "websocket"),))] == 1
     assert metrics[("trio_broker_connections", ())] == 2
+
+
+async def test_a_stream_that_is_not_read_is_ended_as_a_slow_consumer(
+    start_broker: StartBroker, connect: Connect
+) -> None:
+    broker = await start_broker(
+        limits={"max_queued_messages": 8, "slow_consumer_timeout": 0.5, "max_message_size": 65536}
+    )
+    async with stream(broker, "topic=busy") as stalled:
+        await trio.testing.wait_all_tasks_blocked()
+        publisher = await connect(broker)
+        payload = "x" * 16_000
+        for n in range(1000):  # 16 MB: more than the socket buffers hold
+            await publisher.send({"op": "publish", "topic": "busy", "data": [n, payload]})
+        assert await publisher.request({"op": "ping", "id": 1}, timeout=30) == {
+            "op": "pong",
+            "id": 1,
+        }
+        assert broker.stats.slow_consumer_disconnects == 1
+        received = 0
+        with pytest.raises(EOFError):  # some events, then the end
+            while True:
+                assert (await stalled.event())["data"]["data"][0] == received
+                received += 1
+        assert 0 < received < 1000
