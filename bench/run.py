@@ -82,7 +82,9 @@ WEBHOOKS_SECTION = (
 COMPRESSED = "trio-broker, compression"
 # The same broker, its clients speaking trio-broker.msgpack instead of JSON.
 MSGPACK_CLIENTS = "trio-broker, msgpack clients"
-LOADGEN_OPTIONS = {MSGPACK_CLIENTS: ["--msgpack", "1"]}
+# The same broker, its subscribers reading Server-Sent Events streams.
+SSE_CLIENTS = "trio-broker, SSE subscribers"
+LOADGEN_OPTIONS = {MSGPACK_CLIENTS: ["--msgpack", "1"], SSE_CLIENTS: ["--sse", "1"]}
 NODE_DEFLATE = "node ws, perMessageDeflate"
 SAMPLE = "trio-broker, sample config"  # etc/trio-broker.toml (acl, limits, topics) on port 0
 TLS = "trio-broker, wss://"  # a certificate made for the run (trustme)
@@ -100,6 +102,7 @@ VARIANTS = {
     HOOKS: HOOKS_SECTION,
     WEBHOOKS: WEBHOOKS_SECTION,
     MSGPACK_CLIENTS: "",
+    SSE_CLIENTS: "",
     COMPRESSED: "",
     ROOMY_WEBHOOKS: WEBHOOKS_SECTION + "max_queued = 40000\n",
     ONE_WORKER_2CPU: CLUSTER,
@@ -137,6 +140,16 @@ SCENARIOS: list[dict[str, Any]] = [
         "chat": 1,
         "counting": 1,
         "brokers": ("trio-broker", MSGPACK_CLIENTS),
+    },
+    {
+        # Fan-out to event streams against WebSockets: the same broker and load.
+        "name": "saturation, S=100, 1 KiB chat, SSE against WebSocket",
+        "mode": "saturate",
+        "subscribers": 100,
+        "payload": 1024,
+        "chat": 1,
+        "counting": 1,
+        "brokers": ("trio-broker", SSE_CLIENTS),
     },
     {
         # The same at a rate every broker but Node's compressing one sustains: what

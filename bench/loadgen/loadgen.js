@@ -49,6 +49,9 @@ const packed = args.msgpack === "1";
 const counting = deflate || args.counting === "1";
 const CHECKING = 100;
 const SUBPROTOCOL = "trio-broker.msgpack";
+// --sse 1: the subscribers read Server-Sent Events streams (GET /sse?topic=...) instead of
+// WebSockets (with --counting, most count events without parsing them).
+const sse = args.sse === "1";
 const { encode, decode } = packed ? require("@msgpack/msgpack") : {};
 const encodeRequest = packed ? (obj) => encode(obj) : (obj) => JSON.stringify(obj);
 const chat = args.chat === "1";
@@ -160,6 +163,51 @@ function openCounting(url, topic, onMessage) {
   });
 }
 
+// A subscriber on an event stream: the GET by hand, then ``onEvent(text)`` per event
+// (``text`` null when only counting: the event separators are counted, natively).
+function openStream(url, topic, onEvent, parse) {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(+port, hostname);
+    socket.setNoDelay(true);
+    const reader = { bytesRead: 0, socket };
+    const separator = Buffer.from("\n\n");
+    let head = Buffer.alloc(0);
+    let text = "";
+    let endedWithNewline = false;
+    socket.on("error", reject);
+    socket.on("connect", () => socket.write(
+      `GET /sse?topic=${encodeURIComponent(topic)} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n\r\n`));
+    socket.on("data", (data) => {
+      reader.bytesRead += data.length;
+      if (head !== null) {
+        head = Buffer.concat([head, data]);
+        const end = head.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        if (!head.slice(0, 12).toString().includes("200")) return reject(new Error("refused"));
+        data = head.slice(end + 4);
+        head = null;
+        resolve(reader);
+      }
+      if (parse) {
+        text += data.toString("latin1");
+        let end;
+        while ((end = text.indexOf("\n\n")) >= 0) {
+          const event = text.slice(0, end);
+          text = text.slice(end + 2);
+          if (event.includes("event: message")) onEvent(event);
+        }
+        return;
+      }
+      if (endedWithNewline && data[0] === 0x0a) onEvent(null);
+      for (let at = data.indexOf(separator); at >= 0; at = data.indexOf(separator, at + 2)) {
+        onEvent(null);
+      }
+      endedWithNewline = data.length > 0 && data[data.length - 1] === 0x0a;
+    });
+  });
+}
+
 function masked(message) {
   const payload = Buffer.from(message); // text: a string; binary: a Uint8Array
   const first = typeof message === "string" ? 0x81 : 0x82;
@@ -238,35 +286,48 @@ async function load() {
     if (measuring) receivedInWindow++;
     pump();
   };
-  const counting = [];
-  if (counting) {
+  // A delivery whose data (SEQ|SENT_MS|padding) starts at ``start`` in ``text``.
+  const checkedAt = (i, text, start) => {
+    const bar = text.indexOf("|", start);
+    const seq = +text.slice(start, bar);
+    const sent = +text.slice(bar + 1, text.indexOf("|", bar + 1));
+    if (seq <= lastSeq[i] && !membersPublish) reordered++;
+    lastSeq[i] = seq;
+    receivedBy[i]++;
+    received++;
+    if (measuring) {
+      receivedInWindow++;
+      sampled++;
+      const micros = Math.round((now() - sent) * 1000);
+      histogram[Math.min(micros, histogram.length - 1)]++;
+      if (micros > maxLatency) maxLatency = micros;
+    }
+    pump();
+  };
+  // An event stream's event: data: {"topic":"bench/0","data":"SEQ|SENT_MS|padding"}
+  const checked = (i, event) => checkedAt(i, event, event.indexOf('"data":"') + 8);
+  const counters = []; // raw subscribers that count (never the global flag `counting`)
+  const streams = [];
+  if (sse) {
     for (let i = 0; i < subscriberCount; i++) {
-      if (i % CHECKING) counting.push(await openCounting(urls[i % urls.length], topicOf(i), counted(i)));
+      const checker = !counting || i % CHECKING === 0;
+      const onEvent = checker ? (event) => checked(i, event) : () => counted(i)();
+      streams.push(await openStream(urls[i % urls.length], topicOf(i), onEvent, checker));
+    }
+    await new Promise((r) => setTimeout(r, 1000)); // no ack on a stream: let it subscribe
+  } else if (counting) {
+    for (let i = 0; i < subscriberCount; i++) {
+      if (i % CHECKING) counters.push(await openCounting(urls[i % urls.length], topicOf(i), counted(i)));
     }
   }
-  const checking = counting ? Math.ceil(subscriberCount / CHECKING) : subscriberCount;
+  const checking = sse ? 0 : counting ? Math.ceil(subscriberCount / CHECKING) : subscriberCount;
   const subscribers = await openMany(checking, async (ws, j) => {
     const i = counting ? j * CHECKING : j;
     await request(ws, { op: "subscribe", topic: topicOf(i), id: 1 });
     ws.on("message", (data) => {
       // {"op":"message","topic":"bench/0","data":"SEQ|SENT_MS|padding"}
       const text = packed ? decode(data).data : data.toString("latin1");
-      const start = packed ? 0 : text.indexOf('"data":"') + 8;
-      const bar = text.indexOf("|", start);
-      const seq = +text.slice(start, bar);
-      const sent = +text.slice(bar + 1, text.indexOf("|", bar + 1));
-      if (seq <= lastSeq[i] && !membersPublish) reordered++;
-      lastSeq[i] = seq;
-      receivedBy[i]++;
-      received++;
-      if (measuring) {
-        receivedInWindow++;
-        sampled++;
-        const micros = Math.round((now() - sent) * 1000);
-        histogram[Math.min(micros, histogram.length - 1)]++;
-        if (micros > maxLatency) maxLatency = micros;
-      }
-      pump();
+      checkedAt(i, text, packed ? 0 : text.indexOf('"data":"') + 8);
     });
   });
   const publisher = await open(publishUrl);
@@ -307,7 +368,7 @@ async function load() {
     }, 1);
   }
 
-  const bytesRead = () => [...subscribers.map((ws) => ws._socket), ...counting]
+  const bytesRead = () => [...subscribers.map((ws) => ws._socket), ...counters, ...streams]
     .reduce((sum, reader) => sum + reader.bytesRead, 0);
   await new Promise((r) => setTimeout(r, warmup));
   measuring = true;
@@ -353,7 +414,7 @@ async function load() {
     },
   });
   for (const ws of [...subscribers, publisher]) ws.terminate();
-  for (const reader of counting) reader.socket.destroy();
+  for (const reader of [...counters, ...streams]) reader.socket.destroy();
   process.exit(0);
 }
 
