@@ -15,12 +15,13 @@
 //   --deflate 1: every subscriber offers permessage-deflate (as browsers do), and the result
 //   says how many bytes the subscribers read from their sockets per delivery. Inflating
 //   every delivery would make this generator the bottleneck (ws inflates asynchronously,
-//   tens of µs a message): one subscriber in a hundred is a ws client that inflates and checks
-//   order and latency; the others read frames raw and count them (and lost ones);
+//   tens of µs a message): one subscriber in a hundred reads raw frames, inflates them
+//   synchronously and checks order and latency; the others count raw frames (and lost ones);
 //   --chat 1: the payload's padding is chat-like text (words), not one repeated letter.
 "use strict";
 const crypto = require("crypto");
 const net = require("net");
+const zlib = require("zlib");
 const WebSocket = require("ws");
 
 const args = Object.fromEntries(
@@ -49,6 +50,11 @@ const packed = args.msgpack === "1";
 const counting = deflate || args.counting === "1";
 const CHECKING = 100;
 const SUBPROTOCOL = "trio-broker.msgpack";
+const DEFLATE_TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
+const OFFER = "permessage-deflate; client_max_window_bits"; // a browser's
+// The checking subscriber inflates each message alone (synchronously): it asks every
+// broker, Node's ws too, to compress each alone for it.
+const CHECKER_OFFER = "permessage-deflate; server_no_context_takeover; client_max_window_bits";
 // --sse 1: the subscribers read Server-Sent Events streams (GET /sse?topic=...) instead of
 // WebSockets (with --counting, most count events without parsing them).
 const sse = args.sse === "1";
@@ -94,7 +100,9 @@ const topicOf = (i) => `bench/${i % topicCount}`;
 
 // A subscriber that offers permessage-deflate and counts the messages it gets without
 // inflating them: a socket, the upgrade by hand, frame headers only.
-function openCounting(url, topic, onMessage) {
+// With ``onPayload``, it reads whole frames instead and hands each message's payload over,
+// inflated (synchronously: cheap for one subscriber) when the broker compressed it.
+function openCounting(url, topic, onMessage, onPayload = null) {
   const { hostname, port, pathname } = new URL(url);
   return new Promise((resolve, reject) => {
     const socket = net.connect(+port, hostname);
@@ -108,7 +116,7 @@ function openCounting(url, topic, onMessage) {
         `GET ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\n` +
         "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
         `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString("base64")}\r\n` +
-        (deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "") +
+        (deflate ? `Sec-WebSocket-Extensions: ${onPayload ? CHECKER_OFFER : OFFER}\r\n` : "") +
         (packed ? `Sec-WebSocket-Protocol: ${SUBPROTOCOL}\r\n` : "") + "\r\n");
     });
     // Counting reads frame headers only: a payload is skipped as it comes, never copied.
@@ -130,9 +138,32 @@ function openCounting(url, topic, onMessage) {
         skip = length;
       }
     };
+    let whole = Buffer.alloc(0); // with onPayload: what is not a complete frame yet
+    const parse = (data) => {
+      whole = whole.length ? Buffer.concat([whole, data]) : data;
+      let at = 0;
+      while (whole.length - at >= 2) {
+        let length = whole[at + 1] & 0x7f, head = 2;
+        if (length === 126) { if (whole.length - at < 4) break; length = whole.readUInt16BE(at + 2); head = 4; }
+        else if (length === 127) { if (whole.length - at < 10) break; length = Number(whole.readBigUInt64BE(at + 2)); head = 10; }
+        if (whole.length - at < head + length) break;
+        const first = whole[at];
+        let payload = whole.subarray(at + head, at + head + length);
+        at += head + length;
+        if ((first & 0x0f) >= 8) continue; // a ping: not a delivery
+        if (first & 0x40) {
+          const deflated = Buffer.concat([payload, DEFLATE_TAIL]);
+          // A message ends with a sync flush, not a final block: no "end of file" to wait
+          // for. Each stands alone: this subscriber asks for server_no_context_takeover.
+          payload = zlib.inflateRawSync(deflated, { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+        }
+        onPayload(payload);
+      }
+      whole = whole.subarray(at);
+    };
     socket.on("data", (data) => {
       counter.bytesRead += data.length;
-      if (stage === "counting") return count(data);
+      if (stage === "counting") return onPayload ? parse(data) : count(data);
       buffer = buffer.length ? Buffer.concat([buffer, data]) : data;
       if (stage === "upgrade") {
         const end = buffer.indexOf("\r\n\r\n");
@@ -154,7 +185,7 @@ function openCounting(url, topic, onMessage) {
         } else if (stage === "ack") {
           stage = "counting";
           resolve(counter);
-          count(buffer.subarray(at));
+          (onPayload ? parse : count)(buffer.subarray(at));
           buffer = Buffer.alloc(0);
           return;
         }
@@ -318,10 +349,19 @@ async function load() {
     await new Promise((r) => setTimeout(r, 1000)); // no ack on a stream: let it subscribe
   } else if (counting) {
     for (let i = 0; i < subscriberCount; i++) {
-      if (i % CHECKING) counters.push(await openCounting(urls[i % urls.length], topicOf(i), counted(i)));
+      const url = urls[i % urls.length];
+      if (i % CHECKING) counters.push(await openCounting(url, topicOf(i), counted(i)));
+      else if (deflate) {
+        // The checker reads raw too: ws inflates on its thread pool, tens of µs a message.
+        const onPayload = (payload) => {
+          const text = payload.toString("latin1");
+          checkedAt(i, text, text.indexOf('"data":"') + 8);
+        };
+        counters.push(await openCounting(url, topicOf(i), null, onPayload));
+      }
     }
   }
-  const checking = sse ? 0 : counting ? Math.ceil(subscriberCount / CHECKING) : subscriberCount;
+  const checking = sse || deflate ? 0 : counting ? Math.ceil(subscriberCount / CHECKING) : subscriberCount;
   const subscribers = await openMany(checking, async (ws, j) => {
     const i = counting ? j * CHECKING : j;
     await request(ws, { op: "subscribe", topic: topicOf(i), id: 1 });
