@@ -19,12 +19,12 @@ from .core.keys import DuplicateKey, KeyTable
 from .core.stats import PLUGIN_SECONDS_BUCKETS, Histogram, Stats
 from .core.token_bucket import TokenBucket
 from .core.topics import TopicError, check_filter, covers, matches, overlaps
-from .wire.protocol import ErrorCode, data_fields
+from .wire.protocol import ErrorCode, binary_data, data_fields
 
 # Beside the hooks' types, the helpers a plugin needs and the built-in plugins use: topic
 # filters (`matches` is the broker's own), secrets looked up in constant time, a token
 # bucket, the strict validation that the broker applies to ``Options``, and how data goes
-# into JSON (``data_fields``: binary data as ``data_b64``).
+# into JSON and back (``data_fields``: binary data as ``data_b64``; ``binary_data``).
 __all__ = [
     "Client",
     "DuplicateKey",
@@ -39,6 +39,7 @@ __all__ = [
     "Refuse",
     "TokenBucket",
     "TopicError",
+    "binary_data",
     "check_filter",
     "covers",
     "data_fields",

@@ -5,14 +5,12 @@ A hook's answer is a 2xx with ``{"result": {...}}`` to accept or ``{"error": {"c
 cannot tell what the backend meant, so the operation fails closed.
 """
 
-import base64
-import binascii
 import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
-from broker.plugin import ErrorCode, Identity, TopicError, check_filter
+from broker.plugin import ErrorCode, Identity, TopicError, binary_data, check_filter
 
 # Bigger answers than this are not a hook's answer.
 MAX_REPLY_BYTES = 1_048_576
@@ -138,12 +136,9 @@ def published_data(result: Mapping[str, Any]) -> Any:
         return result.get("data", KEEP)
     if "data" in result:
         raise BadReply("reply", "'data' and 'data_b64' together")
-    text = result["data_b64"]
     try:
-        if not isinstance(text, str):
-            raise binascii.Error
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        return binary_data(result["data_b64"])
+    except ValueError:
         raise BadReply("reply", "'data_b64' is not a string of standard base64") from None
 
 

@@ -15,10 +15,11 @@ message that would inflate to gigabytes costs no more than ``max_size``.
 import re
 import zlib
 from collections.abc import Callable, Iterable
+from functools import partial
 
 import attrs
 
-from .frames import frame_header, frame_payload
+from .frames import LastConverted, frame_header, frame_payload
 
 EXTENSION = "permessage-deflate"
 # What a sync flush ends with; RFC 7692 section 7.2.1 takes it off each message.
@@ -177,7 +178,8 @@ class Deflater:
         """`frame` for one agreed window: one function that connections share."""
         compress = self._for_window.get(window_bits)
         if compress is None:
-            compress = self._for_window[window_bits] = _Window(self, window_bits).frame
+            window = LastConverted(partial(self.frame, window_bits=window_bits))
+            compress = self._for_window[window_bits] = window.frame
         return compress
 
     def frame(self, frame: bytes, window_bits: int = _LARGEST_WINDOW) -> bytes:
@@ -208,23 +210,3 @@ class Deflater:
         if len(deflated) >= len(payload):
             return frame
         return frame_header(frame[0] | _RSV1, len(deflated)) + deflated
-
-
-class _Window:
-    """`Deflater.frame` for one window size, with the frame offered last at hand: the
-    subscribers of a publish ask for the same frame one after the other."""
-
-    __slots__ = ("_bits", "_compressed", "_deflater", "_last")
-
-    def __init__(self, deflater: Deflater, bits: int) -> None:
-        self._deflater = deflater
-        self._bits = bits
-        self._last = b""
-        self._compressed = b""
-
-    def frame(self, frame: bytes) -> bytes:
-        if frame is self._last:
-            return self._compressed
-        compressed = self._deflater.frame(frame, self._bits)
-        self._last, self._compressed = frame, compressed
-        return compressed

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import msgpack
 
-from .frames import binary_frame, frame_payload
+from .frames import LastConverted, binary_frame, frame_payload
 from .protocol import MAX_JSON_DEPTH, ErrorCode, ProtocolError, data_field
 from .sse import StreamRequest
 
@@ -105,21 +105,13 @@ def _with_bytes(envelope: dict[str, Any]) -> None:
         envelope["data"] = data_field({"data_b64": envelope.pop("data_b64")})
 
 
-class MsgpackFrames:
-    """`msgpack_frame` with the frame re-encoded last at hand (see the module)."""
+class MsgpackFrames(LastConverted):
+    """`msgpack_frame`, once per publish (`LastConverted`)."""
 
-    __slots__ = ("_encoded", "_last")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self._last = b""
-        self._encoded = b""
-
-    def frame(self, frame: bytes) -> bytes:
-        if frame is self._last:
-            return self._encoded
-        encoded = msgpack_frame(frame)
-        self._last, self._encoded = frame, encoded
-        return encoded
+        super().__init__(lambda frame: msgpack_frame(frame))  # the module's, when called
 
 
 @attrs.frozen

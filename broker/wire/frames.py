@@ -5,6 +5,7 @@ message: it is built once per publish instead of once per delivery.
 """
 
 import struct
+from collections.abc import Callable
 
 from .close_codes import LOCAL_ONLY, CloseCode
 
@@ -68,3 +69,23 @@ def ping_frame(payload: bytes) -> bytes:
 
 def pong_frame(payload: bytes) -> bytes:
     return _control_frame(_FIN_PONG, payload)
+
+
+class LastConverted:
+    """``convert`` (a frame to another: re-encoded, compressed) with the frame converted
+    last at hand. The subscribers of a publish take its frame one after the other, so a
+    publish is converted once for all of them."""
+
+    __slots__ = ("_convert", "_converted", "_last")
+
+    def __init__(self, convert: Callable[[bytes], bytes]) -> None:
+        self._convert = convert
+        self._last = b""
+        self._converted = b""
+
+    def frame(self, frame: bytes) -> bytes:
+        if frame is self._last:
+            return self._converted
+        converted = self._convert(frame)
+        self._last, self._converted = frame, converted
+        return converted

@@ -131,6 +131,17 @@ def data_fields(data: Any) -> dict[str, Any]:
     return {"data": data}
 
 
+def binary_data(text: object) -> bytes:
+    """The bytes a ``data_b64`` value stands for; ValueError unless it is a string of
+    standard base64 (RFC 4648 section 4, padded)."""
+    if not isinstance(text, str):
+        raise ValueError("not a string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as error:
+        raise ValueError(str(error)) from None
+
+
 def data_field(
     obj: Mapping[str, Any], request_id: "RequestId | None" = None, where: str = ""
 ) -> Any:
@@ -143,12 +154,9 @@ def data_field(
     if "data" in obj:
         message = f"'data' and 'data_b64' together{where}: send one"
         raise ProtocolError(ErrorCode.BAD_REQUEST, message, request_id)
-    text = obj["data_b64"]
     try:
-        if not isinstance(text, str):
-            raise binascii.Error
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        return binary_data(obj["data_b64"])
+    except ValueError:
         message = f"'data_b64' must be a string of standard base64{where}"
         raise ProtocolError(ErrorCode.BAD_REQUEST, message, request_id) from None
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from .frames import frame_payload
+from .frames import LastConverted, frame_payload
 
 # A comment line: proxies see traffic, EventSource ignores it.
 HEARTBEAT = b": keep-alive\n\n"
@@ -86,18 +86,10 @@ def sse_event(frame: bytes) -> bytes:
     return b""
 
 
-class SseFrames:
-    """`sse_event` with the frame converted last at hand (see the module)."""
+class SseFrames(LastConverted):
+    """`sse_event`, once per publish (`LastConverted`)."""
 
-    __slots__ = ("_converted", "_last")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self._last = b""
-        self._converted = b""
-
-    def frame(self, frame: bytes) -> bytes:
-        if frame is self._last:
-            return self._converted
-        converted = sse_event(frame)
-        self._last, self._converted = frame, converted
-        return converted
+        super().__init__(sse_event)
