@@ -370,30 +370,29 @@ class Broker:
 
     async def _authorize_stream(
         self, identity: Identity, view: HandshakeRequest, config: Config
-    ) -> tuple[Identity | Refusal, encodings.WireFormat]:
-        """An event stream's filters, each as a subscribe would be authorized; the stream's
-        own wire format, which says what to subscribe to once it is accepted."""
-        plain = encodings.WireFormat(outgoing=self._sse_frames.frame)
+    ) -> encodings.WireFormat | Refusal:
+        """An event stream's filters, each authorized as a subscribe would be: the stream's
+        own wire format (which says what to subscribe to once it is accepted), or why not."""
         limits = config.limits
         try:
             asked = sse.stream_request(
                 view.query, view.header("last-event-id"), limits.max_subscriptions
             )
         except sse.BadStream as bad:
-            return Refusal(400, str(bad)), plain
+            return Refusal(400, str(bad))
         client = Client(view.client_id, identity, view.remote_address)
         for topic_filter in asked.filters:
             try:
                 check_filter(topic_filter, limits.max_topic_length)
                 await self.pipeline.authorize_subscribe(client, topic_filter)
             except TopicError as error:
-                return Refusal(400, f"topic {topic_filter[:100]!r}: {error}"), plain
+                return Refusal(400, f"topic {topic_filter[:100]!r}: {error}")
             except Refuse as refusal:
                 reason = f"subscribing to {topic_filter[:100]!r}: {refusal.message}"
-                return Refusal(refusal.status, reason), plain
+                return Refusal(refusal.status, reason)
             except PluginFailure:
-                return Refusal(500, "authorization failed"), plain
-        return identity, attrs.evolve(plain, stream=asked)
+                return Refusal(500, "authorization failed")
+        return encodings.WireFormat(outgoing=self._sse_frames.frame, stream=asked)
 
     async def _authenticate(self, request: HandshakeRequest) -> Identity | Refusal:
         try:
@@ -439,8 +438,6 @@ class Broker:
             agreement = deflate.negotiate(request.extensions) if config.server.compression else None
             msgpack = encodings.choose_subprotocol(request.subprotocols) == encodings.MSGPACK
             wire_format = self._wire_format(msgpack, agreement)
-            if request.stream:
-                wire_format = encodings.WireFormat(outgoing=self._sse_frames.frame)
             decided = await self._decide(
                 stream, request, view, config, remote, agreement, wire_format
             )
@@ -516,7 +513,11 @@ class Broker:
             or await self._authenticate(view)
         )
         if isinstance(outcome, Identity) and request.stream:
-            outcome, wire_format = await self._authorize_stream(outcome, view, config)
+            authorized = await self._authorize_stream(outcome, view, config)
+            if isinstance(authorized, Refusal):
+                outcome = authorized
+            else:
+                wire_format = authorized
         if isinstance(outcome, Identity):
             outcome = await self._admit_user(outcome, view.client_id, config)
         # Checked again: other handshakes may have taken the last slots meanwhile.
