@@ -141,7 +141,7 @@ class Client:
         except BaseException:
             await ws.aclose()
             raise
-        welcome_fields = self._codec.decode(welcome)
+        welcome_fields = self._codec.decode(welcome) or {}
         self._by_server = dict.fromkeys(self._by_server, False)
         self.client_id = welcome_fields.get("client_id")
         self.expires_at = welcome_fields.get("expires_at")
@@ -261,6 +261,8 @@ class Client:
 
     async def _handle(self, text: str | bytes) -> None:
         reply = self._codec.decode(text)
+        if reply is None:
+            return
         op = reply.get("op")
         if op == "message":
             message = events.message(reply)

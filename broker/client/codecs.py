@@ -16,7 +16,8 @@ class Codec(Protocol):
 
     def encode(self, request: protocol.Request) -> str | bytes: ...
 
-    def decode(self, payload: str | bytes) -> dict[str, Any]: ...
+    def decode(self, payload: str | bytes) -> dict[str, Any] | None:
+        """The message's fields; None for a frame of the other kind (ignored)."""
 
 
 class JsonCodec:
@@ -25,9 +26,9 @@ class JsonCodec:
     def encode(self, request: protocol.Request) -> str | bytes:
         return protocol.encode_request(request)
 
-    def decode(self, payload: str | bytes) -> dict[str, Any]:
+    def decode(self, payload: str | bytes) -> dict[str, Any] | None:
         if isinstance(payload, bytes):
-            raise ValueError("a binary frame on a JSON connection")
+            return None  # the protocol is text, on a JSON connection
         return events.decode(payload)
 
 
@@ -43,9 +44,9 @@ class MsgpackCodec:
         encoded: bytes = self._msgpack.packb(protocol.request_fields(request))
         return encoded
 
-    def decode(self, payload: str | bytes) -> dict[str, Any]:
+    def decode(self, payload: str | bytes) -> dict[str, Any] | None:
         if isinstance(payload, str):
-            raise ValueError("a text frame on a MessagePack connection")
+            return None  # the protocol is binary, on a MessagePack connection
         fields: dict[str, Any] = self._msgpack.unpackb(payload)
         return fields
 

@@ -300,9 +300,12 @@ async def test_messages_in_the_same_read_as_the_handshake_answer_are_kept() -> N
         )
         accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
         welcome = text_frame(b'{"op":"welcome","client_id":"c1"}')
+        # A binary frame, which a JSON client ignores, then a delivery.
+        binary = b"\x82\x03\x00\x01\x02"
+        delivery = text_frame(b'{"op":"message","topic":"t","data":1}')
         await stream.send_all(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + welcome
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + welcome + binary + delivery
         )
         await trio.sleep_forever()
 
@@ -311,4 +314,5 @@ async def test_messages_in_the_same_read_as_the_handshake_answer_are_kept() -> N
         port = listener.socket.getsockname()[1]
         async with connect(f"ws://127.0.0.1:{port}/ws", request_timeout=2) as client:
             assert client.client_id == "c1"
+            assert (await next_message(client)).data == 1
         nursery.cancel_scope.cancel()
