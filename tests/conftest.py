@@ -246,6 +246,14 @@ def with_engine(request: pytest.FixtureRequest, start_broker: StartBroker) -> St
     return start
 
 
+@pytest.fixture(params=["memory", "redis"])
+def either_engine(request: pytest.FixtureRequest, start_broker: StartBroker) -> StartBroker:
+    """`start_broker` once on each engine, for the tests of a module that must hold for
+    both (where not all of its tests must: else override `start_broker` as test_recovery
+    does)."""
+    return with_engine(request, start_broker)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the redis engine (a redis-server of their own) are slow too."""
     for item in items:

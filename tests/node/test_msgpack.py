@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 from broker.wire import encodings
-from tests.conftest import Connect, StartBroker, with_engine
+from tests.conftest import Connect, StartBroker
 from tests.wsclient import Rejected, WsClient
 
 MSGPACK = ["trio-broker.msgpack"]
@@ -21,11 +21,6 @@ async def msgpack_client(connect: Connect, broker: Any, **options: Any) -> WsCli
     client = await connect(broker, subprotocols=MSGPACK, **options)
     assert client.protocol.subprotocol == "trio-broker.msgpack"
     return client
-
-
-@pytest.fixture(params=["memory", "redis"])
-def either_engine(request: pytest.FixtureRequest, start_broker: StartBroker) -> StartBroker:
-    return with_engine(request, start_broker)
 
 
 async def test_requests_replies_and_deliveries_in_messagepack_beside_json(

@@ -13,15 +13,10 @@ import trio
 
 from broker import Broker
 from tests.admin.test_control_api import HEADER_AUTH
-from tests.conftest import Connect, StartBroker, with_engine
+from tests.conftest import Connect, StartBroker
 
 TOPICS = [{"filter": "chat/#", "history_size": 10}]
 ACL = {"use": "acl", "rules": [{"subscribe": ["chat/#"], "publish": ["chat/#"]}]}
-
-
-@pytest.fixture(params=["memory", "redis"])
-def either_engine(request: pytest.FixtureRequest, start_broker: StartBroker) -> StartBroker:
-    return with_engine(request, start_broker)
 
 
 class Stream:
