@@ -12,17 +12,19 @@ $(BIN)/python:
 		|| { echo "trio-broker needs Python 3.11 or newer (PYTHON=$(PYTHON))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
+# The speedups (pyproject.toml) are wheels of compiled code; where none fits, the broker
+# runs without them, and says so in its log.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e .
+	$(PIP) install --only-binary isal -e '.[speedups]' || { echo "without the speedups"; $(PIP) install -e .; }
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test]'
+	$(PIP) install --only-binary isal -e '.[test,speedups]' || { echo "without the speedups"; $(PIP) install -e '.[test]'; }
 	@touch $@ $(VENV)/.installed
 
 # The benchmark also needs Node.js, npm and taskset (util-linux); see docs/performance.md.
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[bench]'
+	$(PIP) install --only-binary isal -e '.[bench,speedups]' || $(PIP) install -e '.[bench]'
 	@touch $@ $(VENV)/.installed
 
 bench/node_modules/.package-lock.json: bench/package.json bench/package-lock.json

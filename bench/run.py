@@ -80,6 +80,8 @@ WEBHOOKS_SECTION = (
 # Clients that offer permessage-deflate (as browsers do), against brokers that decline it
 # and brokers that compress: trio-broker once per publish, Node's ws once per subscriber.
 COMPRESSED = "trio-broker, compression"
+# The same without the speedups: zlib deflates instead of ISA-L.
+COMPRESSED_ZLIB = "trio-broker, compression, zlib"
 # The same broker, its clients speaking trio-broker.msgpack instead of JSON.
 MSGPACK_CLIENTS = "trio-broker, msgpack clients"
 # The same broker, its subscribers reading Server-Sent Events streams.
@@ -104,6 +106,7 @@ VARIANTS = {
     MSGPACK_CLIENTS: "",
     SSE_CLIENTS: "",
     COMPRESSED: "",
+    COMPRESSED_ZLIB: "",
     ROOMY_WEBHOOKS: WEBHOOKS_SECTION + "max_queued = 40000\n",
     ONE_WORKER_2CPU: CLUSTER,
     TWO_WORKERS_2CPU: CLUSTER,
@@ -112,6 +115,7 @@ SERVER_VARIANTS = {
     WORKERS: "workers = 2",
     TWO_WORKERS_2CPU: "workers = 2",
     COMPRESSED: "compression = true",
+    COMPRESSED_ZLIB: "compression = true",
 }
 NODES = {CROSS_NODE: 2}
 SCRAPE_INTERVAL = 1.0
@@ -129,7 +133,7 @@ SCENARIOS: list[dict[str, Any]] = [
         "payload": 1024,
         "chat": 1,
         "deflate": 1,
-        "brokers": ("trio-broker", COMPRESSED, "node ws", NODE_DEFLATE),
+        "brokers": ("trio-broker", COMPRESSED, COMPRESSED_ZLIB, "node ws", NODE_DEFLATE),
     },
     {
         # MessagePack against JSON: 1 KiB of chat-like text as data, subscribers counting.
@@ -161,7 +165,7 @@ SCENARIOS: list[dict[str, Any]] = [
         "payload": 1024,
         "chat": 1,
         "deflate": 1,
-        "brokers": ("trio-broker", COMPRESSED, "node ws", NODE_DEFLATE),
+        "brokers": ("trio-broker", COMPRESSED, COMPRESSED_ZLIB, "node ws", NODE_DEFLATE),
     },
     {"name": "saturation, S=1000", "mode": "saturate", "subscribers": 1000},
     {"name": "20k deliveries/s, S=100", "mode": "rate", "subscribers": 100, "rate": 20000},
@@ -619,7 +623,11 @@ def main() -> None:
         redis_socket = Path(tmp) / "redis.sock"
         cert, key = make_certificate(Path(tmp))
         node_tls = {"TLS_CERT": str(cert), "TLS_KEY": str(key)}
-        node_envs = {NODE_TLS: node_tls, NODE_DEFLATE: {"PER_MESSAGE_DEFLATE": "1"}}
+        envs = {
+            NODE_TLS: node_tls,
+            NODE_DEFLATE: {"PER_MESSAGE_DEFLATE": "1"},
+            COMPRESSED_ZLIB: {"TRIO_BROKER_NO_SPEEDUPS": "1"},
+        }
         backend = subprocess.Popen(
             ["node", str(BENCH / "peers" / "hooks_backend.js")],  # wherever a CPU is free
             stdout=subprocess.PIPE,
@@ -672,7 +680,7 @@ def main() -> None:
                             command,
                             scraped=name == SCRAPED,
                             tls=name in TLS_BROKERS,
-                            env=node_envs.get(name),
+                            env=envs.get(name),
                             cpus="0-1" if name in BOTH_CORES else 0,
                         )
                         for _ in range(NODES.get(name, 1))

@@ -25,6 +25,7 @@ LAYERS = [
     "core",
     "wire",
     "version",
+    "speedups",
 ]
 
 

@@ -214,6 +214,11 @@ class Broker:
         self._deflater = _deflater(config)  # connections made before keep theirs
         self._wire_formats = {}
 
+    @property
+    def deflate_library(self) -> str | None:
+        """What compresses for permessage-deflate (zlib, ISA-L), or None when it is off."""
+        return self._deflater.library.name if self.config.server.compression else None
+
     def _wire_format(
         self, msgpack: bool, agreement: deflate.Agreement | None
     ) -> encodings.WireFormat:

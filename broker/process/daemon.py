@@ -77,6 +77,8 @@ async def run(
             await nursery.start(_serve, broker, nursery)
             addresses = ", ".join(f"{host}:{port}" for host, port in broker.addresses)
             log.info("listening on %s, path %s", addresses, config.server.path)
+            if broker.deflate_library is not None:
+                log.info("permessage-deflate with %s", broker.deflate_library)
             log_admin_listening(broker)
             notifier.ready(f"listening on {addresses}")
             if worker is not None:

@@ -14,7 +14,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from broker import __version__
-from tests.conftest import ROOT
+from broker.speedups import ENVIRONMENT
+from broker.wire.deflate import isal_library
+from tests.conftest import ROOT, require_service
 from tests.daemon_process import TIMEOUT, Daemon, run_cli
 
 pytestmark = pytest.mark.slow  # subprocesses: the daemon
@@ -308,3 +310,16 @@ def test_json_logs(tmp_path: Path, daemons: list[Daemon]) -> None:
     assert entries[0]["logger"] == "broker.daemon"
     assert entries[0]["message"].startswith("listening on 127.0.0.1:")
     assert "time" in entries[0]
+
+
+def test_the_log_says_what_compresses(tmp_path: Path, daemons: list[Daemon]) -> None:
+    require_service("isal", isal_library() is not None, "pip install isal (make test does)")
+    path = write(tmp_path / "c.toml", BASE + "compression = true\n")
+    fast = start(daemons, path, {ENVIRONMENT: "0"})
+    fast.wait_for(r"permessage-deflate with ISA-L \(isal [0-9.]+\)")
+    plain = start(daemons, path, {ENVIRONMENT: "1"})
+    plain.wait_for(r"permessage-deflate with zlib [0-9.]+")
+    off = start(daemons, write(tmp_path / "off.toml", BASE))
+    off.send_signal(signal.SIGTERM)
+    assert off.wait_exit() == 0
+    assert not any("deflate" in line for line in off.log)

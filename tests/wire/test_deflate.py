@@ -2,12 +2,26 @@
 and frames compressed once however many subscribers take them."""
 
 import os
+import random
 import zlib
 
 import pytest
 
-from broker.wire.deflate import Agreement, Deflater, Malformed, inflate, negotiate, parse_extensions
+from broker.speedups import ENVIRONMENT
+from broker.wire.deflate import (
+    ZLIB,
+    Agreement,
+    Deflater,
+    Library,
+    Malformed,
+    fastest_library,
+    inflate,
+    isal_library,
+    negotiate,
+    parse_extensions,
+)
 from broker.wire.frames import frame_payload, text_frame
+from tests.conftest import require_service
 
 PLAIN = b"permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 
@@ -136,3 +150,43 @@ def test_the_cache_is_bounded_and_never_mistakes_a_frame() -> None:
     for frame in frames:
         assert unpacked(deflater.frame(frame)) == frame_payload(frame)
     assert len(deflater._cache) == Deflater.CACHED
+
+
+def _library(name: str) -> Library:
+    if name == "zlib":
+        return ZLIB
+    isal = isal_library()
+    require_service("isal", isal is not None, "pip install isal (make test installs it)")
+    assert isal is not None
+    return isal
+
+
+@pytest.mark.parametrize("library", ["zlib", "isal"])
+@pytest.mark.parametrize("level", [1, 4, 9])
+@pytest.mark.parametrize("window_bits", [9, 12, 15])
+def test_each_library_deflates_what_a_client_inflates_within_the_agreed_window(
+    library: str, level: int, window_bits: int
+) -> None:
+    deflater = Deflater(level=level, min_size=256, library=_library(library))
+    # A block of 3,000 random letters, repeated: matches lie 3,000 bytes back, beyond the
+    # smaller windows, which a compressor that ignored them would use.
+    block = bytes(random.Random(level).choices(b"abcdefghijklmnop", k=3000))
+    for size in (300, 5000, 200_000):
+        text = (block * (size // len(block) + 1))[:size]
+        frame = text_frame(text)
+        compressed = deflater.frame(frame, window_bits)
+        assert compressed[0] == 0xC1 and len(compressed) < len(frame)
+        # An inflater with exactly the agreed window: a reference beyond it would fail.
+        inflater = zlib.decompressobj(-window_bits)
+        payload = frame_payload(compressed)
+        assert inflater.decompress(payload + b"\x00\x00\xff\xff") == text
+
+
+def test_isal_deflates_unless_speedups_are_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    isal = _library("isal")
+    monkeypatch.delenv(ENVIRONMENT, raising=False)
+    assert fastest_library().name == isal.name and Deflater(1, 256).library.name == isal.name
+    monkeypatch.setenv(ENVIRONMENT, "1")
+    assert fastest_library() is ZLIB and Deflater(1, 256).library is ZLIB
+    monkeypatch.setenv(ENVIRONMENT, "0")
+    assert fastest_library().name.startswith("ISA-L (isal ")
