@@ -12,18 +12,22 @@ $(BIN)/python:
 		|| { echo "trio-broker needs Python 3.11 or newer (PYTHON=$(PYTHON))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# The speedups (pyproject.toml) are wheels of compiled code; where none fits, the broker
-# runs without them, and says so in its log.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# The install compiles the hot path (setup.py, mypyc; pyproject.toml lists the modules)
+# where a C compiler is found, so it runs again when one of them changes. The speedups
+# extra is wheels of compiled code (isal); where none fits, the broker runs without them.
+# Either way the broker says in its log what it runs.
+COMPILED_SOURCES := $(shell $(PYTHON) -c 'import tomllib; print(" ".join(m.replace(".", "/") + ".py" for m in tomllib.load(open("pyproject.toml", "rb"))["tool"]["trio-broker"]["compiled"]))' 2>/dev/null)
+
+$(VENV)/.installed: pyproject.toml setup.py $(COMPILED_SOURCES) | $(BIN)/python
 	$(PIP) install --only-binary isal -e '.[speedups]' || { echo "without the speedups"; $(PIP) install -e .; }
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml setup.py $(COMPILED_SOURCES) | $(BIN)/python
 	$(PIP) install --only-binary isal -e '.[test,speedups]' || { echo "without the speedups"; $(PIP) install -e '.[test]'; }
 	@touch $@ $(VENV)/.installed
 
 # The benchmark also needs Node.js, npm and taskset (util-linux); see docs/performance.md.
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-bench: pyproject.toml setup.py $(COMPILED_SOURCES) | $(BIN)/python
 	$(PIP) install --only-binary isal -e '.[bench,speedups]' || $(PIP) install -e '.[bench]'
 	@touch $@ $(VENV)/.installed
 
@@ -40,8 +44,11 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy --strict broker plugins
 
+# The whole suite on the compiled build, then the fast tests again on the same modules
+# as Python: the two cannot drift apart.
 unit: $(VENV)/.installed-test services node-packages
 	$(BIN)/pytest
+	TRIO_BROKER_NO_SPEEDUPS=1 $(BIN)/pytest -m "not slow" -q
 
 # What some tests need (Debian package:command). Installed where that is possible (root
 # on Debian); elsewhere those tests skip, saying how to install them, unless

@@ -18,6 +18,8 @@ client (``broker.client``), ``core``, ``wire``. docs/design.md.
 
 from typing import TYPE_CHECKING, Any
 
+# First: it decides whether the compiled modules load, before any is imported.
+from . import speedups as _speedups  # noqa: F401
 from .version import __version__
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from .. import speedups
 from ..config.schema import Config, ConfigError, config_warnings, restart_required
 from ..node.broker import Broker
 from ..node.config_file import load
@@ -77,6 +78,7 @@ async def run(
             await nursery.start(_serve, broker, nursery)
             addresses = ", ".join(f"{host}:{port}" for host, port in broker.addresses)
             log.info("listening on %s, path %s", addresses, config.server.path)
+            log.info("speedups: %s", speedups.describe())
             if broker.deflate_library is not None:
                 log.info("permessage-deflate with %s", broker.deflate_library)
             log_admin_listening(broker)

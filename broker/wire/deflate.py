@@ -20,7 +20,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import attrs
 
@@ -212,7 +212,7 @@ class Deflater:
 
     __slots__ = ("_cache", "_for_window", "level", "library", "min_size")
 
-    CACHED = 16
+    CACHED: ClassVar[int] = 16
 
     def __init__(self, level: int, min_size: int, library: Library | None = None) -> None:
         self.level = level

@@ -86,7 +86,7 @@ def msgpack_frame(frame: bytes) -> bytes:
     return binary_frame(payload)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = re.compile(f"[{chr(0xD800)}-{chr(0xDFFF)}]")  # mypyc takes no surrogate literals
 
 
 def _without_surrogates(value: Any) -> Any:
