@@ -412,7 +412,7 @@ class Broker:
     ) -> _Accepted | None:
         """The client once it is accepted (and holds a slot).
 
-        Nothing of wsproto is kept: the handshake's state (an h11 parser and its
+        Nothing of the handshake is kept: its state (an HTTP parser and its
         buffers) would otherwise stay for the whole life of the connection. From a
         trusted ``proxy``, the client's address comes from the request, and the
         per-address limits are checked here, on that address.
