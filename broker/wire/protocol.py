@@ -364,14 +364,22 @@ def _with_id(obj: dict[str, Any], request_id: RequestId | None) -> dict[str, Any
 
 
 def encode_welcome(client_id: str, server: str, expires_at: float | None = None) -> bytes:
-    welcome: dict[str, Any] = {"op": "welcome", "client_id": client_id, "server": server}
+    # Formatted, not through JSONEncoder (whose Python layers cost as much as the rest of
+    # a reconnect storm's welcome): the same bytes, in the same order.
+    welcome = '{"op":"welcome","client_id":' + _encode_string(client_id)
+    welcome += ',"server":' + _encode_string(server)
     if expires_at is not None:
-        welcome["expires_at"] = int(expires_at)
-    return encode_json(welcome)
+        welcome += f',"expires_at":{int(expires_at)}'
+    try:
+        return (welcome + "}").encode()
+    except UnicodeEncodeError:  # a lone surrogate: escaped, as encode_json does
+        return encode_json(json.loads(welcome + "}"))
 
 
 def encode_ack(request_id: RequestId, **fields: Any) -> bytes:
     """An ack; ``fields`` (recovered, pos, expires_at) go beside ``op`` and ``id``."""
+    if not fields and type(request_id) is int:  # the common ack, formatted
+        return b'{"op":"ack","id":%d}' % request_id
     return encode_json({"op": "ack", "id": request_id, **fields})
 
 

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from broker.wire import protocol
 from broker.wire.protocol import ErrorCode, ProtocolError, Publish, Subscribe, parse_request
@@ -62,6 +64,23 @@ def test_encoders_are_compact_json() -> None:
     }
     welcome = json.loads(protocol.encode_welcome("c1", "trio-broker/1.0"))
     assert welcome == {"op": "welcome", "client_id": "c1", "server": "trio-broker/1.0"}
+
+
+@given(
+    client_id=st.text(),
+    server=st.text(),
+    expires_at=st.none() | st.floats(min_value=0, max_value=2**40),
+    request_id=st.integers() | st.text() | st.booleans(),
+)
+def test_formatted_welcome_and_ack_are_what_encode_json_makes(
+    client_id: str, server: str, expires_at: float | None, request_id: int | str
+) -> None:
+    welcome: dict[str, object] = {"op": "welcome", "client_id": client_id, "server": server}
+    if expires_at is not None:
+        welcome["expires_at"] = int(expires_at)
+    assert protocol.encode_welcome(client_id, server, expires_at) == protocol.encode_json(welcome)
+    ack = {"op": "ack", "id": request_id}
+    assert protocol.encode_ack(request_id) == protocol.encode_json(ack)
 
 
 def test_message_round_trips_data() -> None:
