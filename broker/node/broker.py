@@ -567,7 +567,7 @@ class Broker:
             # The TLS handshake runs on the first read, within handshake_timeout.
             client = TlsStream(stream, self._tls)
         # A trusted proxy's clients are counted by the address its request names.
-        proxy = parse_address(host)
+        proxy = parse_address(host) if self._proxies else None
         if not self._proxies.trusts(proxy):
             proxy = None
         address = None if proxy else address_key(host)
