@@ -2,8 +2,6 @@
 recovery's replay goes out first (`catching_up`, `broker.core.snapshots`)."""
 
 import collections
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import trio
 
@@ -48,8 +46,7 @@ class Detours(ConnectionState):
         waiting.append(frame)
         return True
 
-    @asynccontextmanager
-    async def catching_up(self) -> AsyncIterator[CatchUp]:
+    def catching_up(self) -> "CatchingUp":
         """Live deliveries wait aside while the block sends a replay, then follow it, but
         for those the block's snapshot covers (`CatchUp.snapshot`), which are dropped
         until it settles (`broker.core.snapshots`).
@@ -59,25 +56,7 @@ class Detours(ConnectionState):
         instance attribute: that turned each subscribed connection's attribute dict from
         a shared-key one into a full one, 1.5 KiB more per idle connection.)
         """
-        detour = self._detour = self._detour or Detour()
-        waiting = detour.waiting = collections.deque()
-        catch_up = CatchUp()
-        try:
-            yield catch_up
-        except ProtocolError:
-            # The request fails, the connection goes on: what other subscriptions delivered
-            # meanwhile still goes out.
-            await self._send_waiting(detour, waiting)
-            raise
-        else:
-            if catch_up.snapshot is not None:
-                detour.add(catch_up.snapshot)
-            await self._send_waiting(detour, waiting)
-        finally:
-            detour.waiting = None
-            detour.forget(self.subscriptions)
-            if detour.done:
-                self._detour = None
+        return CatchingUp(self)
 
     def changing_subscriptions(self) -> "Changing":
         return Changing(self)
@@ -87,6 +66,40 @@ class Detours(ConnectionState):
             frame = waiting.popleft()
             if not detour.covers(frame):
                 await self.send_frame(frame)  # straight to the outbox, not aside
+
+
+class CatchingUp:
+    """`Detours.catching_up`. A plain class, as `Changing`: an async generator's context
+    manager costs its generator and two coroutines for every subscribe."""
+
+    __slots__ = ("_catch_up", "_connection", "_detour", "_waiting")
+
+    def __init__(self, connection: Detours) -> None:
+        self._connection = connection
+
+    async def __aenter__(self) -> CatchUp:
+        connection = self._connection
+        detour = self._detour = connection._detour = connection._detour or Detour()
+        self._waiting = detour.waiting = collections.deque()
+        self._catch_up = CatchUp()
+        return self._catch_up
+
+    async def __aexit__(self, error_type: type[BaseException] | None, *rest: object) -> None:
+        connection, detour = self._connection, self._detour
+        try:
+            if error_type is None:
+                if self._catch_up.snapshot is not None:
+                    detour.add(self._catch_up.snapshot)
+                await connection._send_waiting(detour, self._waiting)
+            elif issubclass(error_type, ProtocolError):
+                # The request fails, the connection goes on: what other subscriptions
+                # delivered meanwhile still goes out.
+                await connection._send_waiting(detour, self._waiting)
+        finally:
+            detour.waiting = None
+            detour.forget(connection.subscriptions)
+            if detour.done:
+                connection._detour = None
 
 
 class Changing:
