@@ -538,7 +538,8 @@ def run_load(
             result.update(message["result"])
         elif "error" in message:
             raise RuntimeError(f"load generator: {message['error']}")
-    if loadgen.wait(60) != 0 or "window" not in result:
+    measured = "rss_per_connection_kib" if idle else "window"  # idle rows have no window
+    if loadgen.wait(60) != 0 or measured not in result:
         # A load generator that died (npm ci not run, a crash) measured nothing: say so.
         raise RuntimeError(f"load generator exited {loadgen.returncode} without a result")
     if result.get("storm_seconds"):
