@@ -13,6 +13,7 @@ runs).
 import argparse
 import collections
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -454,12 +455,13 @@ class Broker:
         self.pid = self.process.pid
         self.scraper = None
         if scraped:
-            admin = re.search(
-                r"admin listening on 127\.0\.0\.1:(\d+)", self.process.stdout.readline()
-            )
-            if admin is None:
+            # A few lines after the WebSocket listener's (the speedups' line among them).
+            for line in itertools.islice(self.process.stdout, 10):
+                if admin := re.search(r"admin listening on 127\.0\.0\.1:(\d+)", line):
+                    self.scraper = Scraper(int(admin.group(1)))
+                    break
+            else:
                 raise RuntimeError(f"no admin listener: {command}")
-            self.scraper = Scraper(int(admin.group(1)))
             self.scraper.start()
         # Read on: a broker whose log fills the pipe would wait for it, and measure that.
         self.last_lines: collections.deque[str] = collections.deque(maxlen=20)
