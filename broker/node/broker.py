@@ -40,6 +40,7 @@ from ..wire.close_codes import CloseCode
 from ..wire.frames import text_frame
 from ..wire.protocol import ProtocolError
 from . import tls
+from .accepting import accept_connections
 from .commands import NodeCommands
 from .reuse_port import reuse_port_listeners
 from .webhooks import DRAIN_SECONDS, WebhookSender, webhook_secret
@@ -303,7 +304,7 @@ class Broker:
                 async with trio.open_nursery() as nursery:
                     accepting = trio.CancelScope()
                     if self.listeners:
-                        nursery.start_soon(self._accept, accepting, nursery)
+                        await nursery.start(self._accept, accepting, nursery)
                     outer.start_soon(self._lame_duck_when_asked, accepting)
                     task_status.started()
                     await self._stop_requested.wait()
@@ -359,10 +360,18 @@ class Broker:
         reason = limits.admit(address, trio.current_time())
         return None if reason is None else refusals.limit_refusal(reason)
 
-    async def _accept(self, scope: trio.CancelScope, nursery: trio.Nursery) -> None:
+    async def _accept(
+        self,
+        scope: trio.CancelScope,
+        nursery: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         with scope:
-            # serve_listeners closes the listeners when cancelled.
-            await trio.serve_listeners(self._handle_stream, self.listeners, handler_nursery=nursery)
+            # Closes the listeners when cancelled.
+            await accept_connections(
+                self.listeners, self._handle_stream, nursery, task_status=task_status
+            )
 
     def _refusal(self, path: str, config: Config, *, stream: bool = False) -> Refusal | None:
         return refusals.endpoint_refusal(
@@ -575,8 +584,11 @@ class Broker:
             refused = self._addresses_refusal(self._addresses, address)
             if refused is not None:
                 self.stats.handshake_refusals[refused.status] += 1
-                await refuse_early(client, remote, refused, self.config.server.handshake_timeout)
-                await trio.aclose_forcefully(client)
+                try:
+                    timeout = self.config.server.handshake_timeout
+                    await refuse_early(client, remote, refused, timeout)
+                finally:  # the stream is this handler's to close (`accepting`)
+                    await trio.aclose_forcefully(client)
                 return
         try:
             accepted = await self._handshake_in_time(client, self.config, remote, proxy)
