@@ -42,11 +42,26 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 class Daemon:
     """A `trio-broker serve` process; its stderr lines are collected by a thread."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, env: dict[str, str] | None = None, *, max_open_files: int = 0
+    ) -> None:
+        """``max_open_files``: the process's file descriptor limit (RLIMIT_NOFILE), if not 0."""
         full_env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
         full_env.update(env or {})
+
+        command = [*cli(), "serve", "--config", str(config)]
+        if max_open_files:
+            # Set in a process of its own that then becomes the daemon (preexec_fn is not
+            # safe in this test process, which runs threads).
+            files = (max_open_files, max_open_files)
+            limit = (
+                "import os, resource, sys; "
+                f"resource.setrlimit(resource.RLIMIT_NOFILE, {files}); "
+                "os.execv(sys.argv[1], sys.argv[1:])"
+            )
+            command = [sys.executable, "-c", limit, *command]
         self.process = subprocess.Popen(
-            [*cli(), "serve", "--config", str(config)],
+            command,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,

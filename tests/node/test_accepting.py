@@ -1,9 +1,26 @@
 """broker.node.accepting: the WebSocket listeners' accept loop, on real sockets."""
 
+import json
+import socket
+from pathlib import Path
+
 import trio
 import trio.testing
+from websockets.sync.client import connect
 
 from broker.node import accepting
+from tests.daemon_process import TIMEOUT, Daemon
+
+# Few enough that a test's connections use them up; enough for the daemon to start.
+FILE_LIMIT = 64
+CONFIG = """
+[server]
+host = "127.0.0.1"
+port = 0
+[limits]
+max_connections_per_ip = 0
+handshake_rate_per_ip = 0
+"""
 
 
 async def test_every_waiting_connection_is_handled_beyond_one_batch() -> None:
@@ -63,3 +80,20 @@ async def _serve_until(
 ) -> None:
     with scope:
         await accepting.accept_connections(listeners, handler, handlers)
+
+
+def test_out_of_file_descriptors_it_says_so_and_serves_again(tmp_path: Path) -> None:
+    config = tmp_path / "broker.toml"
+    config.write_text(CONFIG)
+    daemon = Daemon(config, max_open_files=FILE_LIMIT)
+    try:
+        port = daemon.wait_listening()
+        # More connections than it has descriptors for: the rest wait in the backlog.
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(FILE_LIMIT)]
+        daemon.wait_for(r"accept failed: EMFILE \(Too many open files\); trying again")
+        for client in clients:
+            client.close()
+        with connect(daemon.url, open_timeout=TIMEOUT) as websocket:
+            assert json.loads(websocket.recv(TIMEOUT))["op"] == "welcome"
+    finally:
+        daemon.kill()
