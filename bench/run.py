@@ -90,6 +90,14 @@ SSE_CLIENTS = "trio-broker, SSE subscribers"
 LOADGEN_OPTIONS = {MSGPACK_CLIENTS: ["--msgpack", "1"], SSE_CLIENTS: ["--sse", "1"]}
 NODE_DEFLATE = "node ws, perMessageDeflate"
 SAMPLE = "trio-broker, sample config"  # etc/trio-broker.toml (acl, limits, topics) on port 0
+# The bench config with the sample config's acl: what a plugin costs each publish.
+SAMPLE_ACL = "trio-broker, the sample config's acl"
+# Braces doubled: the variants go through str.format.
+ACL_SECTION = (
+    '\n[[plugins]]\nuse = "acl"\ndefault = "allow"\nrules = [\n'
+    '  {{ role = "staff", subscribe = ["staff/#"], publish = ["staff/#"] }},\n'
+    '  {{ action = "deny", subscribe = ["staff/#"], publish = ["staff/#"] }},\n]\n'
+)
 TLS = "trio-broker, wss://"  # a certificate made for the run (trustme)
 NODE_TLS = "node ws, wss://"
 TLS_BROKERS = {TLS, NODE_TLS}
@@ -103,6 +111,7 @@ VARIANTS = {
     WORKERS: CLUSTER,
     TLS: TLS_SECTION,
     HOOKS: HOOKS_SECTION,
+    SAMPLE_ACL: ACL_SECTION,
     WEBHOOKS: WEBHOOKS_SECTION,
     MSGPACK_CLIENTS: "",
     SSE_CLIENTS: "",
@@ -184,6 +193,14 @@ SCENARIOS: list[dict[str, Any]] = [
         "mode": "saturate",
         "subscribers": 10000,
         "topics": 10000,
+    },
+    {
+        # What a plugin (the sample config's acl) costs each publish.
+        "name": "10k topics, 1 subscriber each, acl",
+        "mode": "saturate",
+        "subscribers": 10000,
+        "topics": 10000,
+        "brokers": ("trio-broker", SAMPLE_ACL),
     },
     # TLS: the same fan-out over wss://, against plain ws:// in the same run.
     {
