@@ -121,11 +121,11 @@ class Acl(Plugin):
                 return True
         return self.options.default == "allow"
 
-    async def authorize_subscribe(self, client: Client, topic_filter: str) -> None:
+    def authorize_subscribe(self, client: Client, topic_filter: str) -> None:
         if not self._decide(client, "subscribe", topic_filter):
             raise Refuse(f"not allowed to subscribe to {topic_filter!r}")
 
-    async def authorize_publish(self, client: Client, publication: Publication) -> Publication:
+    def authorize_publish(self, client: Client, publication: Publication) -> Publication:
         if not self._decide(client, "publish", publication.topic):
             raise Refuse(f"not allowed to publish to {publication.topic!r}")
         return publication

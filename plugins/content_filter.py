@@ -103,7 +103,7 @@ class ContentFilter(Plugin):
         super().__init__(options)
         self._rules = [_compile(rule) for rule in options.rules]
 
-    async def authorize_publish(self, client: Client, publication: Publication) -> Publication:
+    def authorize_publish(self, client: Client, publication: Publication) -> Publication:
         data = publication.data
         for compiled in self._rules:
             rule = compiled.rule

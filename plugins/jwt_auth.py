@@ -107,13 +107,13 @@ class JwtAuth(Plugin):
             raise ValueError("the HMAC secret must be at least 32 bytes long")
         self._key = key
 
-    async def authenticate(self, request: HandshakeRequest, identity: Identity) -> Identity:
+    def authenticate(self, request: HandshakeRequest, identity: Identity) -> Identity:
         token = bearer_token(request)
         if token is None:
             raise Refuse("missing token", status=401)
         return self._identity(token)
 
-    async def refresh(self, client: Client, token: str) -> Identity:
+    def refresh(self, client: Client, token: str) -> Identity:
         """A new token for the same ``sub``: its claims and expiry take over."""
         identity = self._identity(token)
         if identity.user != client.identity.user:
@@ -151,12 +151,12 @@ class JwtAuth(Plugin):
             channels=_filters_claim(claims, "channels") or (),
         )
 
-    async def authorize_subscribe(self, client: Client, topic_filter: str) -> None:
+    def authorize_subscribe(self, client: Client, topic_filter: str) -> None:
         allowed = client.identity.claims.get("subscribe")
         if allowed is not None and not any(covers(f, topic_filter) for f in allowed):
             raise Refuse(f"the token does not allow subscribing to {topic_filter!r}")
 
-    async def authorize_publish(self, client: Client, publication: Publication) -> Publication:
+    def authorize_publish(self, client: Client, publication: Publication) -> Publication:
         allowed = client.identity.claims.get("publish")
         if allowed is not None and not any(matches(f, publication.topic) for f in allowed):
             raise Refuse(f"the token does not allow publishing to {publication.topic!r}")

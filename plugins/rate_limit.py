@@ -90,7 +90,7 @@ class RateLimit(Plugin):
             for key in idle:
                 del entries[key]
 
-    async def authorize_publish(self, client: Client, publication: Publication) -> Publication:
+    def authorize_publish(self, client: Client, publication: Publication) -> Publication:
         now = trio.current_time()
         self._sweep(now)
         # Always kept: it counts this connection's refusals in a row.

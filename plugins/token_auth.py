@@ -73,7 +73,7 @@ class TokenAuth(Plugin):
         except OptionsError as error:
             raise ValueError(f"tokens_file: {error}") from None
 
-    async def authenticate(self, request: HandshakeRequest, identity: Identity) -> Identity | None:
+    def authenticate(self, request: HandshakeRequest, identity: Identity) -> Identity | None:
         presented = bearer_token(request)
         if presented is None:
             if self.options.required:

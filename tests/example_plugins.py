@@ -74,9 +74,10 @@ class Recorder(Plugin):
         self._record("on_disconnect")
 
 
-def misbehave(hook: str, how: str, **more: Any) -> dict[str, Any]:
-    """A [[plugins]] table for `Misbehave`."""
-    return {"use": f"{__name__}:Misbehave", "hook": hook, "how": how, **more}
+def misbehave(hook: str, how: str, *, plain: bool = False, **more: Any) -> dict[str, Any]:
+    """A [[plugins]] table for `Misbehave`, or with ``plain`` for `PlainMisbehave`."""
+    name = "PlainMisbehave" if plain else "Misbehave"
+    return {"use": f"{__name__}:{name}", "hook": hook, "how": how, **more}
 
 
 class Misbehave(Plugin):
@@ -130,6 +131,42 @@ class Misbehave(Plugin):
 
     async def refresh(self, client: Client, token: str) -> Any:
         return await self._act("refresh", None, client.identity)
+
+
+class PlainMisbehave(Misbehave):
+    """`Misbehave` with plain ``def`` hooks: "hang" hands back an awaitable that never
+    ends, as a def hook may (the broker awaits it within the timeout)."""
+
+    def _act_now(self, hook: str, topic: str | None, default: Any) -> Any:
+        options = self.options
+        if hook != options.hook or (options.only_topic and topic != options.only_topic):
+            return default
+        if options.how == "hang":
+            return trio.sleep_forever()  # noqa: ASYNC105 (handed back to be awaited)
+        if options.how == "refuse":
+            raise Refuse(f"{hook} refused by test", status=403)
+        if options.how == "close":
+            raise Refuse("enough", close_code=1008)
+        if options.how == "raise":
+            raise RuntimeError("plugin bug")
+        if options.how == "garbage":
+            return "garbage"
+        return None  # drop
+
+    def authenticate(self, request: HandshakeRequest, identity: Identity) -> Any:
+        return self._act_now("authenticate", None, None)
+
+    def authorize_subscribe(self, client: Client, topic_filter: str) -> Any:
+        return self._act_now("authorize_subscribe", topic_filter, None)
+
+    def authorize_publish(self, client: Client, publication: Publication) -> Any:
+        return self._act_now("authorize_publish", publication.topic, publication)
+
+    def filter_delivery(self, client: Client, publication: Publication) -> Any:
+        return self._act_now("filter_delivery", publication.topic, True)
+
+    def refresh(self, client: Client, token: str) -> Any:
+        return self._act_now("refresh", None, client.identity)
 
 
 class OnlyRole(Plugin):

@@ -1,14 +1,20 @@
 """The plugin pipeline over real connections, with plugins from tests/example_plugins.py."""
 
+import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
+import trio
 
 from broker import Broker
 from broker.config.schema import ConfigError
+from broker.plugin import Client, Identity, Plugin, Publication
 from broker.plugin_host.loader import load_plugins, resolve
+from broker.plugin_host.pipeline import Pipeline
 from tests import example_plugins
 from tests.conftest import Connect, StartBroker, make_config, url
 from tests.example_plugins import misbehave
@@ -118,10 +124,13 @@ async def test_first_refusal_wins(
     assert await client.request({"op": "ping", "id": 3}) == {"op": "pong", "id": 3}
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["async", "def"])
 async def test_refused_publish_is_not_delivered(
-    start_broker: StartBroker, connect: Connect
+    start_broker: StartBroker, connect: Connect, plain: bool
 ) -> None:
-    broker = await start_broker([misbehave("authorize_publish", "refuse", only_topic="secret")])
+    broker = await start_broker(
+        [misbehave("authorize_publish", "refuse", plain=plain, only_topic="secret")]
+    )
     client = await connect(broker)
     await client.request({"op": "subscribe", "topic": "#", "id": 0})
     await client.send({"op": "publish", "topic": "secret", "data": 1, "id": 1})
@@ -142,10 +151,11 @@ async def test_handshake_refusal_uses_the_plugins_status(
     await connect(url(broker, "/ws?user=bob"))
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["async", "def"])
 async def test_refusal_can_close_the_connection(
-    start_broker: StartBroker, connect: Connect
+    start_broker: StartBroker, connect: Connect, plain: bool
 ) -> None:
-    broker = await start_broker([misbehave("authorize_publish", "close")])
+    broker = await start_broker([misbehave("authorize_publish", "close", plain=plain)])
     client = await connect(broker)
     await client.send({"op": "publish", "topic": "t", "data": 1, "id": 1})
     assert await client.recv() == {"op": "error", "code": "forbidden", "message": "enough", "id": 1}
@@ -165,15 +175,17 @@ async def test_refusal_can_close_the_connection(
         ("authorize_publish", "garbage"),
     ],
 )
+@pytest.mark.parametrize("plain", [False, True], ids=["async", "def"])
 async def test_failing_plugin_fails_the_operation_closed(
     start_broker: StartBroker,
     connect: Connect,
     caplog: pytest.LogCaptureFixture,
     hook: str,
     how: str,
+    plain: bool,
 ) -> None:
     broker = await start_broker(
-        [misbehave(hook, how, only_topic="bad")], server={"plugin_timeout": 0.2}
+        [misbehave(hook, how, plain=plain, only_topic="bad")], server={"plugin_timeout": 0.2}
     )
     client = await connect(broker)
     other = await connect(broker)
@@ -188,29 +200,35 @@ async def test_failing_plugin_fails_the_operation_closed(
         "message": "internal error",
         "id": 1,
     }
-    assert any(f"{EXAMPLE}:Misbehave" in record.getMessage() for record in caplog.records)
+    name = f"{EXAMPLE}:{'PlainMisbehave' if plain else 'Misbehave'}"
+    assert any(name in record.getMessage() for record in caplog.records)
     # Nothing else is harmed: the same client and the others carry on.
     await client.send({"op": "publish", "topic": "good", "data": 2, "id": 2})
     assert await client.recv() == {"op": "ack", "id": 2}
     assert await other.recv() == {"op": "message", "topic": "good", "data": 2}
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["async", "def"])
 @pytest.mark.parametrize("how", ["raise", "hang", "garbage"])
 async def test_failing_authenticator_refuses_the_handshake(
-    start_broker: StartBroker, how: str
+    start_broker: StartBroker, how: str, plain: bool
 ) -> None:
-    broker = await start_broker([misbehave("authenticate", how)], server={"plugin_timeout": 0.2})
+    broker = await start_broker(
+        [misbehave("authenticate", how, plain=plain)], server={"plugin_timeout": 0.2}
+    )
     with pytest.raises(Rejected) as caught:
         await WsClient.connect(url(broker))
     assert caught.value.status == 500
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["async", "def"])
 @pytest.mark.parametrize("how", ["raise", "hang", "garbage"])
 async def test_failing_delivery_filter_withholds_only_that_delivery(
-    start_broker: StartBroker, connect: Connect, how: str
+    start_broker: StartBroker, connect: Connect, how: str, plain: bool
 ) -> None:
     broker = await start_broker(
-        [misbehave("filter_delivery", how, only_topic="bad")], server={"plugin_timeout": 0.2}
+        [misbehave("filter_delivery", how, plain=plain, only_topic="bad")],
+        server={"plugin_timeout": 0.2},
     )
     client = await connect(broker)
     await client.request({"op": "subscribe", "topic": "#", "id": 0})
@@ -330,11 +348,65 @@ def test_entry_point_plugins_are_found_by_name(
     ("how", "code"),
     [("refuse", "forbidden"), ("raise", "internal"), ("garbage", "internal"), ("hang", "internal")],
 )
+@pytest.mark.parametrize("plain", [False, True], ids=["async", "def"])
 async def test_a_misbehaving_refresh_hook_changes_nothing(
-    start_broker: StartBroker, connect: Connect, how: str, code: str
+    start_broker: StartBroker, connect: Connect, how: str, code: str, plain: bool
 ) -> None:
-    broker = await start_broker([misbehave("refresh", how)], server={"plugin_timeout": 0.2})
+    broker = await start_broker(
+        [misbehave("refresh", how, plain=plain)], server={"plugin_timeout": 0.2}
+    )
     client = await connect(broker)
     reply = await client.request({"op": "refresh", "token": "t", "id": 1})
     assert (reply["op"], reply["code"]) == ("error", code)
     assert await client.request({"op": "ping", "id": 2}) == {"op": "pong", "id": 2}
+
+
+# --- def hooks ---------------------------------------------------------------------------------
+
+
+class _DeadlineSeer(Plugin):
+    """Records the deadline its hooks run under: `seen` by hook kind."""
+
+    seen: dict[str, float]
+
+    def authorize_subscribe(self, client: Client, topic_filter: str) -> None:
+        self.seen["def"] = trio.current_effective_deadline()
+
+    async def authorize_publish(self, client: Client, publication: Publication) -> Publication:
+        self.seen["async"] = trio.current_effective_deadline()
+        return publication
+
+
+async def test_a_def_hook_runs_without_the_timeouts_scope_and_an_async_one_within_it() -> None:
+    plugin = _DeadlineSeer(Plugin.Options())
+    plugin.seen = {}
+    pipeline = Pipeline([plugin], timeout=30.0)
+    client = Client("c1", Identity(), "127.0.0.1:1")
+    await pipeline.authorize_subscribe(client, "t")
+    before = trio.current_time()
+    assert await pipeline.authorize_publish(client, Publication("t", 1), 100) == Publication("t", 1)
+    assert plugin.seen["def"] == math.inf
+    assert before + 30.0 <= plugin.seen["async"] <= trio.current_time() + 30.0
+
+
+class _Slow(Plugin):
+    def authorize_publish(self, client: Client, publication: Publication) -> Publication:
+        time.sleep(0.05)  # the slow work under test: a def hook cannot be interrupted
+        return attrs.evolve(publication, topic="slow")
+
+
+async def test_a_def_hook_slower_than_the_timeout_is_answered_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    plugin = _Slow(Plugin.Options())
+    plugin.name = "slowpoke"
+    pipeline = Pipeline([plugin], timeout=0.01)
+    client = Client("c1", Identity(), "127.0.0.1:1")
+    published = await pipeline.authorize_publish(client, Publication("t", 1), 100)
+    assert published == Publication("slow", 1)
+    (record,) = [r for r in caplog.records if r.name == "broker.plugins"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == (
+        "plugin slowpoke: authorize_publish, a def hook, took longer than 0.01s and held up "
+        "every connection meanwhile: make it async if it waits"
+    )

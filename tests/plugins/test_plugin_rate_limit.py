@@ -112,8 +112,8 @@ async def test_idle_buckets_are_forgotten(autojump_clock: object) -> None:
     plugin = RateLimit(RateLimit.Options(messages_per_second=10.0, burst=5))
     for n in range(50):
         client = Client(f"c{n}", Identity(user=f"u{n}"), "test")
-        await plugin.authorize_publish(client, Publication("t", 0))
+        plugin.authorize_publish(client, Publication("t", 0))
     assert len(plugin._connections) == len(plugin._users) == 50
     await trio.sleep(1.0)  # two full refills (5 tokens at 10/s): nothing left to remember
-    await plugin.authorize_publish(Client("last", Identity(user="z"), "test"), Publication("t", 0))
+    plugin.authorize_publish(Client("last", Identity(user="z"), "test"), Publication("t", 0))
     assert set(plugin._connections) == {"last"} and set(plugin._users) == {"z"}
