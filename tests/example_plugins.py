@@ -1,6 +1,7 @@
 """Third-party-style plugins for the tests, loaded by "tests.example_plugins:Class"."""
 
 import collections
+import inspect
 import time
 from typing import Any
 
@@ -101,7 +102,8 @@ class Misbehave(Plugin):
         )
         only_topic: str | None = None
 
-    async def _act(self, hook: str, topic: str | None, default: Any) -> Any:
+    def _act_now(self, hook: str, topic: str | None, default: Any) -> Any:
+        """What the hook answers; for "hang", an awaitable that never ends."""
         options = self.options
         if hook != options.hook or (options.only_topic and topic != options.only_topic):
             return default
@@ -112,10 +114,14 @@ class Misbehave(Plugin):
         if options.how == "raise":
             raise RuntimeError("plugin bug")
         if options.how == "hang":
-            await trio.sleep_forever()
+            return trio.sleep_forever()  # noqa: ASYNC105 (awaited by the caller)
         if options.how == "garbage":
             return "garbage"
         return None  # drop
+
+    async def _act(self, hook: str, topic: str | None, default: Any) -> Any:
+        result = self._act_now(hook, topic, default)
+        return await result if inspect.iscoroutine(result) else result
 
     async def authenticate(self, request: HandshakeRequest, identity: Identity) -> Any:
         return await self._act("authenticate", None, None)
@@ -136,22 +142,6 @@ class Misbehave(Plugin):
 class PlainMisbehave(Misbehave):
     """`Misbehave` with plain ``def`` hooks: "hang" hands back an awaitable that never
     ends, as a def hook may (the broker awaits it within the timeout)."""
-
-    def _act_now(self, hook: str, topic: str | None, default: Any) -> Any:
-        options = self.options
-        if hook != options.hook or (options.only_topic and topic != options.only_topic):
-            return default
-        if options.how == "hang":
-            return trio.sleep_forever()  # noqa: ASYNC105 (handed back to be awaited)
-        if options.how == "refuse":
-            raise Refuse(f"{hook} refused by test", status=403)
-        if options.how == "close":
-            raise Refuse("enough", close_code=1008)
-        if options.how == "raise":
-            raise RuntimeError("plugin bug")
-        if options.how == "garbage":
-            return "garbage"
-        return None  # drop
 
     def authenticate(self, request: HandshakeRequest, identity: Identity) -> Any:
         return self._act_now("authenticate", None, None)
