@@ -51,9 +51,9 @@ __all__ = [
 ]
 
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 # What a hook returns: its answer, or (an ``async def`` hook's) an awaitable of it.
-MaybeAwaitable: TypeAlias = T | Awaitable[T]
+MaybeAwaitable: TypeAlias = _T | Awaitable[_T]
 
 
 def _roles(roles: Iterable[str]) -> frozenset[str]:

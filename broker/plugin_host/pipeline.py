@@ -1,4 +1,4 @@
-"""Run the configured plugins' hooks in order, each bounded in time, failing closed."""
+"""Run the configured plugins' hooks in order, each async one bounded in time, failing closed."""
 
 import contextlib
 import inspect
